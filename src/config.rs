@@ -1,0 +1,52 @@
+//! Everything an operator can set, with the defaults the README lists.
+//!
+//! `main.rs` fills this from flags; tests build it directly with small
+//! limits so that edge cases are cheap to reach.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Server settings. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (`--listen`, default `0.0.0.0:9502`).
+    pub listen: SocketAddr,
+    /// Subprotocols the server speaks, in no particular order (`--protocol`).
+    pub protocols: Vec<String>,
+    /// Largest message or frame payload accepted; larger is closed with 1009.
+    pub max_message_size: usize,
+    /// Largest request head; a longer one is answered 431.
+    pub max_head_bytes: usize,
+    /// Bound of one connection's outgoing queue, in bytes.
+    pub max_backpressure: usize,
+    /// Most connections open at once; more get 503.
+    pub max_connections: usize,
+    /// Time a client has to finish its request head.
+    pub handshake_timeout: Duration,
+    /// After the Close frames, time the peer has to close its side of TCP.
+    pub close_timeout: Duration,
+    /// On SIGINT/SIGTERM, time clients have to finish the closing handshake.
+    pub shutdown_timeout: Duration,
+    /// A connection silent this long is pinged.
+    pub ping_interval: Duration,
+    /// A connection silent this long (not even a Pong) is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9502)),
+            protocols: vec!["chat".to_string()],
+            max_message_size: 16 * 1024 * 1024,
+            max_head_bytes: 8 * 1024,
+            max_backpressure: 1024 * 1024,
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}

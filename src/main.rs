@@ -1,0 +1,79 @@
+//! The `wschat` daemon: flags, logging and signals; the rest is the library.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use wschat::{Config, Server};
+
+/// A small, fast WebSocket chat and broadcast daemon.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Flags {
+    /// Address and port to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "0.0.0.0:9502")]
+    listen: SocketAddr,
+    /// A subprotocol the server speaks (repeatable).
+    #[arg(long = "protocol", default_values_t = ["chat".to_string()])]
+    protocols: Vec<String>,
+    /// Largest message or frame payload in bytes; larger is closed with 1009.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_message_size: usize,
+    /// Bound of each connection's outgoing queue, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_backpressure: usize,
+    /// Most connections open at once; more get 503.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Seconds a client has to send its request head.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    handshake_timeout: Duration,
+    /// Seconds a client has to close TCP after the closing handshake.
+    #[arg(long, default_value = "5", value_parser = seconds)]
+    close_timeout: Duration,
+    /// Seconds clients have to close on SIGINT/SIGTERM before exit.
+    #[arg(long, default_value = "5", value_parser = seconds)]
+    shutdown_timeout: Duration,
+    /// Seconds of silence before the server pings a client.
+    #[arg(long, default_value = "30", value_parser = seconds)]
+    ping_interval: Duration,
+    /// Seconds of silence (not even a Pong) before a client is closed.
+    #[arg(long, default_value = "60", value_parser = seconds)]
+    idle_timeout: Duration,
+}
+
+/// Seconds with decimals, e.g. `0.5`.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{e}"))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let flags = Flags::parse();
+    let config = Config {
+        listen: flags.listen,
+        protocols: flags.protocols,
+        max_message_size: flags.max_message_size,
+        max_backpressure: flags.max_backpressure,
+        max_connections: flags.max_connections,
+        handshake_timeout: flags.handshake_timeout,
+        close_timeout: flags.close_timeout,
+        shutdown_timeout: flags.shutdown_timeout,
+        ping_interval: flags.ping_interval,
+        idle_timeout: flags.idle_timeout,
+        ..Config::default()
+    };
+    let result = Server::bind(config).and_then(|mut server| {
+        server.handle_signals()?;
+        server.run()
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The opening handshake, server side (RFC 6455 section 4.2).
+//!
+//! Finds the end of a request head incrementally, parses it with `httparse`
+//! into borrowed fields (no allocation per header), checks every rule of an
+//! upgrade request and computes the accept key. Writing the responses is
+//! left to `crate::http`; deciding which path serves what is the server's.
+
+use base64::Engine as _;
+
+use super::error::HandshakeError;
+
+/// The GUID every accept key is derived with (section 1.3).
+pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Header lines a request head may have.
+pub const MAX_HEADERS: usize = 64;
+
+/// Finds the end of a request head (the byte after `\r\n\r\n`).
+///
+/// `scanned` is how many bytes earlier calls already searched, so a head
+/// arriving one byte per read is scanned once overall, not once per read.
+pub fn find_head_end(buf: &[u8], scanned: usize) -> Option<usize> {
+    let start = scanned.saturating_sub(3);
+    buf.get(start..)?
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| start + i + 4)
+}
+
+/// A parsed request head; every field borrows from the head's bytes.
+#[derive(Debug)]
+pub struct RequestHead<'h> {
+    /// The request method, e.g. `GET`.
+    pub method: &'h str,
+    /// The request target, e.g. `/room/rust?x=1`.
+    pub target: &'h str,
+    /// The minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    headers: Vec<(&'h str, &'h [u8])>,
+}
+
+/// A valid upgrade request, ready to be answered with 101.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    /// The `Sec-WebSocket-Accept` value.
+    pub accept: String,
+    /// The subprotocol chosen, if the client offered one the server speaks.
+    pub protocol: Option<String>,
+}
+
+/// Parses a complete head (ending in `\r\n\r\n`).
+pub fn parse_head(head: &[u8]) -> Result<RequestHead<'_>, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HandshakeError::Malformed),
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders),
+        Err(httparse::Error::Version) => return Err(HandshakeError::UnsupportedHttpVersion),
+        Err(_) => return Err(HandshakeError::Malformed),
+    }
+    // Complete guarantees method, path and version are set.
+    let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
+    else {
+        return Err(HandshakeError::Malformed);
+    };
+    let headers = req
+        .headers
+        .iter()
+        .map(|h| (h.name, h.value))
+        .collect::<Vec<_>>();
+    Ok(RequestHead {
+        method,
+        target,
+        minor_version,
+        headers,
+    })
+}
+
+impl<'h> RequestHead<'h> {
+    /// The path part of the target, without the query string.
+    pub fn path(&self) -> &'h str {
+        self.target.split(['?', '#']).next().unwrap_or("")
+    }
+
+    /// Every value of the header `name` (case-insensitive), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'h [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
+    /// The single value of `name`, or `None` if it is absent or repeated.
+    pub fn header(&self, name: &str) -> Option<&'h [u8]> {
+        let mut values = self.header_values(name);
+        let first = values.next()?;
+        values.next().is_none().then_some(first)
+    }
+
+    /// Whether any value of `name` lists `token` (comma lists, any case).
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.header_values(name)
+            .flat_map(|v| v.split(|b| *b == b','))
+            .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    /// Whether the client asks for a WebSocket at all (as opposed to a page).
+    pub fn wants_upgrade(&self) -> bool {
+        self.header_values("upgrade").next().is_some()
+            || self.header_values("sec-websocket-key").next().is_some()
+            || self.header_values("sec-websocket-version").next().is_some()
+    }
+
+    /// Checks the upgrade rules of section 4.2.1 and chooses a subprotocol
+    /// from `protocols` (the first of the client's list the server speaks).
+    pub fn check_upgrade(&self, protocols: &[String]) -> Result<Upgrade, HandshakeError> {
+        if self.method != "GET" {
+            return Err(HandshakeError::MethodNotAllowed);
+        }
+        if self.minor_version < 1 {
+            return Err(HandshakeError::UpgradeNeedsHttp11);
+        }
+        if self.header("host").is_none() {
+            return Err(HandshakeError::MissingHost);
+        }
+        if !self.has_token("upgrade", "websocket") {
+            return Err(HandshakeError::MissingUpgradeWebsocket);
+        }
+        if !self.has_token("connection", "upgrade") {
+            return Err(HandshakeError::MissingConnectionUpgrade);
+        }
+        // Section 4.2.2: a wrong version gets 426 and the versions we speak.
+        if self.header("sec-websocket-version").map(trim) != Some(b"13") {
+            return Err(HandshakeError::UnsupportedVersion);
+        }
+        let key = self
+            .header("sec-websocket-key")
+            .map(trim)
+            .filter(|k| is_valid_key(k))
+            .ok_or(HandshakeError::InvalidKey)?;
+        Ok(Upgrade {
+            accept: accept_key(key),
+            protocol: self.choose_protocol(protocols),
+        })
+    }
+
+    fn choose_protocol(&self, supported: &[String]) -> Option<String> {
+        self.header_values("sec-websocket-protocol")
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(trim)
+            .find_map(|offered| {
+                supported
+                    .iter()
+                    .find(|s| s.as_bytes() == offered)
+                    .cloned()
+            })
+    }
+}
+
+/// Whether `key` is base64 for exactly 16 bytes (section 4.1, item 7).
+fn is_valid_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|bytes| bytes.len() == 16)
+}
+
+/// `base64(SHA-1(key + GUID))`, the `Sec-WebSocket-Accept` value (section 4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key);
+    sha.update(WEBSOCKET_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes())
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    bytes.trim_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHROME: &[u8] = b"GET /chat HTTP/1.1\r\n\
+Host: server.example.com\r\n\
+Connection: keep-alive, Upgrade\r\n\
+Pragma: no-cache\r\n\
+Upgrade: websocket\r\n\
+Origin: http://example.com\r\n\
+Sec-WebSocket-Version: 13\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
+
+    fn protocols() -> Vec<String> {
+        vec!["chat".to_string()]
+    }
+
+    fn check(head: &[u8]) -> Result<Upgrade, HandshakeError> {
+        parse_head(head)?.check_upgrade(&protocols())
+    }
+
+    fn with_header(line: &str, replace: &str) -> Vec<u8> {
+        let text = std::str::from_utf8(CHROME).unwrap();
+        text.replace(line, replace).into_bytes()
+    }
+
+    #[test]
+    fn rfc_accept_key_vectors() {
+        for (key, accept) in [
+            ("dGhlIHNhbXBsZSBub25jZQ==", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            ("x3JJHMbDL1EzLkh9GBhXDw==", "HSmrc0sMlYUkAGmm5OPpG2HaGWk="),
+            ("rRXp2i/XCuCsKqs5MN12Ag==", "c/LP8JsVmZWV/EB3lgGDVmVQWVA="),
+        ] {
+            assert_eq!(accept_key(key.as_bytes()), accept);
+        }
+    }
+
+    #[test]
+    fn chrome_request_is_accepted_with_first_supported_protocol() {
+        let up = check(CHROME).unwrap();
+        assert_eq!(up.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(up.protocol.as_deref(), Some("chat"));
+    }
+
+    #[test]
+    fn no_common_protocol_means_none() {
+        let head = with_header("superchat, chat", "a, b");
+        assert_eq!(check(&head).unwrap().protocol, None);
+    }
+
+    #[test]
+    fn protocols_over_several_headers() {
+        let head = with_header(
+            "Sec-WebSocket-Protocol: superchat, chat",
+            "Sec-WebSocket-Protocol: x\r\nSec-WebSocket-Protocol: y, chat",
+        );
+        assert_eq!(check(&head).unwrap().protocol.as_deref(), Some("chat"));
+    }
+
+    #[test]
+    fn tokens_match_in_any_case() {
+        let head = with_header("Upgrade: websocket", "UPGRADE: WebSocket");
+        let head = String::from_utf8(head)
+            .unwrap()
+            .replace("keep-alive, Upgrade", "upgrade");
+        assert!(check(head.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn each_broken_rule_has_its_error() {
+        let cases: [(&str, &str, HandshakeError); 9] = [
+            ("GET /chat HTTP/1.1", "POST /chat HTTP/1.1", HandshakeError::MethodNotAllowed),
+            ("GET /chat HTTP/1.1", "GET /chat HTTP/1.0", HandshakeError::UpgradeNeedsHttp11),
+            ("Host: server.example.com\r\n", "", HandshakeError::MissingHost),
+            ("Upgrade: websocket", "Upgrade: h2c", HandshakeError::MissingUpgradeWebsocket),
+            ("keep-alive, Upgrade", "keep-alive", HandshakeError::MissingConnectionUpgrade),
+            ("Version: 13", "Version: 8", HandshakeError::UnsupportedVersion),
+            ("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ==", HandshakeError::InvalidKey),
+            ("dGhlIHNhbXBsZSBub25jZQ==", "!!!!!!!!!!!!!!!!!!!!!!==", HandshakeError::InvalidKey),
+            ("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "", HandshakeError::InvalidKey),
+        ];
+        for (from, to, err) in cases {
+            assert_eq!(check(&with_header(from, to)), Err(err), "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn repeated_key_is_invalid() {
+        let head = with_header(
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: x3JJHMbDL1EzLkh9GBhXDw==",
+        );
+        assert_eq!(check(&head), Err(HandshakeError::InvalidKey));
+    }
+
+    #[test]
+    fn malformed_heads() {
+        assert_eq!(
+            parse_head(b"GET / HTTP/2.0\r\n\r\n").err(),
+            Some(HandshakeError::UnsupportedHttpVersion)
+        );
+        assert_eq!(
+            parse_head(b"\x01\x02 garbage\r\n\r\n").err(),
+            Some(HandshakeError::Malformed)
+        );
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").err(),
+            Some(HandshakeError::Malformed)
+        );
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend(format!("X-{i}: y\r\n").bytes());
+        }
+        many.extend(b"\r\n");
+        assert_eq!(parse_head(&many).err(), Some(HandshakeError::TooManyHeaders));
+    }
+
+    #[test]
+    fn head_end_found_incrementally() {
+        let head = CHROME;
+        let mut scanned = 0;
+        for len in 1..=head.len() {
+            let found = find_head_end(&head[..len], scanned);
+            if len < head.len() {
+                assert_eq!(found, None, "len {len}");
+            } else {
+                assert_eq!(found, Some(head.len()));
+            }
+            scanned = len;
+        }
+    }
+
+    #[test]
+    fn path_drops_query() {
+        let head = parse_head(b"GET /room/a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        assert_eq!(head.path(), "/room/a");
+        assert!(!head.wants_upgrade());
+    }
+}

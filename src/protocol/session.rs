@@ -1,0 +1,565 @@
+//! The WebSocket state machine after the 101 (RFC 6455 sections 5-7).
+//!
+//! A [`Session`] takes the bytes a client sent and returns [`Event`]s in the
+//! order they happened: complete messages, frames the protocol itself must
+//! answer with (Pong, Close), and nothing else. It consumes data frames as
+//! their bytes arrive, so a connection only ever keeps an unfinished frame
+//! header (or an unfinished control frame, at most 139 bytes) between reads,
+//! and a text message fails with 1007 at the first invalid byte.
+//!
+//! [`Session::fail`] is the only place a close code for a protocol error is
+//! chosen (via [`ProtocolError::close_code`]).
+
+use super::close::{encode_close_payload, parse_close_payload, CloseCode};
+use super::error::ProtocolError;
+use super::frame::{decode_header, encode_frame, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
+use super::mask::apply_mask;
+use super::utf8::Utf8Validator;
+
+/// What a session asks its connection to do, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete text or binary message, unmasked and (for text) valid UTF-8.
+    Message {
+        /// [`OpCode::Text`] or [`OpCode::Binary`].
+        opcode: OpCode,
+        /// The reassembled payload.
+        payload: Vec<u8>,
+    },
+    /// A control frame to send as is (a Pong).
+    Send(Vec<u8>),
+    /// A Close frame to send; nothing may be sent after it.
+    Close {
+        /// The encoded close frame.
+        frame: Vec<u8>,
+        /// The protocol error that caused it, if any.
+        error: Option<ProtocolError>,
+    },
+}
+
+/// Settings a session needs on every call; shared by all sessions of a loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message (and frame) payload accepted, in bytes.
+    pub max_message_size: usize,
+}
+
+/// Where the closing handshake stands (section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseState {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a Close and wait for the peer's; data frames are dropped.
+    CloseSent,
+    /// Both Close frames have been exchanged.
+    Closed,
+    /// We failed the connection; everything that arrives is discarded.
+    Failed,
+}
+
+/// A data frame whose payload is still arriving.
+#[derive(Debug, Clone, Copy)]
+struct PartialFrame {
+    remaining: u64,
+    mask: [u8; 4],
+    /// Payload bytes already unmasked, modulo 4 (the mask key position).
+    mask_offset: u8,
+    fin: bool,
+}
+
+/// The per-connection WebSocket protocol state, without any socket.
+#[derive(Debug)]
+pub struct Session {
+    state: CloseState,
+    frame: Option<PartialFrame>,
+    /// The opcode of the message being assembled, if one is open.
+    message_opcode: Option<OpCode>,
+    message: Vec<u8>,
+    utf8: Utf8Validator,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session::new()
+    }
+}
+
+impl Session {
+    /// A session right after the 101 response.
+    pub fn new() -> Session {
+        Session {
+            state: CloseState::Open,
+            frame: None,
+            message_opcode: None,
+            message: Vec::new(),
+            utf8: Utf8Validator::new(),
+        }
+    }
+
+    /// Where the closing handshake stands.
+    pub fn state(&self) -> CloseState {
+        self.state
+    }
+
+    /// Whether messages may still be sent to the peer.
+    pub fn is_open(&self) -> bool {
+        self.state == CloseState::Open
+    }
+
+    /// Consumes what it can of `buf` (unmasking in place) and returns how
+    /// many bytes it used. The rest, at most an unfinished header or control
+    /// frame, must be passed again with more bytes appended.
+    pub fn receive(&mut self, buf: &mut [u8], limits: &Limits, events: &mut Vec<Event>) -> usize {
+        let mut pos = 0;
+        loop {
+            if self.state == CloseState::Failed || self.state == CloseState::Closed {
+                // Section 7.1.7 / 1.4: after the close, input is discarded.
+                return buf.len();
+            }
+            let result = match self.frame {
+                Some(frame) => self.receive_payload(frame, &mut buf[pos..], events),
+                None => self.receive_frame_start(&mut buf[pos..], limits, events),
+            };
+            match result {
+                Ok(0) => return pos,
+                Ok(used) => pos += used,
+                Err(err) => {
+                    // After our own Close there is nothing more to send:
+                    // a broken peer is then only ignored.
+                    if let Some(close) = self.fail(err) {
+                        events.push(close);
+                    }
+                    self.state = CloseState::Failed;
+                    return buf.len();
+                }
+            }
+        }
+    }
+
+    /// Fails the connection (section 7.1.7): returns the Close frame to send,
+    /// or `None` if a Close was already sent.
+    pub fn fail(&mut self, err: ProtocolError) -> Option<Event> {
+        let frame = self.close_frame(err.close_code(), err.reason())?;
+        self.state = CloseState::Failed;
+        Some(Event::Close {
+            frame,
+            error: Some(err),
+        })
+    }
+
+    /// Starts a closing handshake of our own (shutdown, idle timeout):
+    /// returns the Close frame, or `None` if a Close was already sent.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Option<Event> {
+        let frame = self.close_frame(code, reason)?;
+        self.state = CloseState::CloseSent;
+        Some(Event::Close { frame, error: None })
+    }
+
+    fn close_frame(&mut self, code: CloseCode, reason: &str) -> Option<Vec<u8>> {
+        if self.state != CloseState::Open {
+            return None;
+        }
+        // The peer may still be mid-frame: keep parsing, stop collecting.
+        self.message = Vec::new();
+        let mut payload = Vec::with_capacity(2 + reason.len());
+        encode_close_payload(code, reason, &mut payload);
+        Some(control_frame(OpCode::Close, &payload))
+    }
+
+    /// Decodes a header; a control frame is handled whole, a data frame's
+    /// payload is left to [`Session::receive_payload`]. Returns bytes used.
+    fn receive_frame_start(
+        &mut self,
+        buf: &mut [u8],
+        limits: &Limits,
+        events: &mut Vec<Event>,
+    ) -> Result<usize, ProtocolError> {
+        let Some((header, header_len)) = decode_header(buf)? else {
+            return Ok(0);
+        };
+        let mask = self.check_header(&header, limits)?;
+        if header.opcode.is_control() {
+            // At most 125 bytes (checked above), so buffering it whole is cheap.
+            let total = header_len + header.payload_len as usize;
+            let Some(frame) = buf.get_mut(header_len..total) else {
+                return Ok(0);
+            };
+            apply_mask(frame, mask, 0);
+            self.on_control(header.opcode, frame, events)?;
+            return Ok(total);
+        }
+        if header.opcode != OpCode::Continuation {
+            self.message_opcode = Some(header.opcode);
+        }
+        let frame = PartialFrame {
+            remaining: header.payload_len,
+            mask,
+            mask_offset: 0,
+            fin: header.fin,
+        };
+        if frame.remaining == 0 {
+            self.end_frame(frame.fin, events)?;
+        } else {
+            self.frame = Some(frame);
+        }
+        Ok(header_len)
+    }
+
+    /// Checks the rules a header must follow in this session's state and
+    /// returns the masking key.
+    fn check_header(&self, h: &FrameHeader, limits: &Limits) -> Result<[u8; 4], ProtocolError> {
+        // Section 5.1: "a server MUST close the connection upon receiving a
+        // frame that is not masked".
+        let mask = h.mask.ok_or(ProtocolError::UnmaskedFrame)?;
+        if h.rsv1 || h.rsv2 || h.rsv3 {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
+        if h.opcode.is_control() {
+            // Section 5.5: "All control frames MUST have a payload length of
+            // 125 bytes or less and MUST NOT be fragmented."
+            if !h.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if h.payload_len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(ProtocolError::ControlFrameTooLong);
+            }
+            return Ok(mask);
+        }
+        match (h.opcode, self.message_opcode) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::MissingContinuation)
+            }
+            _ => {}
+        }
+        let total = (self.message.len() as u64).saturating_add(h.payload_len);
+        if total > limits.max_message_size as u64 {
+            return Err(ProtocolError::MessageTooLarge);
+        }
+        Ok(mask)
+    }
+
+    /// Takes as much of the current data frame's payload as `buf` holds.
+    fn receive_payload(
+        &mut self,
+        mut frame: PartialFrame,
+        buf: &mut [u8],
+        events: &mut Vec<Event>,
+    ) -> Result<usize, ProtocolError> {
+        let take = buf.len().min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
+        if take == 0 {
+            return Ok(0);
+        }
+        let chunk = &mut buf[..take];
+        apply_mask(chunk, frame.mask, usize::from(frame.mask_offset));
+        if self.message_opcode == Some(OpCode::Text) {
+            self.utf8
+                .feed(chunk)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if self.state == CloseState::Open {
+            self.message.extend_from_slice(chunk);
+        }
+        frame.remaining -= take as u64;
+        frame.mask_offset = ((usize::from(frame.mask_offset) + take) % 4) as u8;
+        if frame.remaining == 0 {
+            self.frame = None;
+            self.end_frame(frame.fin, events)?;
+        } else {
+            self.frame = Some(frame);
+        }
+        Ok(take)
+    }
+
+    fn end_frame(&mut self, fin: bool, events: &mut Vec<Event>) -> Result<(), ProtocolError> {
+        if !fin {
+            return Ok(());
+        }
+        let opcode = self
+            .message_opcode
+            .take()
+            .expect("a data frame always belongs to an open message");
+        if opcode == OpCode::Text {
+            self.utf8
+                .finish()
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        let payload = std::mem::take(&mut self.message);
+        // After our own Close, data is read (to find the peer's Close) but dropped.
+        if self.state == CloseState::Open {
+            events.push(Event::Message { opcode, payload });
+        }
+        Ok(())
+    }
+
+    fn on_control(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        events: &mut Vec<Event>,
+    ) -> Result<(), ProtocolError> {
+        match opcode {
+            // Section 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST
+            // send a Pong frame in response ... unless it already received a
+            // Close frame." Nothing is sent after our own Close either.
+            OpCode::Ping if self.state == CloseState::Open => {
+                events.push(Event::Send(control_frame(OpCode::Pong, payload)));
+            }
+            OpCode::Close => self.on_close(payload, events)?,
+            // Section 5.5.3: an unsolicited Pong needs no response.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, payload: &[u8], events: &mut Vec<Event>) -> Result<(), ProtocolError> {
+        let code = parse_close_payload(payload)?;
+        if self.state == CloseState::Open {
+            // Section 5.5.1: reply with a Close, "typically echoing the status
+            // code it received"; an empty Close gets an empty Close.
+            let mut reply = Vec::with_capacity(2);
+            if let Some(code) = code {
+                encode_close_payload(code, "", &mut reply);
+            }
+            events.push(Event::Close {
+                frame: control_frame(OpCode::Close, &reply),
+                error: None,
+            });
+        }
+        self.message = Vec::new();
+        self.state = CloseState::Closed;
+        Ok(())
+    }
+}
+
+/// Encodes an unmasked control frame.
+fn control_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + payload.len());
+    encode_frame(true, opcode, false, &[payload], &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_message_size: 1024,
+    };
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    fn client_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut h = FrameHeader::new(fin, opcode, payload.len() as u64);
+        h.mask = Some(MASK);
+        let mut out = Vec::new();
+        h.encode(&mut out);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        apply_mask(&mut out[start..], MASK, 0);
+        out
+    }
+
+    fn feed(session: &mut Session, bytes: &[u8]) -> Vec<Event> {
+        let mut buf = bytes.to_vec();
+        let mut events = Vec::new();
+        let used = session.receive(&mut buf, &LIMITS, &mut events);
+        assert_eq!(used, buf.len(), "all bytes of complete frames are used");
+        events
+    }
+
+    fn close_code(events: &[Event]) -> Option<u16> {
+        events.iter().find_map(|e| match e {
+            Event::Close { frame, .. } if frame.len() >= 4 => {
+                Some(u16::from_be_bytes([frame[2], frame[3]]))
+            }
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn rfc_masked_hello_is_a_text_message() {
+        let mut s = Session::new();
+        let events = feed(
+            &mut s,
+            &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58],
+        );
+        assert_eq!(
+            events,
+            [Event::Message {
+                opcode: OpCode::Text,
+                payload: b"Hello".to_vec()
+            }]
+        );
+    }
+
+    #[test]
+    fn server_receives_unmasked_frame_closes_1002() {
+        let mut s = Session::new();
+        let events = feed(&mut s, &[0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
+        assert_eq!(close_code(&events), Some(1002));
+        assert_eq!(s.state(), CloseState::Failed);
+    }
+
+    #[test]
+    fn server_receives_fragments_with_ping_between() {
+        let mut s = Session::new();
+        let mut bytes = client_frame(false, OpCode::Text, b"Hel");
+        bytes.extend(client_frame(true, OpCode::Ping, b"p"));
+        bytes.extend(client_frame(true, OpCode::Continuation, b"lo"));
+        let events = feed(&mut s, &bytes);
+        assert_eq!(
+            events,
+            [
+                Event::Send(vec![0x8A, 0x01, b'p']),
+                Event::Message {
+                    opcode: OpCode::Text,
+                    payload: b"Hello".to_vec()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn server_receives_continuation_without_start_closes_1002() {
+        let mut s = Session::new();
+        let events = feed(&mut s, &client_frame(true, OpCode::Continuation, b"x"));
+        assert_eq!(close_code(&events), Some(1002));
+    }
+
+    #[test]
+    fn server_receives_new_message_mid_fragment_closes_1002() {
+        let mut s = Session::new();
+        let mut bytes = client_frame(false, OpCode::Text, b"a");
+        bytes.extend(client_frame(true, OpCode::Text, b"b"));
+        assert_eq!(close_code(&feed(&mut s, &bytes)), Some(1002));
+    }
+
+    #[test]
+    fn server_receives_fragmented_or_long_control_closes_1002() {
+        let mut s = Session::new();
+        assert_eq!(
+            close_code(&feed(&mut s, &client_frame(false, OpCode::Ping, b""))),
+            Some(1002)
+        );
+        let mut s = Session::new();
+        assert_eq!(
+            close_code(&feed(&mut s, &client_frame(true, OpCode::Ping, &[0; 126]))),
+            Some(1002)
+        );
+    }
+
+    #[test]
+    fn server_receives_rsv_bits_closes_1002() {
+        let mut s = Session::new();
+        let mut bytes = client_frame(true, OpCode::Text, b"x");
+        bytes[0] |= 0x20;
+        assert_eq!(close_code(&feed(&mut s, &bytes)), Some(1002));
+    }
+
+    #[test]
+    fn server_receives_invalid_utf8_mid_frame_closes_1007_at_once() {
+        let mut s = Session::new();
+        // Header announces 20 bytes; only the first 6 (with the bad byte) arrive.
+        let mut payload = b"ab".to_vec();
+        payload.extend([0xF4, 0x90, 0x80, 0x80]);
+        payload.extend([b'c'; 14]);
+        let bytes = client_frame(true, OpCode::Text, &payload);
+        let mut buf = bytes[..2 + 4 + 6].to_vec();
+        let mut events = Vec::new();
+        s.receive(&mut buf, &LIMITS, &mut events);
+        assert_eq!(close_code(&events), Some(1007));
+    }
+
+    #[test]
+    fn server_receives_oversize_header_closes_1009_before_payload() {
+        let mut s = Session::new();
+        let mut h = FrameHeader::new(true, OpCode::Binary, 2048);
+        h.mask = Some(MASK);
+        let mut bytes = Vec::new();
+        h.encode(&mut bytes);
+        assert_eq!(close_code(&feed(&mut s, &bytes)), Some(1009));
+    }
+
+    #[test]
+    fn server_receives_oversize_reassembly_closes_1009() {
+        let mut s = Session::new();
+        let mut bytes = client_frame(false, OpCode::Binary, &[0; 600]);
+        bytes.extend(client_frame(true, OpCode::Continuation, &[0; 600]));
+        assert_eq!(close_code(&feed(&mut s, &bytes)), Some(1009));
+    }
+
+    #[test]
+    fn close_is_echoed_and_later_input_discarded() {
+        let mut s = Session::new();
+        let mut bytes = client_frame(true, OpCode::Close, &[0x03, 0xE8, b'o', b'k']);
+        bytes.extend(client_frame(true, OpCode::Text, b"late"));
+        let events = feed(&mut s, &bytes);
+        assert_eq!(
+            events,
+            [Event::Close {
+                frame: vec![0x88, 0x02, 0x03, 0xE8],
+                error: None
+            }]
+        );
+        assert_eq!(s.state(), CloseState::Closed);
+    }
+
+    #[test]
+    fn empty_close_gets_empty_close() {
+        let mut s = Session::new();
+        let events = feed(&mut s, &client_frame(true, OpCode::Close, b""));
+        assert_eq!(
+            events,
+            [Event::Close {
+                frame: vec![0x88, 0x00],
+                error: None
+            }]
+        );
+    }
+
+    #[test]
+    fn invalid_close_payloads_close_1002_or_1007() {
+        for (payload, code) in [
+            (&[0x03][..], 1002),
+            (&[0x03, 0xED], 1002),
+            (&[0x03, 0xE8, 0xFF], 1007),
+        ] {
+            let mut s = Session::new();
+            let events = feed(&mut s, &client_frame(true, OpCode::Close, payload));
+            assert_eq!(close_code(&events), Some(code), "{payload:02x?}");
+        }
+    }
+
+    #[test]
+    fn our_close_then_peer_close_completes_without_reply() {
+        let mut s = Session::new();
+        assert!(s.close(CloseCode::GOING_AWAY, "").is_some());
+        assert!(s.close(CloseCode::GOING_AWAY, "").is_none());
+        let mut bytes = client_frame(true, OpCode::Text, b"dropped");
+        bytes.extend(client_frame(true, OpCode::Ping, b""));
+        bytes.extend(client_frame(true, OpCode::Close, &[0x03, 0xE9]));
+        assert_eq!(feed(&mut s, &bytes), []);
+        assert_eq!(s.state(), CloseState::Closed);
+    }
+
+    #[test]
+    fn any_split_gives_the_same_events() {
+        let mut stream = client_frame(false, OpCode::Text, "κόσ".as_bytes());
+        stream.extend(client_frame(true, OpCode::Ping, b"ping"));
+        stream.extend(client_frame(true, OpCode::Continuation, "με".as_bytes()));
+        stream.extend(client_frame(true, OpCode::Binary, &[1, 2, 3]));
+        stream.extend(client_frame(true, OpCode::Close, &[0x03, 0xE8]));
+        let whole = feed(&mut Session::new(), &stream);
+        for cut in 0..stream.len() {
+            let mut s = Session::new();
+            let mut events = Vec::new();
+            let mut first = stream[..cut].to_vec();
+            let used = s.receive(&mut first, &LIMITS, &mut events);
+            // The unused tail is untouched (still masked) and passed again.
+            let mut carried = stream[used..].to_vec();
+            let used2 = s.receive(&mut carried, &LIMITS, &mut events);
+            assert_eq!(used2, carried.len());
+            assert_eq!(events, whole, "cut {cut}");
+        }
+    }
+}

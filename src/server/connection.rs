@@ -1,0 +1,290 @@
+//! One client connection: it owns the socket and moves through
+//! handshaking → open → closing.
+//!
+//! The connection reads and writes its socket and keeps only what is
+//! unfinished between reads (part of a request head, or part of a frame
+//! header). What the bytes mean is decided by `protocol`; what a message
+//! does (echo, broadcast) is decided by the reactor and the rooms.
+
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use super::room::{is_valid_room_name, Delivery, Member, Membership, LOBBY};
+use super::write_queue::{Flush, WriteQueue};
+use crate::protocol::handshake::{RequestHead, Upgrade};
+use crate::protocol::{HandshakeError, Session};
+
+/// What a WebSocket connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/echo`: every message comes back unchanged.
+    Echo,
+    /// A chat room: every message goes to every member.
+    Room(Membership),
+}
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub enum Phase {
+    /// Reading the request head; `scanned` bytes were already searched.
+    Handshake {
+        /// Bytes of `inbuf` already searched for the end of the head.
+        scanned: usize,
+    },
+    /// Upgraded: frames flow.
+    Open {
+        /// The id in `from{id}:`, unique for the life of the process.
+        id: u64,
+        /// The WebSocket state machine.
+        session: Session,
+        /// Echo or room.
+        endpoint: Endpoint,
+    },
+    /// A plain HTTP response is queued; the connection ends after it.
+    Responded,
+}
+
+/// What a complete request head asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `GET /`: the chat page.
+    Page,
+    /// `GET /healthz`.
+    Health,
+    /// `GET /metrics`.
+    Metrics,
+    /// A valid upgrade to a WebSocket endpoint.
+    Upgrade {
+        /// The accept key and subprotocol.
+        upgrade: Upgrade,
+        /// `None` for `/echo`, else the room's name.
+        room: Option<String>,
+    },
+}
+
+/// Decides what a request head asks for, or why it is refused.
+pub fn route(head: &RequestHead<'_>, protocols: &[String]) -> Result<Request, HandshakeError> {
+    let path = head.path();
+    let room = match path {
+        "/" => Some(LOBBY.to_string()),
+        "/echo" => None,
+        _ => match path.strip_prefix("/room/") {
+            Some(name) if is_valid_room_name(name) => Some(name.to_string()),
+            Some(_) => return Err(HandshakeError::InvalidRoomName),
+            None => {
+                return match (head.method, path) {
+                    (_, "/healthz" | "/metrics") if head.method != "GET" => {
+                        Err(HandshakeError::MethodNotAllowed)
+                    }
+                    (_, "/healthz") => Ok(Request::Health),
+                    (_, "/metrics") => Ok(Request::Metrics),
+                    _ => Err(HandshakeError::NotFound),
+                }
+            }
+        },
+    };
+    if head.method != "GET" {
+        return Err(HandshakeError::MethodNotAllowed);
+    }
+    if !head.wants_upgrade() {
+        return match path {
+            "/" => Ok(Request::Page),
+            _ => Err(HandshakeError::UpgradeRequired),
+        };
+    }
+    let upgrade = head.check_upgrade(protocols)?;
+    Ok(Request::Upgrade { upgrade, room })
+}
+
+/// Flags kept as single bits would save little; bools keep the code plain.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Flags {
+    /// Listed in the reactor's dirty list: needs a flush this turn.
+    pub dirty: bool,
+    /// Reading stopped until the queue drains (echo backpressure).
+    pub paused: bool,
+    /// We sent FIN after our last bytes.
+    pub write_shut: bool,
+    /// The peer sent FIN.
+    pub read_eof: bool,
+    /// Listed for removal at the end of the turn.
+    pub dead: bool,
+    /// A Ping was sent and nothing has arrived since.
+    pub pinged: bool,
+}
+
+/// A client socket and everything the server keeps for it.
+#[derive(Debug)]
+pub struct Connection {
+    /// The socket, registered with the reactor's `Poll`.
+    pub stream: TcpStream,
+    /// The peer's address, for logs and per-address limits.
+    pub peer: SocketAddr,
+    /// Handshaking, open or responded.
+    pub phase: Phase,
+    /// Bytes received but not yet used: part of a head or a frame header.
+    pub inbuf: Vec<u8>,
+    /// Bytes to send.
+    pub queue: WriteQueue,
+    /// When this connection's one timer fires (see the reactor).
+    pub deadline: Option<Instant>,
+    /// When the peer last sent anything.
+    pub last_rx: Instant,
+    /// State bits.
+    pub flags: Flags,
+}
+
+/// The result of reading a socket until it would block (or a budget ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadResult {
+    /// `n` bytes are in the scratch buffer.
+    Data(usize),
+    /// Nothing more to read now.
+    WouldBlock,
+    /// The peer closed its side.
+    Eof,
+}
+
+impl Connection {
+    /// A connection just accepted.
+    pub fn new(stream: TcpStream, peer: SocketAddr, now: Instant) -> Connection {
+        Connection {
+            stream,
+            peer,
+            phase: Phase::Handshake { scanned: 0 },
+            inbuf: Vec::new(),
+            queue: WriteQueue::new(),
+            deadline: None,
+            last_rx: now,
+            flags: Flags::default(),
+        }
+    }
+
+    /// The WebSocket id, once upgraded.
+    pub fn id(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Open { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Reads once into `scratch`, retrying on `EINTR`.
+    pub fn read_into(&mut self, scratch: &mut [u8]) -> io::Result<ReadResult> {
+        loop {
+            return match self.stream.read(scratch) {
+                Ok(0) => Ok(ReadResult::Eof),
+                Ok(n) => Ok(ReadResult::Data(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// Writes the queue until it is empty or the socket would block. Once
+    /// the final bytes are out, sends FIN so the peer sees the end.
+    pub fn flush(&mut self) -> io::Result<Flush> {
+        let result = self.queue.write_to(&mut self.stream)?;
+        if result == Flush::Done && self.queue.is_sealed() && !self.flags.write_shut {
+            self.flags.write_shut = true;
+            // The peer may be gone already; the socket is closed either way.
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        Ok(result)
+    }
+
+    /// Whether everything that will ever be sent has been sent.
+    pub fn is_finished_writing(&self) -> bool {
+        self.flags.write_shut
+    }
+
+    /// Queues a plain HTTP response; the connection ends after it.
+    pub fn respond(&mut self, response: Vec<u8>) {
+        self.phase = Phase::Responded;
+        self.inbuf = Vec::new();
+        self.queue.push_owned(response);
+        self.queue.seal();
+    }
+}
+
+impl Member for Connection {
+    fn push_broadcast(&mut self, frame: &Rc<[u8]>, limit: usize) -> Delivery {
+        match &self.phase {
+            Phase::Open { session, .. } if session.is_open() => {}
+            _ => return Delivery::Skipped,
+        }
+        let queued = self.queue.queued_bytes();
+        // A message larger than the bound still goes to an idle receiver:
+        // the bound is on the backlog, not on one message.
+        if queued > 0 && queued + frame.len() > limit {
+            return Delivery::Refused;
+        }
+        self.queue.push_shared(frame.clone());
+        if self.flags.dirty {
+            Delivery::Queued
+        } else {
+            self.flags.dirty = true;
+            Delivery::Woken
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::handshake::parse_head;
+
+    fn route_of(head: &str) -> Result<Request, HandshakeError> {
+        let head = parse_head(head.as_bytes())?;
+        route(&head, &["chat".to_string()])
+    }
+
+    const UPGRADE: &str = "Host: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn plain_routes() {
+        assert_eq!(route_of("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), Ok(Request::Page));
+        assert_eq!(route_of("GET /?room=x HTTP/1.1\r\n\r\n"), Ok(Request::Page));
+        assert_eq!(route_of("GET /healthz HTTP/1.1\r\n\r\n"), Ok(Request::Health));
+        assert_eq!(route_of("GET /metrics HTTP/1.0\r\n\r\n"), Ok(Request::Metrics));
+        assert_eq!(
+            route_of("GET /nope HTTP/1.1\r\n\r\n"),
+            Err(HandshakeError::NotFound)
+        );
+        assert_eq!(
+            route_of("POST / HTTP/1.1\r\n\r\n"),
+            Err(HandshakeError::MethodNotAllowed)
+        );
+        assert_eq!(
+            route_of("DELETE /healthz HTTP/1.1\r\n\r\n"),
+            Err(HandshakeError::MethodNotAllowed)
+        );
+        assert_eq!(
+            route_of("GET /echo HTTP/1.1\r\n\r\n"),
+            Err(HandshakeError::UpgradeRequired)
+        );
+    }
+
+    #[test]
+    fn upgrade_routes() {
+        let lobby = route_of(&format!("GET / HTTP/1.1\r\n{UPGRADE}")).unwrap();
+        assert!(matches!(lobby, Request::Upgrade { room: Some(ref r), .. } if r == LOBBY));
+        let echo = route_of(&format!("GET /echo HTTP/1.1\r\n{UPGRADE}")).unwrap();
+        assert!(matches!(echo, Request::Upgrade { room: None, .. }));
+        let room = route_of(&format!("GET /room/rust HTTP/1.1\r\n{UPGRADE}")).unwrap();
+        assert!(matches!(room, Request::Upgrade { room: Some(ref r), .. } if r == "rust"));
+        assert_eq!(
+            route_of(&format!("GET /room/a%20b HTTP/1.1\r\n{UPGRADE}")),
+            Err(HandshakeError::InvalidRoomName)
+        );
+        assert_eq!(
+            route_of(&format!("GET /room/ HTTP/1.1\r\n{UPGRADE}")),
+            Err(HandshakeError::InvalidRoomName)
+        );
+    }
+}

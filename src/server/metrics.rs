@@ -1,0 +1,93 @@
+//! Counters for `GET /metrics`, in the Prometheus text format.
+//!
+//! Plain integers bumped on the one thread: no atomics, no registry crate.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Everything the server counts.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections accepted since start.
+    pub accepted: u64,
+    /// WebSocket upgrades completed since start.
+    pub upgraded: u64,
+    /// Refused requests, by reason label.
+    pub handshake_failures: BTreeMap<&'static str, u64>,
+    /// Connections failed by the server, by close code.
+    pub protocol_errors: BTreeMap<u16, u64>,
+    /// Messages received from clients.
+    pub messages_received: u64,
+    /// Payload bytes received from clients.
+    pub bytes_received: u64,
+    /// Message frames queued to clients (one per receiver).
+    pub messages_sent: u64,
+    /// Bytes written to client sockets.
+    pub bytes_sent: u64,
+    /// Connections closed because their queue passed its bound.
+    pub slow_consumers: u64,
+    /// Connections closed for sending too fast.
+    pub rate_limited: u64,
+    /// Connections closed by a handshake, idle or close timeout.
+    pub timeouts: u64,
+}
+
+/// Gauges read from the server's state when the page is rendered.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauges {
+    /// Connections open now (any phase).
+    pub connections: usize,
+    /// Rooms with at least one member.
+    pub rooms: usize,
+}
+
+impl Metrics {
+    /// Renders every counter and gauge.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        };
+        counter("wschat_connections_accepted_total", "Connections accepted.", self.accepted);
+        counter("wschat_upgrades_total", "WebSocket upgrades completed.", self.upgraded);
+        counter("wschat_messages_received_total", "Messages received.", self.messages_received);
+        counter("wschat_bytes_received_total", "Message payload bytes received.", self.bytes_received);
+        counter("wschat_messages_sent_total", "Message frames queued to receivers.", self.messages_sent);
+        counter("wschat_bytes_sent_total", "Bytes written to sockets.", self.bytes_sent);
+        counter("wschat_slow_consumer_disconnects_total", "Connections closed as slow consumers.", self.slow_consumers);
+        counter("wschat_rate_limit_disconnects_total", "Connections closed for their message rate.", self.rate_limited);
+        counter("wschat_timeouts_total", "Connections closed by a timeout.", self.timeouts);
+        let _ = writeln!(out, "# HELP wschat_connections Connections open now.\n# TYPE wschat_connections gauge\nwschat_connections {}", gauges.connections);
+        let _ = writeln!(out, "# HELP wschat_rooms Rooms with members.\n# TYPE wschat_rooms gauge\nwschat_rooms {}", gauges.rooms);
+        let _ = writeln!(out, "# HELP wschat_handshake_failures_total Refused requests by reason.\n# TYPE wschat_handshake_failures_total counter");
+        for (reason, n) in &self.handshake_failures {
+            let _ = writeln!(out, "wschat_handshake_failures_total{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP wschat_protocol_errors_total Connections failed by close code.\n# TYPE wschat_protocol_errors_total counter");
+        for (code, n) in &self.protocol_errors {
+            let _ = writeln!(out, "wschat_protocol_errors_total{{code=\"{code}\"}} {n}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_labels_and_gauges() {
+        let mut m = Metrics::default();
+        m.accepted = 3;
+        *m.handshake_failures.entry("version").or_default() += 1;
+        *m.protocol_errors.entry(1002).or_default() += 2;
+        let text = m.render(Gauges {
+            connections: 2,
+            rooms: 1,
+        });
+        assert!(text.contains("wschat_connections_accepted_total 3\n"));
+        assert!(text.contains("wschat_handshake_failures_total{reason=\"version\"} 1\n"));
+        assert!(text.contains("wschat_protocol_errors_total{code=\"1002\"} 2\n"));
+        assert!(text.contains("wschat_connections 2\n"));
+    }
+}

@@ -1,0 +1,10 @@
+//! Everything that owns a socket: the reactor, connections, write queues,
+//! rooms and the counters behind `/metrics`.
+
+pub mod connection;
+pub mod metrics;
+pub mod reactor;
+pub mod room;
+pub mod write_queue;
+
+pub use reactor::{Server, ServerHandle};

@@ -1,0 +1,751 @@
+//! The event loop: one `mio::Poll`, one thread, every socket.
+//!
+//! Follows mio's contract literally: readiness is edge-triggered, so the
+//! listener is accepted until `WouldBlock`, sockets are read until
+//! `WouldBlock` (or a fairness budget, after which the connection is
+//! revisited next turn), and writes are tried at once, the writable event
+//! only resuming a write that blocked. Spurious events and events for
+//! tokens already gone are ignored. Connections are removed only at the end
+//! of a turn, so a slab key is never reused within one batch of events.
+//!
+//! Timers: each connection has at most one deadline (handshake, ping/idle
+//! or close), kept in a heap. A stale heap entry is recognised because it
+//! no longer equals the connection's deadline, so moving a deadline costs
+//! one push and nothing is scanned per tick.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use super::connection::{route, Connection, Endpoint, Phase, ReadResult, Request};
+use super::metrics::{Gauges, Metrics};
+use super::room::{Fanout, Rooms};
+use super::write_queue::Flush;
+use crate::config::Config;
+use crate::http;
+use crate::protocol::handshake::{find_head_end, parse_head, Upgrade};
+use crate::protocol::session::{self, Event};
+use crate::protocol::{CloseCode, HandshakeError, OpCode, ProtocolError, Session};
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+
+/// The one read buffer of the loop; every socket is read into it.
+const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// Reads one connection gets per turn before others are served.
+const READS_PER_TURN: usize = 16;
+
+/// How long accepting pauses when the process is out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Stops a running [`Server`] from another thread, like SIGTERM does.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ServerHandle {
+    /// Starts a graceful shutdown: Close 1001 to every client, then exit.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // If the wake fails the loop is already gone.
+        let _ = self.waker.wake();
+    }
+}
+
+/// The daemon: a listener, its connections and rooms, on one `Poll`.
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    signals: Option<Signals>,
+    config: Config,
+    limits: session::Limits,
+    conns: Slab<Connection>,
+    rooms: Rooms,
+    metrics: Metrics,
+    scratch: Box<[u8]>,
+    /// Session events of the connection being processed, reused.
+    events: Vec<Event>,
+    fanout: Fanout,
+    /// Connections with bytes queued since their last flush.
+    dirty: Vec<usize>,
+    /// Connections to remove at the end of the turn.
+    dead: Vec<usize>,
+    /// Connections whose read budget ran out, to read again next turn.
+    unread: Vec<usize>,
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    next_id: u64,
+    now: Instant,
+    accept_paused_until: Option<Instant>,
+    last_accept_warning: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("connections", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds the listener; nothing is accepted until [`Server::run`].
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let local_addr = listener.local_addr()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            waker,
+            stop: Arc::new(AtomicBool::new(false)),
+            signals: None,
+            limits: session::Limits {
+                max_message_size: config.max_message_size,
+            },
+            config,
+            conns: Slab::new(),
+            rooms: Rooms::new(),
+            metrics: Metrics::default(),
+            scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
+            events: Vec::new(),
+            fanout: Fanout::default(),
+            dirty: Vec::new(),
+            dead: Vec::new(),
+            unread: Vec::new(),
+            timers: BinaryHeap::new(),
+            next_id: 1,
+            now: Instant::now(),
+            accept_paused_until: None,
+            last_accept_warning: None,
+            shutdown_deadline: None,
+        })
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops this server from another thread.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            stop: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Makes SIGINT and SIGTERM start a graceful shutdown (a second one
+    /// exits at once).
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Runs the loop until a shutdown completes.
+    pub fn run(mut self) -> io::Result<()> {
+        info!("listening on {}", self.local_addr);
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {
+                        if self.stop.load(Ordering::SeqCst) {
+                            self.begin_shutdown();
+                        }
+                    }
+                    SIGNALS => {
+                        if self.on_signal() {
+                            info!("second signal: exiting now");
+                            return Ok(());
+                        }
+                    }
+                    Token(key) => {
+                        if event.is_writable() {
+                            self.flush(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_turn(key);
+                        }
+                    }
+                }
+            }
+            self.end_of_turn();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() {
+                    info!("shutdown complete");
+                    return Ok(());
+                }
+                if self.now >= deadline {
+                    info!(
+                        "shutdown timeout: dropping {} connections",
+                        self.conns.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Work that follows every batch of events, in order.
+    fn end_of_turn(&mut self) {
+        for key in std::mem::take(&mut self.unread) {
+            self.read_turn(key);
+        }
+        if self
+            .accept_paused_until
+            .is_some_and(|until| self.now >= until)
+        {
+            self.accept_paused_until = None;
+            self.accept();
+        }
+        self.fire_timers();
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.flags.dirty = false;
+                self.flush(key);
+            }
+        }
+        self.dirty = dirty;
+        self.reap();
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.unread.is_empty() || !self.dirty.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let next = [
+            self.timers.peek().map(|Reverse((t, _))| *t),
+            self.accept_paused_until,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        // Round up so a timer is never polled a hair too early, in a loop.
+        Some(
+            next.saturating_duration_since(Instant::now())
+                + Duration::from_millis(1),
+        )
+    }
+
+    /// Returns `true` when the process should exit at once.
+    fn on_signal(&mut self) -> bool {
+        let Some(signals) = self.signals.as_mut() else {
+            return false;
+        };
+        let received = signals.pending().count();
+        if received == 0 {
+            return false;
+        }
+        if self.shutdown_deadline.is_some() {
+            return true;
+        }
+        self.begin_shutdown();
+        false
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_out_of_descriptors(&e) => {
+                    // The pending connections stay in the backlog; retry
+                    // after a pause instead of spinning on the error.
+                    self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
+                    let quiet = self
+                        .last_accept_warning
+                        .is_some_and(|t| self.now.duration_since(t) < Duration::from_secs(1));
+                    if !quiet {
+                        warn!("accept: {e}; pausing accepts");
+                        self.last_accept_warning = Some(self.now);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    // ECONNABORTED and the like concern one connection only.
+                    debug!("accept: {e}");
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        self.metrics.accepted += 1;
+        if self.conns.len() >= self.config.max_connections {
+            self.count_refusal(HandshakeError::ServerFull, peer);
+            // Best effort: the socket is new, so a small write fits.
+            let _ = stream.write(&http::error(HandshakeError::ServerFull));
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("{peer}: register: {e}");
+            return;
+        }
+        entry.insert(Connection::new(stream, peer, self.now));
+        self.set_deadline(key, self.now + self.config.handshake_timeout);
+    }
+
+    /// Reads a connection until it would block, or its budget runs out.
+    fn read_turn(&mut self, key: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.conns.get_mut(key) else {
+                break;
+            };
+            if conn.flags.dead || conn.flags.paused || conn.flags.read_eof {
+                break;
+            }
+            match conn.read_into(&mut scratch) {
+                Ok(ReadResult::Data(n)) => self.on_data(key, &mut scratch[..n]),
+                Ok(ReadResult::WouldBlock) => {
+                    self.scratch = scratch;
+                    return;
+                }
+                Ok(ReadResult::Eof) => {
+                    self.on_eof(key);
+                    break;
+                }
+                Err(e) => {
+                    debug!("{key}: read: {e}");
+                    self.kill(key);
+                    break;
+                }
+            }
+        }
+        // Budget spent (or stopped): come back next turn if still readable.
+        if let Some(conn) = self.conns.get(key) {
+            let f = conn.flags;
+            if !f.dead && !f.paused && !f.read_eof && !self.unread.contains(&key) {
+                self.unread.push(key);
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    fn on_eof(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.flags.read_eof = true;
+        // Final bytes still queued (a response or a Close) are worth sending
+        // to a half-closed peer; anything else ends here.
+        if !(conn.queue.is_sealed() && !conn.flags.write_shut) {
+            self.kill(key);
+        }
+    }
+
+    /// Feeds freshly read bytes to the connection's phase and keeps only
+    /// the unused tail.
+    fn on_data(&mut self, key: usize, fresh: &mut [u8]) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.last_rx = self.now;
+        conn.flags.pinged = false;
+        let mut carried = std::mem::take(&mut conn.inbuf);
+        let from_carried = !carried.is_empty();
+        let (used, len) = if from_carried {
+            carried.extend_from_slice(fresh);
+            let used = self.consume(key, &mut carried);
+            (used, carried.len())
+        } else {
+            (self.consume(key, fresh), fresh.len())
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if used == len || conn.flags.dead || matches!(conn.phase, Phase::Responded) {
+            return;
+        }
+        if from_carried {
+            carried.drain(..used);
+            conn.inbuf = carried;
+        } else {
+            conn.inbuf = fresh[used..].to_vec();
+        }
+    }
+
+    /// Uses what it can of `data`; returns how many bytes it used.
+    fn consume(&mut self, key: usize, data: &mut [u8]) -> usize {
+        let conn = &mut self.conns[key];
+        match &mut conn.phase {
+            Phase::Handshake { scanned } => {
+                let scanned = *scanned;
+                self.consume_head(key, data, scanned)
+            }
+            Phase::Open { session, .. } => {
+                let used = session.receive(data, &self.limits, &mut self.events);
+                self.dispatch(key);
+                used
+            }
+            Phase::Responded => data.len(),
+        }
+    }
+
+    fn consume_head(&mut self, key: usize, data: &mut [u8], scanned: usize) -> usize {
+        let max = self.config.max_head_bytes;
+        let end = match find_head_end(data, scanned) {
+            Some(end) if end <= max => end,
+            None if data.len() <= max => {
+                self.conns[key].phase = Phase::Handshake {
+                    scanned: data.len(),
+                };
+                return 0;
+            }
+            _ => {
+                self.refuse(key, HandshakeError::HeadTooLarge);
+                return data.len();
+            }
+        };
+        let request = parse_head(&data[..end]).and_then(|head| route(&head, &self.config.protocols));
+        match request {
+            Err(err) => self.refuse(key, err),
+            Ok(Request::Page) => self.respond(key, http::chat_page()),
+            Ok(Request::Health) => self.respond(key, http::text("ok")),
+            Ok(Request::Metrics) => {
+                let page = self.metrics.render(Gauges {
+                    connections: self.conns.len(),
+                    rooms: self.rooms.len(),
+                });
+                self.respond(key, http::text(&page));
+            }
+            Ok(Request::Upgrade { upgrade, room }) => {
+                self.open(key, &upgrade, room.as_deref());
+                // A first frame pipelined behind the head is used at once.
+                return end + self.consume(key, &mut data[end..]);
+            }
+        }
+        data.len()
+    }
+
+    fn open(&mut self, key: usize, upgrade: &Upgrade, room: Option<&str>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let endpoint = match room {
+            Some(name) => Endpoint::Room(self.rooms.join(name, key)),
+            None => Endpoint::Echo,
+        };
+        let conn = &mut self.conns[key];
+        debug!("client-{id} open from {} ({:?})", conn.peer, endpoint);
+        conn.phase = Phase::Open {
+            id,
+            session: Session::new(),
+            endpoint,
+        };
+        conn.queue.push_owned(http::switching_protocols(upgrade));
+        self.metrics.upgraded += 1;
+        self.mark_dirty(key);
+        self.set_deadline(key, self.now + self.config.ping_interval);
+    }
+
+    fn respond(&mut self, key: usize, response: Vec<u8>) {
+        self.conns[key].respond(response);
+        self.mark_dirty(key);
+        self.set_deadline(key, self.now + self.config.close_timeout);
+    }
+
+    fn refuse(&mut self, key: usize, err: HandshakeError) {
+        let peer = self.conns[key].peer;
+        self.count_refusal(err, peer);
+        self.respond(key, http::error(err));
+    }
+
+    fn count_refusal(&mut self, err: HandshakeError, peer: SocketAddr) {
+        info!("{peer}: refused: {err}");
+        *self.metrics.handshake_failures.entry(err.label()).or_default() += 1;
+    }
+
+    /// Acts on the session events of connection `key`, in order.
+    fn dispatch(&mut self, key: usize) {
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
+            match event {
+                Event::Message { opcode, payload } => self.on_message(key, opcode, &payload),
+                Event::Send(frame) => {
+                    self.conns[key].queue.push_owned(frame);
+                    self.mark_dirty(key);
+                }
+                Event::Close { frame, error } => self.send_close(key, frame, error),
+            }
+        }
+        self.events = events;
+    }
+
+    fn on_message(&mut self, key: usize, opcode: OpCode, payload: &[u8]) {
+        self.metrics.messages_received += 1;
+        self.metrics.bytes_received += payload.len() as u64;
+        let conn = &mut self.conns[key];
+        let Phase::Open { id, endpoint, .. } = conn.phase else {
+            return;
+        };
+        match endpoint {
+            Endpoint::Echo => {
+                conn.queue.push_frame(opcode, payload);
+                self.metrics.messages_sent += 1;
+                // TCP backpressure: stop reading a client that does not read.
+                if conn.queue.queued_bytes() > self.config.max_backpressure {
+                    conn.flags.paused = true;
+                }
+                self.mark_dirty(key);
+            }
+            Endpoint::Room(m) => {
+                self.fanout.limit = self.config.max_backpressure;
+                self.rooms
+                    .broadcast(m.room, id, opcode, payload, &mut self.conns, &mut self.fanout);
+                self.metrics.messages_sent += self.fanout.delivered as u64;
+                self.dirty.append(&mut self.fanout.woken);
+                for slow in std::mem::take(&mut self.fanout.refused) {
+                    self.metrics.slow_consumers += 1;
+                    self.fail(slow, ProtocolError::SlowConsumer);
+                }
+            }
+        }
+    }
+
+    /// Fails an open connection for a reason found outside its session.
+    fn fail(&mut self, key: usize, err: ProtocolError) {
+        let Some(Connection {
+            phase: Phase::Open { session, .. },
+            ..
+        }) = self.conns.get_mut(key)
+        else {
+            return;
+        };
+        if let Some(Event::Close { frame, error }) = session.fail(err) {
+            self.send_close(key, frame, error);
+        }
+    }
+
+    fn send_close(&mut self, key: usize, frame: Vec<u8>, error: Option<ProtocolError>) {
+        let conn = &mut self.conns[key];
+        if let Some(err) = error {
+            let code = err.close_code();
+            let id = conn.id().unwrap_or(0);
+            if code == CloseCode::PROTOCOL_ERROR || code == CloseCode::INVALID_PAYLOAD {
+                info!("client-{id} ({}): closing {}: {err}", conn.peer, code.0);
+            } else {
+                warn!("client-{id} ({}): closing {}: {err}", conn.peer, code.0);
+            }
+            *self.metrics.protocol_errors.entry(code.0).or_default() += 1;
+        }
+        conn.queue.push_owned(frame);
+        conn.queue.seal();
+        conn.inbuf = Vec::new();
+        self.mark_dirty(key);
+        self.set_deadline(key, self.now + self.config.close_timeout);
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.flags.dirty {
+            conn.flags.dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.flags.dead || conn.flags.write_shut {
+            return;
+        }
+        let before = conn.queue.queued_bytes();
+        let result = conn.flush();
+        self.metrics.bytes_sent += (before - conn.queue.queued_bytes()) as u64;
+        match result {
+            Ok(Flush::Done) if conn.is_finished_writing() && conn.flags.read_eof => self.kill(key),
+            Ok(_) => {
+                if conn.flags.paused && conn.queue.queued_bytes() <= self.config.max_backpressure / 2 {
+                    conn.flags.paused = false;
+                    self.unread.push(key);
+                }
+            }
+            Err(e) => {
+                debug!("{}: write: {e}", conn.peer);
+                self.kill(key);
+            }
+        }
+    }
+
+    fn set_deadline(&mut self, key: usize, at: Instant) {
+        self.conns[key].deadline = Some(at);
+        self.timers.push(Reverse((at, key)));
+    }
+
+    fn fire_timers(&mut self) {
+        while let Some(&Reverse((at, key))) = self.timers.peek() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop();
+            match self.conns.get_mut(key) {
+                Some(conn) if conn.deadline == Some(at) && !conn.flags.dead => {
+                    conn.deadline = None;
+                    self.on_deadline(key);
+                }
+                _ => {} // stale: the deadline moved or the connection is gone
+            }
+        }
+    }
+
+    fn on_deadline(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let closing = conn.queue.is_sealed();
+        match &mut conn.phase {
+            Phase::Handshake { .. } => {
+                let peer = conn.peer;
+                self.metrics.timeouts += 1;
+                self.count_refusal(HandshakeError::Timeout, peer);
+                let conn = &mut self.conns[key];
+                // Best effort, then gone: a slow client gets no more time.
+                let _ = conn.stream.write(&http::error(HandshakeError::Timeout));
+                self.kill(key);
+            }
+            Phase::Responded => self.kill(key),
+            Phase::Open { .. } if closing => {
+                debug!("{}: close timeout", conn.peer);
+                self.metrics.timeouts += 1;
+                self.kill(key);
+            }
+            Phase::Open { id, session, .. } => {
+                let silent = self.now.duration_since(conn.last_rx);
+                if silent >= self.config.idle_timeout {
+                    info!("client-{id} ({}): idle for {silent:?}, closing", conn.peer);
+                    self.metrics.timeouts += 1;
+                    if let Some(Event::Close { frame, error }) =
+                        session.close(CloseCode::GOING_AWAY, "idle timeout")
+                    {
+                        self.send_close(key, frame, error);
+                    }
+                } else if silent >= self.config.ping_interval {
+                    if !conn.flags.pinged {
+                        conn.flags.pinged = true;
+                        conn.queue.push_frame(OpCode::Ping, b"");
+                        self.mark_dirty(key);
+                    }
+                    let at = self.conns[key].last_rx + self.config.idle_timeout;
+                    self.set_deadline(key, at);
+                } else {
+                    let at = conn.last_rx + self.config.ping_interval;
+                    self.set_deadline(key, at);
+                }
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        info!("shutting down: closing {} connections", self.conns.len());
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.shutdown_deadline = Some(self.now + self.config.shutdown_timeout);
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            match &mut conn.phase {
+                Phase::Handshake { .. } => self.kill(key),
+                Phase::Open { session, .. } => {
+                    if let Some(Event::Close { frame, error }) =
+                        session.close(CloseCode::GOING_AWAY, "server shutting down")
+                    {
+                        self.send_close(key, frame, error);
+                    }
+                }
+                Phase::Responded => {}
+            }
+        }
+    }
+
+    fn kill(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.flags.dead {
+                conn.flags.dead = true;
+                self.dead.push(key);
+            }
+        }
+    }
+
+    /// Removes the connections that ended this turn.
+    fn reap(&mut self) {
+        for key in std::mem::take(&mut self.dead) {
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Phase::Open { id, endpoint, .. } = conn.phase {
+                if let Endpoint::Room(m) = endpoint {
+                    if let Some((moved, slot)) = self.rooms.leave(m) {
+                        if let Some(Connection {
+                            phase:
+                                Phase::Open {
+                                    endpoint: Endpoint::Room(moved_m),
+                                    ..
+                                },
+                            ..
+                        }) = self.conns.get_mut(moved)
+                        {
+                            *moved_m = slot;
+                        }
+                    }
+                }
+                debug!("client-{id} closed");
+            }
+        }
+    }
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    // EMFILE (24) and ENFILE (23) on Linux and macOS alike.
+    matches!(e.raw_os_error(), Some(23) | Some(24))
+}

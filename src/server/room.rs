@@ -1,0 +1,264 @@
+//! Rooms and broadcast: who hears what.
+//!
+//! A room is a list of connection tokens. A broadcast encodes its frame
+//! once into an `Rc<[u8]>` and pushes a clone of that pointer to every
+//! member's queue: no copy and no allocation per receiver. A member whose
+//! queue would pass its bound is reported back as a slow consumer, and the
+//! reactor closes it; the others keep receiving.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use slab::Slab;
+
+use crate::protocol::frame::{encode_frame, OpCode};
+
+/// The room of `/`.
+pub const LOBBY: &str = "lobby";
+
+/// Where a connection sits in a room, so leaving is O(1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    /// The room's key.
+    pub room: usize,
+    /// The connection's index in the room's member list.
+    pub slot: usize,
+}
+
+#[derive(Debug)]
+struct Room {
+    name: Box<str>,
+    members: Vec<usize>,
+}
+
+/// Whether `name` may name a room: 1-64 letters, digits, `-`, `_` or `.`.
+pub fn is_valid_room_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Every room of the process, created on first join and dropped when empty.
+#[derive(Debug, Default)]
+pub struct Rooms {
+    rooms: Slab<Room>,
+    by_name: HashMap<Box<str>, usize>,
+    /// Reused to encode each broadcast frame before it is shared.
+    frame_buf: Vec<u8>,
+}
+
+/// What became of a broadcast frame at one receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued behind other bytes that already wait for a flush.
+    Queued,
+    /// Queued into an idle queue: the receiver now needs a flush.
+    Woken,
+    /// Refused: the queue would pass its bound (a slow consumer).
+    Refused,
+    /// Not for this receiver (it is closing).
+    Skipped,
+}
+
+/// What a broadcast needs of each receiver.
+pub trait Member {
+    /// Queues a shared frame, unless that would take the queue past `limit`.
+    fn push_broadcast(&mut self, frame: &Rc<[u8]>, limit: usize) -> Delivery;
+}
+
+/// Where a broadcast reports the receivers that need attention.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    /// Bound of each receiver's queue, in bytes.
+    pub limit: usize,
+    /// Receivers that need a flush.
+    pub woken: Vec<usize>,
+    /// Receivers that refused the frame: slow consumers, to be closed.
+    pub refused: Vec<usize>,
+    /// Frames queued by the last broadcast.
+    pub delivered: usize,
+}
+
+impl Rooms {
+    /// No rooms yet.
+    pub fn new() -> Rooms {
+        Rooms::default()
+    }
+
+    /// Number of rooms with at least one member.
+    pub fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Whether there are no rooms.
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// Adds connection `token` to the room called `name`.
+    pub fn join(&mut self, name: &str, token: usize) -> Membership {
+        let room = match self.by_name.get(name) {
+            Some(&key) => key,
+            None => {
+                let key = self.rooms.insert(Room {
+                    name: name.into(),
+                    members: Vec::new(),
+                });
+                self.by_name.insert(name.into(), key);
+                key
+            }
+        };
+        let members = &mut self.rooms[room].members;
+        members.push(token);
+        Membership {
+            room,
+            slot: members.len() - 1,
+        }
+    }
+
+    /// Removes a member. Returns the token whose slot changed (it moved
+    /// into the freed slot) so the caller can update that connection.
+    pub fn leave(&mut self, m: Membership) -> Option<(usize, Membership)> {
+        let room = self.rooms.get_mut(m.room)?;
+        room.members.swap_remove(m.slot);
+        let moved = room.members.get(m.slot).map(|&token| (token, m));
+        if room.members.is_empty() {
+            let room = self.rooms.remove(m.room);
+            self.by_name.remove(&room.name);
+        }
+        moved
+    }
+
+    /// Number of members of room `room`.
+    pub fn members(&self, room: usize) -> usize {
+        self.rooms.get(room).map_or(0, |r| r.members.len())
+    }
+
+    /// Sends `from{sender}:{payload}` to every member of `room`, encoded
+    /// once; `fanout` collects who needs a flush and who refused.
+    pub fn broadcast<M: Member>(
+        &mut self,
+        room: usize,
+        sender: u64,
+        opcode: OpCode,
+        payload: &[u8],
+        conns: &mut Slab<M>,
+        fanout: &mut Fanout,
+    ) -> Option<Rc<[u8]>> {
+        let room = self.rooms.get(room)?;
+        let prefix = format!("from{sender}:");
+        self.frame_buf.clear();
+        encode_frame(
+            true,
+            opcode,
+            false,
+            &[prefix.as_bytes(), payload],
+            &mut self.frame_buf,
+        );
+        let frame: Rc<[u8]> = Rc::from(&self.frame_buf[..]);
+        if self.frame_buf.capacity() > 64 * 1024 {
+            self.frame_buf = Vec::new();
+        }
+        fanout.delivered = 0;
+        for &token in &room.members {
+            let Some(conn) = conns.get_mut(token) else {
+                continue;
+            };
+            match conn.push_broadcast(&frame, fanout.limit) {
+                Delivery::Queued => fanout.delivered += 1,
+                Delivery::Woken => {
+                    fanout.delivered += 1;
+                    fanout.woken.push(token);
+                }
+                Delivery::Refused => fanout.refused.push(token),
+                Delivery::Skipped => {}
+            }
+        }
+        Some(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Inbox {
+        frames: Vec<Rc<[u8]>>,
+        full: bool,
+    }
+
+    impl Member for Inbox {
+        fn push_broadcast(&mut self, frame: &Rc<[u8]>, _limit: usize) -> Delivery {
+            if self.full {
+                return Delivery::Refused;
+            }
+            self.frames.push(frame.clone());
+            Delivery::Woken
+        }
+    }
+
+    #[test]
+    fn room_names() {
+        assert!(is_valid_room_name("rust-lang_2.0"));
+        assert!(is_valid_room_name(&"a".repeat(64)));
+        assert!(!is_valid_room_name(""));
+        assert!(!is_valid_room_name(&"a".repeat(65)));
+        assert!(!is_valid_room_name("a/b"));
+        assert!(!is_valid_room_name("é"));
+    }
+
+    #[test]
+    fn broadcast_shares_one_frame_with_every_member() {
+        let mut conns = Slab::new();
+        let mut rooms = Rooms::new();
+        let a = conns.insert(Inbox::default());
+        let b = conns.insert(Inbox::default());
+        let c = conns.insert(Inbox::default());
+        let ma = rooms.join(LOBBY, a);
+        rooms.join(LOBBY, b);
+        rooms.join("other", c);
+        let mut fanout = Fanout::default();
+        let frame = rooms
+            .broadcast(ma.room, 7, OpCode::Text, b"hello", &mut conns, &mut fanout)
+            .unwrap();
+        assert_eq!(&frame[..], b"\x81\x0bfrom7:hello");
+        assert!(Rc::ptr_eq(&conns[a].frames[0], &conns[b].frames[0]));
+        assert!(conns[c].frames.is_empty());
+        assert!(fanout.refused.is_empty());
+        assert_eq!(fanout.woken, [a, b]);
+        assert_eq!(fanout.delivered, 2);
+    }
+
+    #[test]
+    fn refusing_members_are_reported() {
+        let mut conns = Slab::new();
+        let mut rooms = Rooms::new();
+        let a = conns.insert(Inbox::default());
+        let b = conns.insert(Inbox {
+            full: true,
+            ..Inbox::default()
+        });
+        let m = rooms.join(LOBBY, a);
+        rooms.join(LOBBY, b);
+        let mut fanout = Fanout::default();
+        rooms.broadcast(m.room, 1, OpCode::Binary, &[1, 2], &mut conns, &mut fanout);
+        assert_eq!(fanout.refused, [b]);
+        assert_eq!(conns[a].frames.len(), 1);
+    }
+
+    #[test]
+    fn leaving_moves_the_last_member_and_drops_empty_rooms() {
+        let mut rooms = Rooms::new();
+        let m1 = rooms.join(LOBBY, 10);
+        let _m2 = rooms.join(LOBBY, 11);
+        let m3 = rooms.join(LOBBY, 12);
+        assert_eq!(rooms.leave(m1), Some((12, m1)));
+        assert_eq!(rooms.members(m1.room), 2);
+        let moved_m3 = Membership { slot: 0, ..m3 };
+        assert_eq!(rooms.leave(moved_m3), Some((11, moved_m3)));
+        assert_eq!(rooms.leave(Membership { slot: 0, ..m3 }), None);
+        assert!(rooms.is_empty());
+    }
+}

@@ -1,0 +1,285 @@
+//! A connection's bounded queue of bytes to send.
+//!
+//! Chunks are either shared (`Rc<[u8]>`: one broadcast frame referenced by
+//! every receiver's queue, never copied) or owned (this connection's own
+//! frames: echoes, pongs, closes, HTTP responses). Small owned frames are
+//! appended to the owned chunk at the tail, so a burst of echoes leaves in
+//! one buffer. Writes use `write_vectored` over the first chunks, so many
+//! queued frames go out in one system call. The byte bound itself is
+//! enforced by the caller, which knows the policy (close, pause or drop).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::rc::Rc;
+
+use crate::protocol::frame::{encode_frame, FrameHeader, OpCode};
+
+/// Owned tail chunks grow by appending up to this size, then a new one starts.
+const COALESCE_BYTES: usize = 16 * 1024;
+
+/// Most chunks handed to one `write_vectored` call.
+const MAX_IOVECS: usize = 64;
+
+#[derive(Debug)]
+enum Chunk {
+    Shared(Rc<[u8]>),
+    Owned(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Shared(b) => b,
+            Chunk::Owned(b) => b,
+        }
+    }
+}
+
+/// How a flush ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything queued was written.
+    Done,
+    /// The socket would block; wait for the next writable event.
+    Blocked,
+}
+
+/// Bytes waiting to be written to one socket, in order.
+#[derive(Debug, Default)]
+pub struct WriteQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    front_written: usize,
+    queued: usize,
+    sealed: bool,
+}
+
+impl WriteQueue {
+    /// An empty queue; allocates nothing until the first push.
+    pub fn new() -> WriteQueue {
+        WriteQueue::default()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// Whether the last bytes (a Close frame or an HTTP response) are queued.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    /// Refuses every later push: nothing may follow a Close frame.
+    pub fn seal(&mut self) {
+        self.sealed = true;
+    }
+
+    /// Queues a shared frame without copying it. Returns `false` (and
+    /// queues nothing) once the queue is sealed.
+    pub fn push_shared(&mut self, frame: Rc<[u8]>) -> bool {
+        if self.sealed || frame.is_empty() {
+            return !self.sealed;
+        }
+        self.queued += frame.len();
+        self.chunks.push_back(Chunk::Shared(frame));
+        true
+    }
+
+    /// Queues bytes this connection alone sends.
+    pub fn push_owned(&mut self, bytes: Vec<u8>) -> bool {
+        if self.sealed || bytes.is_empty() {
+            return !self.sealed;
+        }
+        self.queued += bytes.len();
+        if let Some(tail) = self.owned_tail(bytes.len()) {
+            tail.extend_from_slice(&bytes);
+        } else {
+            self.chunks.push_back(Chunk::Owned(bytes));
+        }
+        true
+    }
+
+    /// Encodes one unmasked frame straight into the queue.
+    pub fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) -> bool {
+        if self.sealed {
+            return false;
+        }
+        let len = FrameHeader::new(true, opcode, payload.len() as u64).encoded_len() + payload.len();
+        self.queued += len;
+        if let Some(tail) = self.owned_tail(len) {
+            encode_frame(true, opcode, false, &[payload], tail);
+        } else {
+            let mut chunk = Vec::with_capacity(len.max(256));
+            encode_frame(true, opcode, false, &[payload], &mut chunk);
+            self.chunks.push_back(Chunk::Owned(chunk));
+        }
+        true
+    }
+
+    /// The owned chunk at the tail, if `extra` more bytes may go into it.
+    fn owned_tail(&mut self, extra: usize) -> Option<&mut Vec<u8>> {
+        match self.chunks.back_mut() {
+            Some(Chunk::Owned(tail)) if tail.len() + extra <= COALESCE_BYTES => Some(tail),
+            _ => None,
+        }
+    }
+
+    /// Writes as much as `w` takes, in as few calls as it allows.
+    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<Flush> {
+        while !self.chunks.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+                let bytes = chunk.bytes();
+                slices[i] = IoSlice::new(if i == 0 { &bytes[self.front_written..] } else { bytes });
+                count += 1;
+            }
+            let written = match w.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.advance(written);
+        }
+        self.release_idle_memory();
+        Ok(Flush::Done)
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        self.queued -= written;
+        while let Some(front) = self.chunks.front() {
+            let left = front.bytes().len() - self.front_written;
+            if written < left {
+                self.front_written += written;
+                return;
+            }
+            written -= left;
+            self.front_written = 0;
+            self.chunks.pop_front();
+        }
+    }
+
+    /// An idle connection keeps no buffer beyond a small ring of chunk slots.
+    fn release_idle_memory(&mut self) {
+        if self.chunks.capacity() > 8 {
+            self.chunks = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts a scripted number of bytes per call, then blocks.
+    struct Throttled {
+        out: Vec<u8>,
+        budget: Vec<usize>,
+        calls: usize,
+    }
+
+    impl Write for Throttled {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            let Some(mut budget) = self.budget.pop() else {
+                return Err(io::ErrorKind::WouldBlock.into());
+            };
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(budget);
+                self.out.extend_from_slice(&b[..take]);
+                budget -= take;
+                n += take;
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut q = WriteQueue::new();
+        let shared: Rc<[u8]> = Rc::from(&b"shared-frame"[..]);
+        q.push_shared(shared.clone());
+        q.push_owned(b"owned".to_vec());
+        q.push_shared(shared);
+        let total = q.queued_bytes();
+        let mut w = Throttled {
+            out: Vec::new(),
+            budget: vec![100, 7, 3],
+            calls: 0,
+        };
+        assert_eq!(q.write_to(&mut w).unwrap(), Flush::Done);
+        assert_eq!(w.out, b"shared-frameownedshared-frame");
+        assert_eq!(w.out.len(), total);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn would_block_keeps_the_rest() {
+        let mut q = WriteQueue::new();
+        q.push_owned(b"0123456789".to_vec());
+        let mut w = Throttled {
+            out: Vec::new(),
+            budget: vec![4],
+            calls: 0,
+        };
+        assert_eq!(q.write_to(&mut w).unwrap(), Flush::Blocked);
+        assert_eq!(q.queued_bytes(), 6);
+        w.budget = vec![100];
+        assert_eq!(q.write_to(&mut w).unwrap(), Flush::Done);
+        assert_eq!(w.out, b"0123456789");
+    }
+
+    #[test]
+    fn many_frames_leave_in_one_call() {
+        let mut q = WriteQueue::new();
+        let frame: Rc<[u8]> = Rc::from(&[0x81, 0x01, b'x'][..]);
+        for _ in 0..10 {
+            q.push_shared(frame.clone());
+            q.push_frame(OpCode::Text, b"echo");
+        }
+        let mut w = Throttled {
+            out: Vec::new(),
+            budget: vec![usize::MAX],
+            calls: 0,
+        };
+        q.write_to(&mut w).unwrap();
+        assert_eq!(w.calls, 1);
+        assert_eq!(w.out.len(), 10 * 3 + 10 * 6);
+    }
+
+    #[test]
+    fn small_owned_frames_share_one_chunk() {
+        let mut q = WriteQueue::new();
+        for _ in 0..100 {
+            q.push_frame(OpCode::Binary, &[7; 16]);
+        }
+        assert_eq!(q.chunks.len(), 1);
+        assert_eq!(q.queued_bytes(), 100 * 18);
+    }
+
+    #[test]
+    fn nothing_follows_a_seal() {
+        let mut q = WriteQueue::new();
+        assert!(q.push_owned(vec![0x88, 0x00]));
+        q.seal();
+        assert!(!q.push_owned(b"late".to_vec()));
+        assert!(!q.push_shared(Rc::from(&b"late"[..])));
+        assert!(!q.push_frame(OpCode::Text, b"late"));
+        assert_eq!(q.queued_bytes(), 2);
+    }
+}
