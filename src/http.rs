@@ -31,7 +31,12 @@ fn reason_phrase(status: u16) -> &'static str {
 }
 
 /// A complete response with a body, ending the connection.
-pub fn response(status: u16, extra_headers: &[(&str, &str)], content_type: &str, body: &[u8]) -> Vec<u8> {
+pub fn response(
+    status: u16,
+    extra_headers: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + body.len());
     // Writing to a Vec cannot fail.
     let _ = write!(
@@ -67,9 +72,7 @@ pub fn error(err: HandshakeError) -> Vec<u8> {
         HandshakeError::UpgradeRequired => {
             &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
         }
-        HandshakeError::ServerFull | HandshakeError::TooManyFromAddress => {
-            &[("Retry-After", "1")]
-        }
+        HandshakeError::ServerFull | HandshakeError::TooManyFromAddress => &[("Retry-After", "1")],
         _ => &[],
     };
     let mut body = err.reason().as_bytes().to_vec();

@@ -143,7 +143,10 @@ fn echo_returns_text_and_binary_unchanged() {
     ws.send(Message::text("héllo ☃")).unwrap();
     assert_eq!(read_message(&mut ws), Message::text("héllo ☃"));
     ws.send(Message::binary(vec![0u8, 159, 146, 150])).unwrap();
-    assert_eq!(read_message(&mut ws), Message::binary(vec![0u8, 159, 146, 150]));
+    assert_eq!(
+        read_message(&mut ws),
+        Message::binary(vec![0u8, 159, 146, 150])
+    );
     ws.send(Message::text("")).unwrap();
     assert_eq!(read_message(&mut ws), Message::text(""));
 }
@@ -274,7 +277,10 @@ fn binary_chats_and_sigterm_closes_everyone_with_1001_then_exits_0() {
             assert!(status.success(), "exit status {status:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "daemon did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -52,11 +52,17 @@ fn healthz_unknown_paths_methods_and_garbage() {
     let addr = server.addr();
     let (head, body) = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((head.status(), body.as_slice()), (200, &b"ok"[..]));
-    assert_eq!(exchange(addr, b"GET /nope HTTP/1.1\r\n\r\n").0.status(), 404);
+    assert_eq!(
+        exchange(addr, b"GET /nope HTTP/1.1\r\n\r\n").0.status(),
+        404
+    );
     let (head, _) = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(head.status(), 405);
     assert_eq!(head.header("allow"), Some("GET"));
-    assert_eq!(exchange(addr, b"PUT /echo HTTP/1.1\r\n\r\n").0.status(), 405);
+    assert_eq!(
+        exchange(addr, b"PUT /echo HTTP/1.1\r\n\r\n").0.status(),
+        405
+    );
     assert_eq!(exchange(addr, b"\x16\x03\x01 junk\r\n\r\n").0.status(), 400);
     assert_eq!(exchange(addr, b"GET / HTTP/9.9\r\n\r\n").0.status(), 505);
     assert_eq!(exchange(addr, b"GET /\r\n\r\n").0.status(), 400);
@@ -107,7 +113,12 @@ fn each_invalid_upgrade_gets_its_status_and_a_reason() {
     ];
     for (request, status, reason) in cases {
         let (head, body) = exchange(addr, &request);
-        assert_eq!(head.status(), status, "{}", String::from_utf8_lossy(&request));
+        assert_eq!(
+            head.status(),
+            status,
+            "{}",
+            String::from_utf8_lossy(&request)
+        );
         let body = String::from_utf8(body).unwrap();
         assert!(body.contains(reason), "body {body:?} names {reason:?}");
         assert_eq!(body.lines().count(), 1, "one-line reason");
@@ -128,7 +139,11 @@ fn head_over_8_kib_gets_431() {
     let mut client = RawClient::connect_tcp(server.addr());
     let _ = client.try_send_raw(&vec![b'G'; 20_000]);
     let raw = client.read_until_eof(Duration::from_secs(10));
-    assert!(raw.starts_with(b"HTTP/1.1 431 "), "{:?}", String::from_utf8_lossy(&raw));
+    assert!(
+        raw.starts_with(b"HTTP/1.1 431 "),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
 }
 
 #[test]
@@ -171,7 +186,10 @@ fn subprotocol_is_the_clients_first_supported_choice() {
     assert_eq!(offered("other"), None);
     let plain = RawClient::connect(addr, "/echo");
     assert_eq!(
-        plain.handshake_response().unwrap().header("sec-websocket-protocol"),
+        plain
+            .handshake_response()
+            .unwrap()
+            .header("sec-websocket-protocol"),
         None
     );
 }

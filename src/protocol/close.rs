@@ -70,7 +70,9 @@ mod tests {
         let sendable: Vec<u16> = (0..=5000u16)
             .filter(|c| CloseCode(*c).is_sendable())
             .collect();
-        for code in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999] {
+        for code in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999,
+        ] {
             assert!(sendable.contains(&code), "{code}");
         }
         for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {

@@ -153,8 +153,13 @@ impl HandshakeError {
         use HandshakeError::*;
         match self {
             HeadTooLarge | TooManyHeaders => 431,
-            Malformed | UpgradeNeedsHttp11 | MissingHost | MissingUpgradeWebsocket
-            | MissingConnectionUpgrade | InvalidKey | InvalidRoomName => 400,
+            Malformed
+            | UpgradeNeedsHttp11
+            | MissingHost
+            | MissingUpgradeWebsocket
+            | MissingConnectionUpgrade
+            | InvalidKey
+            | InvalidRoomName => 400,
             UnsupportedHttpVersion => 505,
             MethodNotAllowed => 405,
             NotFound => 404,

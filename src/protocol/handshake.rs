@@ -149,12 +149,7 @@ impl<'h> RequestHead<'h> {
         self.header_values("sec-websocket-protocol")
             .flat_map(|v| v.split(|b| *b == b','))
             .map(trim)
-            .find_map(|offered| {
-                supported
-                    .iter()
-                    .find(|s| s.as_bytes() == offered)
-                    .cloned()
-            })
+            .find_map(|offered| supported.iter().find(|s| s.as_bytes() == offered).cloned())
     }
 }
 
@@ -251,15 +246,51 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
     #[test]
     fn each_broken_rule_has_its_error() {
         let cases: [(&str, &str, HandshakeError); 9] = [
-            ("GET /chat HTTP/1.1", "POST /chat HTTP/1.1", HandshakeError::MethodNotAllowed),
-            ("GET /chat HTTP/1.1", "GET /chat HTTP/1.0", HandshakeError::UpgradeNeedsHttp11),
-            ("Host: server.example.com\r\n", "", HandshakeError::MissingHost),
-            ("Upgrade: websocket", "Upgrade: h2c", HandshakeError::MissingUpgradeWebsocket),
-            ("keep-alive, Upgrade", "keep-alive", HandshakeError::MissingConnectionUpgrade),
-            ("Version: 13", "Version: 8", HandshakeError::UnsupportedVersion),
-            ("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ==", HandshakeError::InvalidKey),
-            ("dGhlIHNhbXBsZSBub25jZQ==", "!!!!!!!!!!!!!!!!!!!!!!==", HandshakeError::InvalidKey),
-            ("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "", HandshakeError::InvalidKey),
+            (
+                "GET /chat HTTP/1.1",
+                "POST /chat HTTP/1.1",
+                HandshakeError::MethodNotAllowed,
+            ),
+            (
+                "GET /chat HTTP/1.1",
+                "GET /chat HTTP/1.0",
+                HandshakeError::UpgradeNeedsHttp11,
+            ),
+            (
+                "Host: server.example.com\r\n",
+                "",
+                HandshakeError::MissingHost,
+            ),
+            (
+                "Upgrade: websocket",
+                "Upgrade: h2c",
+                HandshakeError::MissingUpgradeWebsocket,
+            ),
+            (
+                "keep-alive, Upgrade",
+                "keep-alive",
+                HandshakeError::MissingConnectionUpgrade,
+            ),
+            (
+                "Version: 13",
+                "Version: 8",
+                HandshakeError::UnsupportedVersion,
+            ),
+            (
+                "dGhlIHNhbXBsZSBub25jZQ==",
+                "dGhlIHNhbXBsZQ==",
+                HandshakeError::InvalidKey,
+            ),
+            (
+                "dGhlIHNhbXBsZSBub25jZQ==",
+                "!!!!!!!!!!!!!!!!!!!!!!==",
+                HandshakeError::InvalidKey,
+            ),
+            (
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+                "",
+                HandshakeError::InvalidKey,
+            ),
         ];
         for (from, to, err) in cases {
             assert_eq!(check(&with_header(from, to)), Err(err), "{from} -> {to}");
@@ -294,7 +325,10 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
             many.extend(format!("X-{i}: y\r\n").bytes());
         }
         many.extend(b"\r\n");
-        assert_eq!(parse_head(&many).err(), Some(HandshakeError::TooManyHeaders));
+        assert_eq!(
+            parse_head(&many).err(),
+            Some(HandshakeError::TooManyHeaders)
+        );
     }
 
     #[test]

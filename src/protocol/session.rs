@@ -246,7 +246,9 @@ impl Session {
         buf: &mut [u8],
         events: &mut Vec<Event>,
     ) -> Result<usize, ProtocolError> {
-        let take = buf.len().min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
+        let take = buf
+            .len()
+            .min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
         if take == 0 {
             return Ok(0);
         }
@@ -280,9 +282,7 @@ impl Session {
             .take()
             .expect("a data frame always belongs to an open message");
         if opcode == OpCode::Text {
-            self.utf8
-                .finish()
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         let payload = std::mem::take(&mut self.message);
         // After our own Close, data is read (to find the peer's Close) but dropped.
@@ -381,7 +381,9 @@ mod tests {
         let mut s = Session::new();
         let events = feed(
             &mut s,
-            &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58],
+            &[
+                0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+            ],
         );
         assert_eq!(
             events,

@@ -147,7 +147,8 @@ mod tests {
             let expected = is_valid(s);
             for cut in 0..=s.len() {
                 let mut v = Utf8Validator::new();
-                let ok = v.feed(&s[..cut]).is_ok() && v.feed(&s[cut..]).is_ok() && v.finish().is_ok();
+                let ok =
+                    v.feed(&s[..cut]).is_ok() && v.feed(&s[cut..]).is_ok() && v.finish().is_ok();
                 assert_eq!(ok, expected, "{s:02x?} cut {cut}");
             }
         }

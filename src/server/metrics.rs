@@ -46,22 +46,68 @@ impl Metrics {
     pub fn render(&self, gauges: Gauges) -> String {
         let mut out = String::with_capacity(2048);
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
-        counter("wschat_connections_accepted_total", "Connections accepted.", self.accepted);
-        counter("wschat_upgrades_total", "WebSocket upgrades completed.", self.upgraded);
-        counter("wschat_messages_received_total", "Messages received.", self.messages_received);
-        counter("wschat_bytes_received_total", "Message payload bytes received.", self.bytes_received);
-        counter("wschat_messages_sent_total", "Message frames queued to receivers.", self.messages_sent);
-        counter("wschat_bytes_sent_total", "Bytes written to sockets.", self.bytes_sent);
-        counter("wschat_slow_consumer_disconnects_total", "Connections closed as slow consumers.", self.slow_consumers);
-        counter("wschat_rate_limit_disconnects_total", "Connections closed for their message rate.", self.rate_limited);
-        counter("wschat_timeouts_total", "Connections closed by a timeout.", self.timeouts);
+        counter(
+            "wschat_connections_accepted_total",
+            "Connections accepted.",
+            self.accepted,
+        );
+        counter(
+            "wschat_upgrades_total",
+            "WebSocket upgrades completed.",
+            self.upgraded,
+        );
+        counter(
+            "wschat_messages_received_total",
+            "Messages received.",
+            self.messages_received,
+        );
+        counter(
+            "wschat_bytes_received_total",
+            "Message payload bytes received.",
+            self.bytes_received,
+        );
+        counter(
+            "wschat_messages_sent_total",
+            "Message frames queued to receivers.",
+            self.messages_sent,
+        );
+        counter(
+            "wschat_bytes_sent_total",
+            "Bytes written to sockets.",
+            self.bytes_sent,
+        );
+        counter(
+            "wschat_slow_consumer_disconnects_total",
+            "Connections closed as slow consumers.",
+            self.slow_consumers,
+        );
+        counter(
+            "wschat_rate_limit_disconnects_total",
+            "Connections closed for their message rate.",
+            self.rate_limited,
+        );
+        counter(
+            "wschat_timeouts_total",
+            "Connections closed by a timeout.",
+            self.timeouts,
+        );
         let _ = writeln!(out, "# HELP wschat_connections Connections open now.\n# TYPE wschat_connections gauge\nwschat_connections {}", gauges.connections);
-        let _ = writeln!(out, "# HELP wschat_rooms Rooms with members.\n# TYPE wschat_rooms gauge\nwschat_rooms {}", gauges.rooms);
+        let _ = writeln!(
+            out,
+            "# HELP wschat_rooms Rooms with members.\n# TYPE wschat_rooms gauge\nwschat_rooms {}",
+            gauges.rooms
+        );
         let _ = writeln!(out, "# HELP wschat_handshake_failures_total Refused requests by reason.\n# TYPE wschat_handshake_failures_total counter");
         for (reason, n) in &self.handshake_failures {
-            let _ = writeln!(out, "wschat_handshake_failures_total{{reason=\"{reason}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "wschat_handshake_failures_total{{reason=\"{reason}\"}} {n}"
+            );
         }
         let _ = writeln!(out, "# HELP wschat_protocol_errors_total Connections failed by close code.\n# TYPE wschat_protocol_errors_total counter");
         for (code, n) in &self.protocol_errors {
@@ -77,8 +123,10 @@ mod tests {
 
     #[test]
     fn renders_labels_and_gauges() {
-        let mut m = Metrics::default();
-        m.accepted = 3;
+        let mut m = Metrics {
+            accepted: 3,
+            ..Metrics::default()
+        };
         *m.handshake_failures.entry("version").or_default() += 1;
         *m.protocol_errors.entry(1002).or_default() += 2;
         let text = m.render(Gauges {

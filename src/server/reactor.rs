@@ -160,7 +160,8 @@ impl Server {
     /// Makes SIGINT and SIGTERM start a graceful shutdown (a second one
     /// exits at once).
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let mut signals = Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        let mut signals =
+            Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
         self.poll
             .registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -259,10 +260,7 @@ impl Server {
         .flatten()
         .min()?;
         // Round up so a timer is never polled a hair too early, in a loop.
-        Some(
-            next.saturating_duration_since(Instant::now())
-                + Duration::from_millis(1),
-        )
+        Some(next.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
     }
 
     /// Returns `true` when the process should exit at once.
@@ -378,7 +376,7 @@ impl Server {
         conn.flags.read_eof = true;
         // Final bytes still queued (a response or a Close) are worth sending
         // to a half-closed peer; anything else ends here.
-        if !(conn.queue.is_sealed() && !conn.flags.write_shut) {
+        if !conn.queue.is_sealed() || conn.flags.write_shut {
             self.kill(key);
         }
     }
@@ -446,7 +444,8 @@ impl Server {
                 return data.len();
             }
         };
-        let request = parse_head(&data[..end]).and_then(|head| route(&head, &self.config.protocols));
+        let request =
+            parse_head(&data[..end]).and_then(|head| route(&head, &self.config.protocols));
         match request {
             Err(err) => self.refuse(key, err),
             Ok(Request::Page) => self.respond(key, http::chat_page()),
@@ -501,7 +500,11 @@ impl Server {
 
     fn count_refusal(&mut self, err: HandshakeError, peer: SocketAddr) {
         info!("{peer}: refused: {err}");
-        *self.metrics.handshake_failures.entry(err.label()).or_default() += 1;
+        *self
+            .metrics
+            .handshake_failures
+            .entry(err.label())
+            .or_default() += 1;
     }
 
     /// Acts on the session events of connection `key`, in order.
@@ -539,8 +542,14 @@ impl Server {
             }
             Endpoint::Room(m) => {
                 self.fanout.limit = self.config.max_backpressure;
-                self.rooms
-                    .broadcast(m.room, id, opcode, payload, &mut self.conns, &mut self.fanout);
+                self.rooms.broadcast(
+                    m.room,
+                    id,
+                    opcode,
+                    payload,
+                    &mut self.conns,
+                    &mut self.fanout,
+                );
                 self.metrics.messages_sent += self.fanout.delivered as u64;
                 self.dirty.append(&mut self.fanout.woken);
                 for slow in std::mem::take(&mut self.fanout.refused) {
@@ -605,7 +614,9 @@ impl Server {
         match result {
             Ok(Flush::Done) if conn.is_finished_writing() && conn.flags.read_eof => self.kill(key),
             Ok(_) => {
-                if conn.flags.paused && conn.queue.queued_bytes() <= self.config.max_backpressure / 2 {
+                if conn.flags.paused
+                    && conn.queue.queued_bytes() <= self.config.max_backpressure / 2
+                {
                     conn.flags.paused = false;
                     self.unread.push(key);
                 }

@@ -110,7 +110,8 @@ impl WriteQueue {
         if self.sealed {
             return false;
         }
-        let len = FrameHeader::new(true, opcode, payload.len() as u64).encoded_len() + payload.len();
+        let len =
+            FrameHeader::new(true, opcode, payload.len() as u64).encoded_len() + payload.len();
         self.queued += len;
         if let Some(tail) = self.owned_tail(len) {
             encode_frame(true, opcode, false, &[payload], tail);
@@ -137,7 +138,11 @@ impl WriteQueue {
             let mut count = 0;
             for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
                 let bytes = chunk.bytes();
-                slices[i] = IoSlice::new(if i == 0 { &bytes[self.front_written..] } else { bytes });
+                slices[i] = IoSlice::new(if i == 0 {
+                    &bytes[self.front_written..]
+                } else {
+                    bytes
+                });
                 count += 1;
             }
             let written = match w.write_vectored(&slices[..count]) {

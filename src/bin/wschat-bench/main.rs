@@ -1,0 +1,255 @@
+//! wschat-bench: a single-threaded load generator for any WebSocket server.
+//!
+//! One mio reactor drives every connection, so the tool needs one core and
+//! its numbers are comparable run to run (pin it with `taskset`). Client
+//! frames are masked with fresh keys, handshakes are checked, pings are
+//! answered: it is a correct RFC 6455 client, not a replay of canned bytes.
+//!
+//! Each scenario prints a progress line a second on stderr and a summary
+//! table on stdout (plus one JSON line with `--json`). The exit status is 0
+//! when the run passed its own checks (no errors, no mismatched echoes, no
+//! lost broadcasts), 1 when it did not, 2 on bad usage or a local failure.
+
+#![forbid(unsafe_code)]
+
+mod codec;
+mod conn;
+mod report;
+mod rng;
+mod scenario;
+mod target;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::scenario::{broadcast, connect, echo, hold, Settings};
+use crate::target::Target;
+
+/// Load generator for WebSocket servers (wschat or any other).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Flags every scenario takes.
+#[derive(Debug, Args)]
+struct Common {
+    /// Also print the summary as one JSON line (the last line of stdout).
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress line on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Source addresses 127.0.0.1..=127.0.0.N to spread connections over
+    /// (default: as many as the connection count needs, ~25000 each).
+    #[arg(long, global = true, value_name = "N")]
+    sources: Option<usize>,
+    /// Connects and handshakes in flight at once while opening connections.
+    #[arg(long, global = true, default_value_t = 256, value_name = "N")]
+    ramp: usize,
+    /// Seconds one connect plus handshake (or one close) may take.
+    #[arg(long, global = true, default_value_t = 10.0, value_name = "SECS")]
+    timeout: f64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Handshake rate: open, upgrade, close, with C cycles in flight.
+    Connect {
+        /// ws://HOST:PORT/PATH (or tcp://HOST:PORT with --tcp).
+        #[arg(long)]
+        url: String,
+        /// Cycles in flight at once.
+        #[arg(long, short, default_value_t = 50)]
+        concurrency: usize,
+        /// Seconds to run.
+        #[arg(long, short, default_value_t = 10.0)]
+        duration: f64,
+        /// Plain TCP connect and close, no WebSocket (the baseline).
+        #[arg(long)]
+        tcp: bool,
+    },
+    /// Echo throughput and round trip with P messages in flight per connection.
+    Echo {
+        /// ws://HOST:PORT/PATH of an endpoint that echoes every message.
+        #[arg(long)]
+        url: String,
+        /// Connections.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        conns: usize,
+        /// Payload bytes per message.
+        #[arg(long, short, default_value_t = 16)]
+        size: usize,
+        /// Messages in flight per connection.
+        #[arg(long, short, default_value_t = 16)]
+        pipeline: usize,
+        /// Seconds to measure, after all connections are open.
+        #[arg(long, short, default_value_t = 10.0)]
+        duration: f64,
+        /// Binary messages instead of text.
+        #[arg(long)]
+        binary: bool,
+        /// Plain TCP bytes, no WebSocket (against a TCP echo server).
+        #[arg(long)]
+        tcp: bool,
+    },
+    /// Fan-out: N members read, K of them send R messages/s each.
+    Broadcast {
+        /// ws://HOST:PORT/PATH of a room that relays every message to all members.
+        #[arg(long)]
+        url: String,
+        /// Connections in the room.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        conns: usize,
+        /// How many of them send.
+        #[arg(long, short = 'k', default_value_t = 10)]
+        senders: usize,
+        /// Messages per second per sender.
+        #[arg(long, short, default_value_t = 10.0)]
+        rate: f64,
+        /// Seconds to send.
+        #[arg(long, short, default_value_t = 10.0)]
+        duration: f64,
+        /// Seconds to wait for deliveries after the last send.
+        #[arg(long, default_value_t = 2.0)]
+        drain: f64,
+    },
+    /// Open N connections and hold them idle, answering pings.
+    Hold {
+        /// ws://HOST:PORT/PATH.
+        #[arg(long)]
+        url: String,
+        /// Connections.
+        #[arg(long, short = 'n', default_value_t = 1000)]
+        conns: usize,
+        /// Seconds to hold them.
+        #[arg(long, short, default_value_t = 10.0)]
+        seconds: f64,
+    },
+}
+
+/// Seconds from the command line as a `Duration`.
+fn secs(flag: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|_| format!("--{flag}: {value} is not a duration"))
+}
+
+/// Resolves the target and the flags shared by all scenarios.
+fn settings(common: &Common, url: &str, tcp: bool, conns: usize) -> Result<Settings, String> {
+    let target = Target::parse(url)?;
+    let plain_tcp = tcp || target.plain_tcp;
+    let sources = target.sources(conns, common.sources)?;
+    if common.ramp == 0 {
+        return Err("--ramp must be at least 1".into());
+    }
+    if let Some(limit) = open_files_limit() {
+        if conns + 16 > limit {
+            eprintln!(
+                "warning: {conns} connections but the open-files limit is {limit}; some will fail"
+            );
+        }
+    }
+    Ok(Settings {
+        target,
+        plain_tcp,
+        sources,
+        ramp: common.ramp,
+        timeout: secs("timeout", common.timeout)?,
+        progress: !common.quiet,
+    })
+}
+
+/// The soft `RLIMIT_NOFILE`, read from /proc (no libc call needed).
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Parses the flags and runs one scenario.
+fn run(cli: Cli) -> Result<bool, String> {
+    let common = &cli.common;
+    let outcome = match cli.scenario {
+        Scenario::Connect {
+            url,
+            concurrency,
+            duration,
+            tcp,
+        } => {
+            let settings = settings(common, &url, tcp, concurrency)?;
+            let opts = connect::Options {
+                concurrency: concurrency.max(1),
+                duration: secs("duration", duration)?,
+            };
+            connect::run(&settings, &opts)
+        }
+        Scenario::Echo {
+            url,
+            conns,
+            size,
+            pipeline,
+            duration,
+            binary,
+            tcp,
+        } => {
+            let settings = settings(common, &url, tcp, conns)?;
+            let opts = echo::Options {
+                conns,
+                size,
+                pipeline: pipeline.max(1),
+                duration: secs("duration", duration)?,
+                binary,
+            };
+            echo::run(&settings, &opts)
+        }
+        Scenario::Broadcast {
+            url,
+            conns,
+            senders,
+            rate,
+            duration,
+            drain,
+        } => {
+            let settings = settings(common, &url, false, conns)?;
+            let opts = broadcast::Options {
+                conns,
+                senders,
+                rate,
+                duration: secs("duration", duration)?,
+                drain: secs("drain", drain)?,
+            };
+            broadcast::run(&settings, &opts)
+        }
+        Scenario::Hold {
+            url,
+            conns,
+            seconds,
+        } => {
+            let settings = settings(common, &url, false, conns)?;
+            let opts = hold::Options {
+                conns,
+                seconds: secs("seconds", seconds)?,
+            };
+            hold::run(&settings, &opts)
+        }
+    };
+    let (report, passed) = outcome.map_err(|e| e.to_string())?;
+    report.print(common.json);
+    Ok(passed)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("wschat-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

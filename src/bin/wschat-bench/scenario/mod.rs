@@ -1,0 +1,335 @@
+//! What every scenario shares: the reactor, opening a fleet of
+//! connections at a bounded pace, and closing them cleanly at the end.
+//!
+//! Each scenario module owns only its own measurement: what it sends, what
+//! it checks, what it reports.
+
+pub mod broadcast;
+pub mod connect;
+pub mod echo;
+pub mod hold;
+
+use std::io;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::conn::{Conn, ConnError, Event, Outbox, Status};
+use crate::report::{Errors, Latency, Progress, Report};
+use crate::rng::Rng;
+use crate::target::Target;
+
+/// The longest a poll sleeps, so timeouts and deadlines are checked often.
+const MAX_POLL: Duration = Duration::from_millis(100);
+
+/// Options every scenario takes.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The server.
+    pub target: Target,
+    /// Plain TCP instead of WebSocket.
+    pub plain_tcp: bool,
+    /// Source addresses to spread connections over (empty: kernel's choice).
+    pub sources: Vec<IpAddr>,
+    /// Connects and handshakes in flight at once while opening a fleet.
+    pub ramp: usize,
+    /// How long one connect plus handshake, or one closing handshake, may take.
+    pub timeout: Duration,
+    /// Print the live progress line.
+    pub progress: bool,
+}
+
+impl Settings {
+    /// A report for `scenario` that starts with the mode and the target.
+    pub fn report(&self, scenario: &str) -> Report {
+        let t = &self.target;
+        let (mode, url) = if self.plain_tcp {
+            ("tcp", format!("tcp://{}", t.host))
+        } else {
+            ("ws", format!("ws://{}{}", t.host, t.path))
+        };
+        let mut report = Report::new(scenario, mode);
+        report.text("url", &url);
+        report
+    }
+}
+
+/// A p99 for a progress line: `1.23ms`, `850µs`, or `-` with no samples.
+pub fn fmt_p99(p99: Option<Duration>) -> String {
+    match p99 {
+        Some(d) if d >= Duration::from_millis(1) => format!("{:.2}ms", d.as_secs_f64() * 1e3),
+        Some(d) => format!("{:.0}µs", d.as_secs_f64() * 1e6),
+        None => "-".to_string(),
+    }
+}
+
+/// One connection and the scenario's state for it.
+#[derive(Debug)]
+pub struct Peer<S> {
+    /// The connection.
+    pub conn: Conn,
+    /// Per-connection scenario state.
+    pub state: S,
+    /// When the connect started (handshake latency, timeouts).
+    pub started: Instant,
+}
+
+/// All connections of a scenario on one mio `Poll`, keyed by slab index
+/// (the mio token).
+#[derive(Debug)]
+pub struct Fleet<S> {
+    /// The connections.
+    pub conns: Slab<Peer<S>>,
+    /// Masks, keys and payloads for every connection.
+    pub rng: Rng,
+    poll: Poll,
+    events: Events,
+    settings: Settings,
+    next_source: usize,
+}
+
+impl<S> Fleet<S> {
+    /// An empty fleet towards `settings.target`.
+    pub fn new(settings: &Settings) -> io::Result<Fleet<S>> {
+        Ok(Fleet {
+            conns: Slab::new(),
+            rng: Rng::from_entropy(),
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+            settings: settings.clone(),
+            next_source: 0,
+        })
+    }
+
+    /// Starts one connection (round-robin over the source addresses) and
+    /// returns its key.
+    pub fn open(&mut self, state: S) -> Result<usize, ConnError> {
+        let source = if self.settings.sources.is_empty() {
+            None
+        } else {
+            let ip = self.settings.sources[self.next_source % self.settings.sources.len()];
+            self.next_source += 1;
+            Some(ip)
+        };
+        let mut conn = Conn::connect(
+            &self.settings.target,
+            self.settings.plain_tcp,
+            source,
+            &mut self.rng,
+        )?;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        self.poll
+            .registry()
+            .register(
+                conn.stream(),
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(ConnError::Connect)?;
+        entry.insert(Peer {
+            conn,
+            state,
+            started: Instant::now(),
+        });
+        Ok(key)
+    }
+
+    /// Drops a connection (closing its socket).
+    pub fn remove(&mut self, key: usize) -> Peer<S> {
+        let mut peer = self.conns.remove(key);
+        // Deregistering a socket about to close cannot fail in a way we
+        // could act on; closing it removes it from epoll anyway.
+        let _ = self.poll.registry().deregister(peer.conn.stream());
+        peer
+    }
+
+    /// Waits for readiness until `deadline` (at most [`MAX_POLL`]) and puts
+    /// the keys of ready connections in `ready`.
+    pub fn wait(&mut self, deadline: Instant, ready: &mut Vec<usize>) -> io::Result<()> {
+        ready.clear();
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .min(MAX_POLL);
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        ready.extend(self.events.iter().map(|e| e.token().0));
+        Ok(())
+    }
+
+    /// Keys of connections still connecting or upgrading for longer than
+    /// the timeout at `now`.
+    pub fn timed_out(&self, now: Instant) -> Vec<usize> {
+        self.conns
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.started) > self.settings.timeout)
+            .map(|(k, _)| k)
+            .collect()
+    }
+}
+
+/// How opening a fleet went.
+#[derive(Debug)]
+pub struct Setup {
+    /// Connections open at the end of setup.
+    pub open: usize,
+    /// Connections that failed (by cause).
+    pub errors: Errors,
+    /// Connect-to-101 latency of the ones that opened.
+    pub latency: Latency,
+    /// How long setup took.
+    pub elapsed: Duration,
+}
+
+impl Setup {
+    /// Adds the setup rows to a report.
+    pub fn report(&self, report: &mut Report, wanted: usize) {
+        report.int("connections wanted", "", wanted as u64);
+        report.int("connections opened", "", self.open as u64);
+        report.float("setup time", "s", self.elapsed.as_secs_f64());
+        self.latency.report(report, "handshake");
+    }
+}
+
+/// Opens `n` connections with at most `settings.ramp` connects in flight,
+/// until all are open or failed. `on_open` gives each connection its state
+/// as it opens, with its rank in opening order (0, 1, ...).
+pub fn establish<S: Default>(
+    fleet: &mut Fleet<S>,
+    n: usize,
+    mut on_open: impl FnMut(&mut S, usize),
+) -> io::Result<Setup> {
+    let start = Instant::now();
+    let mut progress = Progress::new(fleet.settings.progress);
+    let mut errors = Errors::default();
+    let mut latency = Latency::new();
+    let (mut started, mut open, mut in_flight) = (0usize, 0usize, 0usize);
+    let mut ready = Vec::new();
+    while started < n || in_flight > 0 {
+        while started < n && in_flight < fleet.settings.ramp {
+            started += 1;
+            match fleet.open(S::default()) {
+                Ok(_) => in_flight += 1,
+                Err(e) => errors.add(&e),
+            }
+        }
+        fleet.wait(progress.deadline(), &mut ready)?;
+        let now = Instant::now();
+        for &key in &ready {
+            let Some(peer) = fleet.conns.get_mut(key) else {
+                continue;
+            };
+            let was_open = peer.conn.is_open();
+            let mut opened = false;
+            let result = peer.conn.on_ready(&mut fleet.rng, |event, _| {
+                if let Event::Opened = event {
+                    opened = true;
+                }
+            });
+            if opened {
+                in_flight -= 1;
+                on_open(&mut peer.state, open);
+                open += 1;
+                latency.record(now.duration_since(peer.started));
+            }
+            let failure = match result {
+                Ok(Status::Alive) => continue,
+                Ok(Status::Finished { code }) => ConnError::Closed(code),
+                Err(e) => e,
+            };
+            errors.add(&failure);
+            if was_open || opened {
+                open -= 1;
+            } else {
+                in_flight -= 1;
+            }
+            fleet.remove(key);
+        }
+        if progress.tick(now).is_some() {
+            for key in fleet.timed_out(now) {
+                if !fleet.conns[key].conn.is_open() {
+                    errors.add(&ConnError::Timeout("handshake"));
+                    fleet.remove(key);
+                    in_flight -= 1;
+                }
+            }
+            progress.print(
+                now,
+                format_args!(
+                    "opening: {open}/{n} open, {in_flight} in flight, {} failed",
+                    errors.total()
+                ),
+            );
+        }
+    }
+    progress.finish();
+    Ok(Setup {
+        open,
+        errors,
+        latency,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// How the closing handshakes at the end went.
+#[derive(Debug, Default)]
+pub struct Teardown {
+    /// Connections whose close handshake completed.
+    pub clean: u64,
+    /// Connections that failed or timed out while closing (by cause).
+    pub errors: Errors,
+}
+
+impl Teardown {
+    /// Adds the teardown rows to a report.
+    pub fn report(&self, report: &mut Report) {
+        report.int("closed cleanly", "", self.clean);
+        report.int("close errors", "", self.errors.total());
+    }
+}
+
+/// Closes every connection with 1000 and waits (up to the timeout) for the
+/// server to answer and close TCP, so the server sees orderly goodbyes.
+/// Messages still arriving meanwhile go to `on_message`.
+pub fn close_all<S>(
+    fleet: &mut Fleet<S>,
+    mut on_message: impl FnMut(&mut S, Event<'_>, &mut Outbox<'_>),
+) -> io::Result<Teardown> {
+    let mut teardown = Teardown::default();
+    let keys: Vec<usize> = fleet.conns.iter().map(|(k, _)| k).collect();
+    for key in keys {
+        let peer = &mut fleet.conns[key];
+        if let Err(e) = peer.conn.close(&mut fleet.rng, 1000) {
+            teardown.errors.add(&e);
+            fleet.remove(key);
+        }
+    }
+    let deadline = Instant::now() + fleet.settings.timeout;
+    let mut ready = Vec::new();
+    while !fleet.conns.is_empty() && Instant::now() < deadline {
+        fleet.wait(deadline, &mut ready)?;
+        for &key in &ready {
+            let Some(peer) = fleet.conns.get_mut(key) else {
+                continue;
+            };
+            let state = &mut peer.state;
+            match peer.conn.on_ready(&mut fleet.rng, |event, out| on_message(state, event, out)) {
+                Ok(Status::Alive) => continue,
+                Ok(Status::Finished { .. }) => teardown.clean += 1,
+                Err(e) => teardown.errors.add(&e),
+            }
+            fleet.remove(key);
+        }
+    }
+    let left: Vec<usize> = fleet.conns.iter().map(|(k, _)| k).collect();
+    for key in left {
+        teardown.errors.add(&ConnError::Timeout("close"));
+        fleet.remove(key);
+    }
+    Ok(teardown)
+}
