@@ -31,6 +31,17 @@ pub struct Config {
     pub ping_interval: Duration,
     /// A connection silent this long (not even a Pong) is closed.
     pub idle_timeout: Duration,
+    /// Origins allowed to upgrade; empty allows all (`--allowed-origin`).
+    pub allowed_origins: Vec<String>,
+    /// Messages per second one connection may send; more is closed 1008.
+    pub max_messages_per_second: Option<f64>,
+    /// Connections one address may hold at once; more get 429.
+    pub max_connections_per_ip: Option<usize>,
+    /// New connections one address may open per second; more get 429.
+    pub max_handshakes_per_ip_per_second: Option<f64>,
+    /// Bytes all outgoing queues together may hold; past it the largest
+    /// queues are closed with 1008.
+    pub max_outbound_memory: usize,
 }
 
 impl Default for Config {
@@ -47,6 +58,11 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            allowed_origins: Vec::new(),
+            max_messages_per_second: None,
+            max_connections_per_ip: None,
+            max_handshakes_per_ip_per_second: None,
+            max_outbound_memory: 256 * 1024 * 1024,
         }
     }
 }

@@ -41,6 +41,21 @@ struct Flags {
     /// Seconds of silence (not even a Pong) before a client is closed.
     #[arg(long, default_value = "60", value_parser = seconds)]
     idle_timeout: Duration,
+    /// An origin allowed to upgrade (repeatable); none allows all.
+    #[arg(long = "allowed-origin")]
+    allowed_origins: Vec<String>,
+    /// Messages per second one connection may send (token bucket); more is closed 1008.
+    #[arg(long)]
+    max_messages_per_second: Option<f64>,
+    /// Connections one address may hold at once; more get 429.
+    #[arg(long)]
+    max_connections_per_ip: Option<usize>,
+    /// New connections one address may open per second; more get 429.
+    #[arg(long)]
+    max_handshakes_per_ip_per_second: Option<f64>,
+    /// Bytes all outgoing queues together may hold; past it the largest are closed 1008.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    max_outbound_memory: usize,
 }
 
 /// Seconds with decimals, e.g. `0.5`.
@@ -63,6 +78,11 @@ fn main() -> ExitCode {
         shutdown_timeout: flags.shutdown_timeout,
         ping_interval: flags.ping_interval,
         idle_timeout: flags.idle_timeout,
+        allowed_origins: flags.allowed_origins,
+        max_messages_per_second: flags.max_messages_per_second,
+        max_connections_per_ip: flags.max_connections_per_ip,
+        max_handshakes_per_ip_per_second: flags.max_handshakes_per_ip_per_second,
+        max_outbound_memory: flags.max_outbound_memory,
         ..Config::default()
     };
     let result = Server::bind(config).and_then(|mut server| {

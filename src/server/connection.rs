@@ -9,11 +9,12 @@
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
-use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::admission::RateBucket;
 use super::room::{is_valid_room_name, Delivery, Member, Membership, LOBBY};
+use super::timer::Millis;
 use super::write_queue::{Flush, WriteQueue};
 use crate::protocol::handshake::{RequestHead, Upgrade};
 use crate::protocol::{HandshakeError, Session};
@@ -67,7 +68,16 @@ pub enum Request {
 }
 
 /// Decides what a request head asks for, or why it is refused.
-pub fn route(head: &RequestHead<'_>, protocols: &[String]) -> Result<Request, HandshakeError> {
+///
+/// `allowed_origins` empty allows every origin; otherwise a browser's
+/// upgrade (browsers always send `Origin`) must come from a listed origin,
+/// the defence against cross-site WebSocket hijacking. Clients that send no
+/// `Origin` are not browsers and are not affected.
+pub fn route(
+    head: &RequestHead<'_>,
+    protocols: &[String],
+    allowed_origins: &[String],
+) -> Result<Request, HandshakeError> {
     let path = head.path();
     let room = match path {
         "/" => Some(LOBBY.to_string()),
@@ -97,6 +107,11 @@ pub fn route(head: &RequestHead<'_>, protocols: &[String]) -> Result<Request, Ha
         };
     }
     let upgrade = head.check_upgrade(protocols)?;
+    if let Some(origin) = head.header("origin") {
+        if !allowed_origins.is_empty() && !allowed_origins.iter().any(|o| o.as_bytes() == origin) {
+            return Err(HandshakeError::ForbiddenOrigin);
+        }
+    }
     Ok(Request::Upgrade { upgrade, room })
 }
 
@@ -130,10 +145,12 @@ pub struct Connection {
     pub inbuf: Vec<u8>,
     /// Bytes to send.
     pub queue: WriteQueue,
-    /// When this connection's one timer fires (see the reactor).
-    pub deadline: Option<Instant>,
+    /// When this connection's one timer fires; 0 for none.
+    pub deadline: Millis,
     /// When the peer last sent anything.
-    pub last_rx: Instant,
+    pub last_rx: Millis,
+    /// Message rate of this client, when a limit is set.
+    pub rate: RateBucket,
     /// State bits.
     pub flags: Flags,
 }
@@ -151,15 +168,16 @@ pub enum ReadResult {
 
 impl Connection {
     /// A connection just accepted.
-    pub fn new(stream: TcpStream, peer: SocketAddr, now: Instant) -> Connection {
+    pub fn new(stream: TcpStream, peer: SocketAddr, now: Millis) -> Connection {
         Connection {
             stream,
             peer,
             phase: Phase::Handshake { scanned: 0 },
             inbuf: Vec::new(),
             queue: WriteQueue::new(),
-            deadline: None,
+            deadline: 0,
             last_rx: now,
+            rate: RateBucket::default(),
             flags: Flags::default(),
         }
     }
@@ -213,9 +231,10 @@ impl Connection {
 
 impl Member for Connection {
     fn push_broadcast(&mut self, frame: &Rc<[u8]>, limit: usize) -> Delivery {
-        match &self.phase {
-            Phase::Open { session, .. } if session.is_open() => {}
-            _ => return Delivery::Skipped,
+        // The session may already have failed on bytes later in the same
+        // read; until its Close is queued, earlier messages still go out.
+        if !matches!(self.phase, Phase::Open { .. }) || self.queue.is_sealed() || self.flags.dead {
+            return Delivery::Skipped;
         }
         let queued = self.queue.queued_bytes();
         // A message larger than the bound still goes to an idle receiver:
@@ -240,7 +259,7 @@ mod tests {
 
     fn route_of(head: &str) -> Result<Request, HandshakeError> {
         let head = parse_head(head.as_bytes())?;
-        route(&head, &["chat".to_string()])
+        route(&head, &["chat".to_string()], &[])
     }
 
     const UPGRADE: &str = "Host: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -251,7 +270,27 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         // The idle footprint target is 0.5 KiB of RSS per connection; the
         // struct is most of it (buffers are empty while idle).
         let size = std::mem::size_of::<Connection>();
+        eprintln!("Connection is {size} bytes");
         assert!(size <= 256, "Connection is {size} bytes");
+    }
+
+    #[test]
+    fn foreign_origins_are_refused_when_a_list_is_set() {
+        let allowed = ["https://chat.example".to_string()];
+        let check = |origin: &str| {
+            let text = format!("GET / HTTP/1.1\r\n{origin}{UPGRADE}");
+            let head = parse_head(text.as_bytes()).unwrap();
+            route(&head, &[], &allowed).map(|_| ())
+        };
+        assert_eq!(check("Origin: https://chat.example\r\n"), Ok(()));
+        assert_eq!(
+            check("Origin: https://evil.example\r\n"),
+            Err(HandshakeError::ForbiddenOrigin)
+        );
+        assert_eq!(check(""), Ok(()), "no Origin: not a browser");
+        let text = format!("GET / HTTP/1.1\r\nOrigin: https://evil.example\r\n{UPGRADE}");
+        let head = parse_head(text.as_bytes()).unwrap();
+        assert!(route(&head, &[], &[]).is_ok(), "no list: every origin");
     }
 
     #[test]

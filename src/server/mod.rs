@@ -1,10 +1,12 @@
 //! Everything that owns a socket: the reactor, connections, write queues,
 //! rooms and the counters behind `/metrics`.
 
+pub mod admission;
 pub mod connection;
 pub mod metrics;
 pub mod reactor;
 pub mod room;
+pub mod timer;
 pub mod write_queue;
 
 pub use reactor::{Server, ServerHandle};

@@ -13,13 +13,11 @@
 //! no longer equals the connection's deadline, so moving a deadline costs
 //! one push and nothing is scanned per tick.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -27,9 +25,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use super::admission::PerAddress;
 use super::connection::{route, Connection, Endpoint, Phase, ReadResult, Request};
 use super::metrics::{Gauges, Metrics};
 use super::room::{Fanout, Rooms};
+use super::timer::{to_millis, Clock, Millis, Timers};
 use super::write_queue::Flush;
 use crate::config::Config;
 use crate::http;
@@ -49,6 +49,9 @@ const READS_PER_TURN: usize = 16;
 
 /// How long accepting pauses when the process is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Descriptors kept free for the listener, the poller, logs and Redis.
+const RESERVED_DESCRIPTORS: u64 = 32;
 
 /// Stops a running [`Server`] from another thread, like SIGTERM does.
 #[derive(Debug, Clone)]
@@ -89,12 +92,17 @@ pub struct Server {
     dead: Vec<usize>,
     /// Connections whose read budget ran out, to read again next turn.
     unread: Vec<usize>,
-    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    timers: Timers,
+    clock: Clock,
+    per_address: PerAddress,
+    /// Bytes queued in all connections' write queues together.
+    outbound: usize,
+    /// `--max-connections`, lowered to what the open-files limit allows.
+    max_connections: usize,
     next_id: u64,
-    now: Instant,
-    accept_paused_until: Option<Instant>,
-    last_accept_warning: Option<Instant>,
-    shutdown_deadline: Option<Instant>,
+    accept_paused_until: Option<Millis>,
+    last_accept_warning: Option<Millis>,
+    shutdown_deadline: Option<Millis>,
 }
 
 impl std::fmt::Debug for Server {
@@ -115,6 +123,7 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let local_addr = listener.local_addr()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let max_connections = descriptor_bound(config.max_connections);
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -125,6 +134,12 @@ impl Server {
             limits: session::Limits {
                 max_message_size: config.max_message_size,
             },
+            per_address: PerAddress::new(
+                config.max_connections_per_ip,
+                config.max_handshakes_per_ip_per_second,
+            ),
+            outbound: 0,
+            max_connections,
             config,
             conns: Slab::new(),
             rooms: Rooms::new(),
@@ -135,9 +150,9 @@ impl Server {
             dirty: Vec::new(),
             dead: Vec::new(),
             unread: Vec::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::new(),
+            clock: Clock::new(),
             next_id: 1,
-            now: Instant::now(),
             accept_paused_until: None,
             last_accept_warning: None,
             shutdown_deadline: None,
@@ -181,7 +196,7 @@ impl Server {
                 }
                 return Err(e);
             }
-            self.now = Instant::now();
+            self.clock.tick();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -212,7 +227,7 @@ impl Server {
                     info!("shutdown complete");
                     return Ok(());
                 }
-                if self.now >= deadline {
+                if self.clock.now() >= deadline {
                     info!(
                         "shutdown timeout: dropping {} connections",
                         self.conns.len()
@@ -230,12 +245,13 @@ impl Server {
         }
         if self
             .accept_paused_until
-            .is_some_and(|until| self.now >= until)
+            .is_some_and(|until| self.clock.now() >= until)
         {
             self.accept_paused_until = None;
             self.accept();
         }
         self.fire_timers();
+        self.per_address.sweep(self.clock.now());
         let mut dirty = std::mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
             if let Some(conn) = self.conns.get_mut(key) {
@@ -252,7 +268,7 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let next = [
-            self.timers.peek().map(|Reverse((t, _))| *t),
+            self.timers.next(),
             self.accept_paused_until,
             self.shutdown_deadline,
         ]
@@ -260,7 +276,7 @@ impl Server {
         .flatten()
         .min()?;
         // Round up so a timer is never polled a hair too early, in a loop.
-        Some(next.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
+        Some(self.clock.until(next) + Duration::from_millis(1))
     }
 
     /// Returns `true` when the process should exit at once.
@@ -291,13 +307,12 @@ impl Server {
                 Err(e) if is_out_of_descriptors(&e) => {
                     // The pending connections stay in the backlog; retry
                     // after a pause instead of spinning on the error.
-                    self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
-                    let quiet = self
-                        .last_accept_warning
-                        .is_some_and(|t| self.now.duration_since(t) < Duration::from_secs(1));
+                    let now = self.clock.now();
+                    self.accept_paused_until = Some(self.clock.after(ACCEPT_BACKOFF));
+                    let quiet = self.last_accept_warning.is_some_and(|t| now - t < 1000);
                     if !quiet {
                         warn!("accept: {e}; pausing accepts");
-                        self.last_accept_warning = Some(self.now);
+                        self.last_accept_warning = Some(now);
                     }
                     return;
                 }
@@ -311,10 +326,15 @@ impl Server {
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         self.metrics.accepted += 1;
-        if self.conns.len() >= self.config.max_connections {
-            self.count_refusal(HandshakeError::ServerFull, peer);
+        let admitted = if self.conns.len() >= self.max_connections {
+            Err(HandshakeError::ServerFull)
+        } else {
+            self.per_address.admit(peer.ip(), self.clock.now())
+        };
+        if let Err(err) = admitted {
+            self.count_refusal(err, peer);
             // Best effort: the socket is new, so a small write fits.
-            let _ = stream.write(&http::error(HandshakeError::ServerFull));
+            let _ = stream.write(&http::error(err));
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -326,10 +346,11 @@ impl Server {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             warn!("{peer}: register: {e}");
+            self.per_address.release(peer.ip());
             return;
         }
-        entry.insert(Connection::new(stream, peer, self.now));
-        self.set_deadline(key, self.now + self.config.handshake_timeout);
+        entry.insert(Connection::new(stream, peer, self.clock.now()));
+        self.set_deadline(key, self.clock.after(self.config.handshake_timeout));
     }
 
     /// Reads a connection until it would block, or its budget runs out.
@@ -387,7 +408,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.last_rx = self.now;
+        conn.last_rx = self.clock.now();
         conn.flags.pinged = false;
         let mut carried = std::mem::take(&mut conn.inbuf);
         let from_carried = !carried.is_empty();
@@ -444,8 +465,8 @@ impl Server {
                 return data.len();
             }
         };
-        let request =
-            parse_head(&data[..end]).and_then(|head| route(&head, &self.config.protocols));
+        let request = parse_head(&data[..end])
+            .and_then(|head| route(&head, &self.config.protocols, &self.config.allowed_origins));
         match request {
             Err(err) => self.refuse(key, err),
             Ok(Request::Page) => self.respond(key, http::chat_page()),
@@ -480,16 +501,17 @@ impl Server {
             session: Session::new(),
             endpoint,
         };
-        conn.queue.push_owned(http::switching_protocols(upgrade));
+        self.outbound += conn.queue.push_owned(http::switching_protocols(upgrade));
         self.metrics.upgraded += 1;
         self.mark_dirty(key);
-        self.set_deadline(key, self.now + self.config.ping_interval);
+        self.set_deadline(key, self.clock.after(self.config.ping_interval));
     }
 
     fn respond(&mut self, key: usize, response: Vec<u8>) {
+        self.outbound += response.len();
         self.conns[key].respond(response);
         self.mark_dirty(key);
-        self.set_deadline(key, self.now + self.config.close_timeout);
+        self.set_deadline(key, self.clock.after(self.config.close_timeout));
     }
 
     fn refuse(&mut self, key: usize, err: HandshakeError) {
@@ -514,7 +536,7 @@ impl Server {
             match event {
                 Event::Message { opcode, payload } => self.on_message(key, opcode, &payload),
                 Event::Send(frame) => {
-                    self.conns[key].queue.push_owned(frame);
+                    self.outbound += self.conns[key].queue.push_owned(frame);
                     self.mark_dirty(key);
                 }
                 Event::Close { frame, error } => self.send_close(key, frame, error),
@@ -530,9 +552,21 @@ impl Server {
         let Phase::Open { id, endpoint, .. } = conn.phase else {
             return;
         };
+        // Events are acted on in order: once a Close is queued (a policy
+        // close earlier in this batch), later messages are dropped.
+        if conn.queue.is_sealed() {
+            return;
+        }
+        if let Some(rate) = self.config.max_messages_per_second {
+            if !conn.rate.take(self.clock.now(), rate) {
+                self.metrics.rate_limited += 1;
+                self.fail(key, ProtocolError::RateLimited);
+                return;
+            }
+        }
         match endpoint {
             Endpoint::Echo => {
-                conn.queue.push_frame(opcode, payload);
+                self.outbound += conn.queue.push_frame(opcode, payload);
                 self.metrics.messages_sent += 1;
                 // TCP backpressure: stop reading a client that does not read.
                 if conn.queue.queued_bytes() > self.config.max_backpressure {
@@ -542,7 +576,7 @@ impl Server {
             }
             Endpoint::Room(m) => {
                 self.fanout.limit = self.config.max_backpressure;
-                self.rooms.broadcast(
+                let frame = self.rooms.broadcast(
                     m.room,
                     id,
                     opcode,
@@ -550,6 +584,8 @@ impl Server {
                     &mut self.conns,
                     &mut self.fanout,
                 );
+                let frame_len = frame.map_or(0, |f| f.len());
+                self.outbound += frame_len * self.fanout.delivered;
                 self.metrics.messages_sent += self.fanout.delivered as u64;
                 self.dirty.append(&mut self.fanout.woken);
                 for slow in std::mem::take(&mut self.fanout.refused) {
@@ -558,18 +594,51 @@ impl Server {
                 }
             }
         }
+        if self.outbound > self.config.max_outbound_memory {
+            self.shed_outbound();
+        }
+    }
+
+    /// Closes the connections with the largest queues until all queues
+    /// together fit the outbound budget again.
+    fn shed_outbound(&mut self) {
+        let mut by_size: Vec<(usize, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.flags.dead && !c.queue.is_sealed() && !c.queue.is_empty())
+            .map(|(key, c)| (c.queue.queued_bytes(), key))
+            .collect();
+        by_size.sort_unstable_by(|a, b| b.cmp(a));
+        let budget = self.config.max_outbound_memory;
+        let mut shed = 0;
+        for (_, key) in by_size {
+            if self.outbound <= budget {
+                break;
+            }
+            self.metrics.slow_consumers += 1;
+            shed += 1;
+            self.fail(key, ProtocolError::SlowConsumer);
+        }
+        warn!(
+            "outbound queues over {budget} bytes: closed the {shed} largest, {} bytes left",
+            self.outbound
+        );
     }
 
     /// Fails an open connection for a reason found outside its session.
     fn fail(&mut self, key: usize, err: ProtocolError) {
         let Some(Connection {
             phase: Phase::Open { session, .. },
+            queue,
             ..
         }) = self.conns.get_mut(key)
         else {
             return;
         };
         if let Some(Event::Close { frame, error }) = session.fail(err) {
+            // What has not started on the wire is dropped: its memory is
+            // freed now and the Close goes out next.
+            self.outbound -= queue.discard_unsent();
             self.send_close(key, frame, error);
         }
     }
@@ -586,11 +655,11 @@ impl Server {
             }
             *self.metrics.protocol_errors.entry(code.0).or_default() += 1;
         }
-        conn.queue.push_owned(frame);
+        self.outbound += conn.queue.push_owned(frame);
         conn.queue.seal();
         conn.inbuf = Vec::new();
         self.mark_dirty(key);
-        self.set_deadline(key, self.now + self.config.close_timeout);
+        self.set_deadline(key, self.clock.after(self.config.close_timeout));
     }
 
     fn mark_dirty(&mut self, key: usize) {
@@ -610,7 +679,9 @@ impl Server {
         }
         let before = conn.queue.queued_bytes();
         let result = conn.flush();
-        self.metrics.bytes_sent += (before - conn.queue.queued_bytes()) as u64;
+        let written = before - conn.queue.queued_bytes();
+        self.outbound -= written;
+        self.metrics.bytes_sent += written as u64;
         match result {
             Ok(Flush::Done) if conn.is_finished_writing() && conn.flags.read_eof => self.kill(key),
             Ok(_) => {
@@ -628,20 +699,16 @@ impl Server {
         }
     }
 
-    fn set_deadline(&mut self, key: usize, at: Instant) {
-        self.conns[key].deadline = Some(at);
-        self.timers.push(Reverse((at, key)));
+    fn set_deadline(&mut self, key: usize, at: Millis) {
+        self.conns[key].deadline = at;
+        self.timers.push(at, key);
     }
 
     fn fire_timers(&mut self) {
-        while let Some(&Reverse((at, key))) = self.timers.peek() {
-            if at > self.now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((at, key)) = self.timers.pop_due(self.clock.now()) {
             match self.conns.get_mut(key) {
-                Some(conn) if conn.deadline == Some(at) && !conn.flags.dead => {
-                    conn.deadline = None;
+                Some(conn) if conn.deadline == at && !conn.flags.dead => {
+                    conn.deadline = 0;
                     self.on_deadline(key);
                 }
                 _ => {} // stale: the deadline moved or the connection is gone
@@ -669,25 +736,27 @@ impl Server {
                 self.kill(key);
             }
             Phase::Open { id, session, .. } => {
-                let silent = self.now.duration_since(conn.last_rx);
-                if silent >= self.config.idle_timeout {
-                    info!("client-{id} ({}): idle for {silent:?}, closing", conn.peer);
+                let silent = self.clock.now() - conn.last_rx;
+                let idle_ms = to_millis(self.config.idle_timeout);
+                let ping_ms = to_millis(self.config.ping_interval);
+                if silent >= idle_ms {
+                    info!("client-{id} ({}): idle for {silent} ms, closing", conn.peer);
                     self.metrics.timeouts += 1;
                     if let Some(Event::Close { frame, error }) =
                         session.close(CloseCode::GOING_AWAY, "idle timeout")
                     {
                         self.send_close(key, frame, error);
                     }
-                } else if silent >= self.config.ping_interval {
+                } else if silent >= ping_ms {
                     if !conn.flags.pinged {
                         conn.flags.pinged = true;
-                        conn.queue.push_frame(OpCode::Ping, b"");
+                        self.outbound += conn.queue.push_frame(OpCode::Ping, b"");
                         self.mark_dirty(key);
                     }
-                    let at = self.conns[key].last_rx + self.config.idle_timeout;
+                    let at = self.conns[key].last_rx + idle_ms;
                     self.set_deadline(key, at);
                 } else {
-                    let at = conn.last_rx + self.config.ping_interval;
+                    let at = conn.last_rx + ping_ms;
                     self.set_deadline(key, at);
                 }
             }
@@ -702,7 +771,7 @@ impl Server {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        self.shutdown_deadline = Some(self.now + self.config.shutdown_timeout);
+        self.shutdown_deadline = Some(self.clock.after(self.config.shutdown_timeout));
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
             let conn = &mut self.conns[key];
@@ -734,6 +803,8 @@ impl Server {
         for key in std::mem::take(&mut self.dead) {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.outbound -= conn.queue.queued_bytes();
+            self.per_address.release(conn.peer.ip());
             if let Phase::Open { id, endpoint, .. } = conn.phase {
                 if let Endpoint::Room(m) = endpoint {
                     if let Some((moved, slot)) = self.rooms.leave(m) {
@@ -753,6 +824,20 @@ impl Server {
                 debug!("client-{id} closed");
             }
         }
+    }
+}
+
+/// `wanted`, lowered so that every connection can have a descriptor.
+fn descriptor_bound(wanted: usize) -> usize {
+    match rlimit::Resource::NOFILE.get() {
+        Ok((soft, _)) => {
+            let fit = soft.saturating_sub(RESERVED_DESCRIPTORS) as usize;
+            if fit < wanted {
+                warn!("open-files limit {soft}: serving at most {fit} connections");
+            }
+            wanted.min(fit)
+        }
+        Err(_) => wanted,
     }
 }
 

@@ -80,35 +80,48 @@ impl WriteQueue {
         self.sealed = true;
     }
 
-    /// Queues a shared frame without copying it. Returns `false` (and
-    /// queues nothing) once the queue is sealed.
-    pub fn push_shared(&mut self, frame: Rc<[u8]>) -> bool {
-        if self.sealed || frame.is_empty() {
-            return !self.sealed;
+    /// Queues a shared frame without copying it. Returns the bytes queued:
+    /// 0 once the queue is sealed.
+    pub fn push_shared(&mut self, frame: Rc<[u8]>) -> usize {
+        let len = frame.len();
+        if self.sealed || len == 0 {
+            return 0;
         }
-        self.queued += frame.len();
+        self.queued += len;
         self.chunks.push_back(Chunk::Shared(frame));
-        true
+        len
     }
 
-    /// Queues bytes this connection alone sends.
-    pub fn push_owned(&mut self, bytes: Vec<u8>) -> bool {
-        if self.sealed || bytes.is_empty() {
-            return !self.sealed;
+    /// Queues bytes this connection alone sends; returns the bytes queued.
+    pub fn push_owned(&mut self, bytes: Vec<u8>) -> usize {
+        let len = bytes.len();
+        if self.sealed || len == 0 {
+            return 0;
         }
-        self.queued += bytes.len();
-        if let Some(tail) = self.owned_tail(bytes.len()) {
+        self.queued += len;
+        if let Some(tail) = self.owned_tail(len) {
             tail.extend_from_slice(&bytes);
         } else {
             self.chunks.push_back(Chunk::Owned(bytes));
         }
-        true
+        len
     }
 
-    /// Encodes one unmasked frame straight into the queue.
-    pub fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) -> bool {
+    /// Drops every byte not yet started on the wire and returns how many.
+    /// A frame already partly written is kept whole, so the peer still
+    /// sees a valid stream (used before a policy Close to a slow reader).
+    pub fn discard_unsent(&mut self) -> usize {
+        let keep = usize::from(self.front_written > 0).min(self.chunks.len());
+        let dropped: usize = self.chunks.drain(keep..).map(|c| c.bytes().len()).sum();
+        self.queued -= dropped;
+        dropped
+    }
+
+    /// Encodes one unmasked frame straight into the queue; returns the
+    /// bytes queued.
+    pub fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) -> usize {
         if self.sealed {
-            return false;
+            return 0;
         }
         let len =
             FrameHeader::new(true, opcode, payload.len() as u64).encoded_len() + payload.len();
@@ -120,7 +133,7 @@ impl WriteQueue {
             encode_frame(true, opcode, false, &[payload], &mut chunk);
             self.chunks.push_back(Chunk::Owned(chunk));
         }
-        true
+        len
     }
 
     /// The owned chunk at the tail, if `extra` more bytes may go into it.
@@ -280,11 +293,35 @@ mod tests {
     #[test]
     fn nothing_follows_a_seal() {
         let mut q = WriteQueue::new();
-        assert!(q.push_owned(vec![0x88, 0x00]));
+        assert_eq!(q.push_owned(vec![0x88, 0x00]), 2);
         q.seal();
-        assert!(!q.push_owned(b"late".to_vec()));
-        assert!(!q.push_shared(Rc::from(&b"late"[..])));
-        assert!(!q.push_frame(OpCode::Text, b"late"));
+        assert_eq!(q.push_owned(b"late".to_vec()), 0);
+        assert_eq!(q.push_shared(Rc::from(&b"late"[..])), 0);
+        assert_eq!(q.push_frame(OpCode::Text, b"late"), 0);
         assert_eq!(q.queued_bytes(), 2);
+    }
+
+    #[test]
+    fn discarding_keeps_a_partly_written_frame() {
+        let mut q = WriteQueue::new();
+        let frame: Rc<[u8]> = Rc::from(&b"0123456789"[..]);
+        for _ in 0..3 {
+            q.push_shared(frame.clone());
+        }
+        let mut w = Throttled {
+            out: Vec::new(),
+            budget: vec![4],
+            calls: 0,
+        };
+        assert_eq!(q.write_to(&mut w).unwrap(), Flush::Blocked);
+        assert_eq!(q.discard_unsent(), 20);
+        assert_eq!(q.queued_bytes(), 6);
+        w.budget = vec![100];
+        q.write_to(&mut w).unwrap();
+        assert_eq!(w.out, b"0123456789");
+        let mut idle = WriteQueue::new();
+        idle.push_shared(frame);
+        assert_eq!(idle.discard_unsent(), 10);
+        assert!(idle.is_empty());
     }
 }

@@ -50,9 +50,7 @@ impl fmt::Display for HandshakeFailure {
             HandshakeFailure::Malformed => f.write_str("handshake: malformed response"),
             HandshakeFailure::HeadTooLarge => f.write_str("handshake: response head too large"),
             HandshakeFailure::MissingUpgrade => f.write_str("handshake: no Upgrade: websocket"),
-            HandshakeFailure::MissingConnection => {
-                f.write_str("handshake: no Connection: upgrade")
-            }
+            HandshakeFailure::MissingConnection => f.write_str("handshake: no Connection: upgrade"),
             HandshakeFailure::BadAccept => f.write_str("handshake: wrong Sec-WebSocket-Accept"),
             HandshakeFailure::UnrequestedExtension => {
                 f.write_str("handshake: unrequested extension or protocol")
@@ -421,7 +419,13 @@ mod tests {
         encode_frame(true, OpCode::Continuation, false, &[&text[7..]], &mut s);
         encode_frame(true, OpCode::Pong, false, &[], &mut s);
         encode_frame(true, OpCode::Text, false, &[b""], &mut s);
-        encode_frame(true, OpCode::Close, false, &[&1001u16.to_be_bytes(), b"bye"], &mut s);
+        encode_frame(
+            true,
+            OpCode::Close,
+            false,
+            &[&1001u16.to_be_bytes(), b"bye"],
+            &mut s,
+        );
         let expected = vec![
             Owned::Message(false, b"from1:hello".to_vec()),
             Owned::Message(true, medium),
@@ -495,10 +499,7 @@ mod tests {
     fn oversized_message_is_refused_before_buffering() {
         let mut reader = FrameReader::new(100);
         let header = [0x82, 0x7E, 0x01, 0x00];
-        assert_eq!(
-            reader.decode(&header),
-            Err(Violation("message too large"))
-        );
+        assert_eq!(reader.decode(&header), Err(Violation("message too large")));
     }
 
     #[test]

@@ -102,7 +102,9 @@ impl RecvBuf {
         }
         let wanted = total.max(self.end + 1);
         if wanted > self.buf.len() {
-            let grown = wanted.max(self.buf.len() * 2).min(wanted.max(MAX_RECV_STEP));
+            let grown = wanted
+                .max(self.buf.len() * 2)
+                .min(wanted.max(MAX_RECV_STEP));
             self.buf.resize(grown, 0);
         }
     }
@@ -321,7 +323,11 @@ impl Conn {
 
     /// Queues messages outside a readiness event (a timer fired) and
     /// writes them at once.
-    pub fn send(&mut self, rng: &mut Rng, fill: impl FnOnce(&mut Outbox<'_>)) -> Result<(), ConnError> {
+    pub fn send(
+        &mut self,
+        rng: &mut Rng,
+        fill: impl FnOnce(&mut Outbox<'_>),
+    ) -> Result<(), ConnError> {
         let mut close = None;
         let mut outbox = Outbox {
             tx: &mut self.tx,

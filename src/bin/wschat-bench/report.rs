@@ -39,7 +39,9 @@ impl Latency {
 
     /// Records one sample.
     pub fn record(&mut self, latency: Duration) {
-        let ns = u64::try_from(latency.as_nanos()).unwrap_or(MAX_LATENCY_NS).max(1);
+        let ns = u64::try_from(latency.as_nanos())
+            .unwrap_or(MAX_LATENCY_NS)
+            .max(1);
         self.total.saturating_record(ns);
         self.interval.saturating_record(ns);
     }
@@ -105,7 +107,10 @@ impl Errors {
 
     /// The most frequent cause, for the progress line.
     pub fn top(&self) -> Option<&str> {
-        self.0.iter().max_by_key(|(_, n)| **n).map(|(k, _)| k.as_str())
+        self.0
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(k, _)| k.as_str())
     }
 }
 
@@ -322,7 +327,13 @@ fn format_float(v: f64) -> String {
 fn json_key(label: &str, unit: &str) -> String {
     let mut key: String = label
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     let suffix = match unit {
         "" => "",

@@ -68,7 +68,11 @@ mod tests {
         let mut unique = masks.clone();
         unique.sort_unstable();
         unique.dedup();
-        assert!(unique.len() > 990, "{} distinct masks of 1000", unique.len());
+        assert!(
+            unique.len() > 990,
+            "{} distinct masks of 1000",
+            unique.len()
+        );
     }
 
     #[test]

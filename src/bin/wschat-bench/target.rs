@@ -31,7 +31,9 @@ impl Target {
         } else if url.starts_with("wss://") {
             return Err("wss:// is not supported (no TLS); use ws://".into());
         } else {
-            return Err(format!("{url}: expected ws://HOST:PORT/PATH or tcp://HOST:PORT"));
+            return Err(format!(
+                "{url}: expected ws://HOST:PORT/PATH or tcp://HOST:PORT"
+            ));
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
@@ -72,7 +74,9 @@ impl Target {
             return Ok(Vec::new());
         }
         if count > 250 {
-            return Err(format!("{count} source addresses is too many (at most 250)"));
+            return Err(format!(
+                "{count} source addresses is too many (at most 250)"
+            ));
         }
         match self.addr.ip() {
             IpAddr::V4(ip) if ip.is_loopback() => Ok((1..=count as u8)

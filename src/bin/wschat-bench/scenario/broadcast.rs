@@ -57,7 +57,10 @@ fn parse(data: &[u8], run_tag: &str) -> Option<Stamp> {
     let nanos = fields.next()?.parse().ok()?;
     let seq = fields.next()?.parse().ok()?;
     let sender = fields.next()?.parse().ok()?;
-    fields.next()?.ends_with(run_tag).then_some(Stamp { sender, seq, nanos })
+    fields
+        .next()?
+        .ends_with(run_tag)
+        .then_some(Stamp { sender, seq, nanos })
 }
 
 /// Per-sender counts.
@@ -116,7 +119,10 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(crate::report::Re
         ));
     }
     if !opts.rate.is_finite() || opts.rate <= 0.0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "--rate must be positive"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--rate must be positive",
+        ));
     }
     let senders = opts.senders.min(opts.conns);
     let mut fleet: Fleet<Member> = Fleet::new(settings)?;
@@ -214,7 +220,10 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(crate::report::Re
             let in_window = now <= send_end;
             let member = &mut peer.state;
             let result = peer.conn.on_ready(&mut fleet.rng, |event, _| match event {
-                Event::Message { binary: false, data } => match parse(data, &run_tag) {
+                Event::Message {
+                    binary: false,
+                    data,
+                } => match parse(data, &run_tag) {
                     Some(stamp) => tally.deliver(member, stamp, now_nanos, in_window),
                     None => tally.foreign += 1,
                 },

@@ -87,7 +87,11 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
         }
         if let Some(secs) = progress.tick(now) {
             for key in fleet.timed_out(now) {
-                let what = if fleet.conns[key].state { "close" } else { "handshake" };
+                let what = if fleet.conns[key].state {
+                    "close"
+                } else {
+                    "handshake"
+                };
                 errors.add(&ConnError::Timeout(what));
                 fleet.remove(key);
             }

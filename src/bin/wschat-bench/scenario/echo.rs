@@ -48,7 +48,8 @@ impl Payload {
         let mut template = vec![0u8; size];
         rng.fill(&mut template);
         if !binary {
-            const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+            const ALPHABET: &[u8] =
+                b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
             for b in &mut template {
                 *b = ALPHABET[usize::from(*b) % ALPHABET.len()];
             }
@@ -166,7 +167,14 @@ impl Plan {
 
     /// Handles one event; `send_at` is `Some(now)` while measuring (echoes
     /// count and get replaced) and `None` while draining.
-    fn on_event(&self, st: &mut Echo, tally: &mut Tally, event: Event<'_>, out: &mut Outbox<'_>, send_at: Option<Instant>) {
+    fn on_event(
+        &self,
+        st: &mut Echo,
+        tally: &mut Tally,
+        event: Event<'_>,
+        out: &mut Outbox<'_>,
+        send_at: Option<Instant>,
+    ) {
         match event {
             Event::Message { binary, data } => {
                 let ok = binary == self.binary
@@ -178,7 +186,10 @@ impl Plan {
                 let size = self.payload.len();
                 while !chunk.is_empty() {
                     let take = (size - st.tcp_offset).min(chunk.len());
-                    if !self.payload.matches(st.expect_seq, st.tcp_offset, &chunk[..take]) {
+                    if !self
+                        .payload
+                        .matches(st.expect_seq, st.tcp_offset, &chunk[..take])
+                    {
                         st.tcp_bad = true;
                     }
                     st.tcp_offset += take;

@@ -318,7 +318,10 @@ pub fn close_all<S>(
                 continue;
             };
             let state = &mut peer.state;
-            match peer.conn.on_ready(&mut fleet.rng, |event, out| on_message(state, event, out)) {
+            match peer
+                .conn
+                .on_ready(&mut fleet.rng, |event, out| on_message(state, event, out))
+            {
                 Ok(Status::Alive) => continue,
                 Ok(Status::Finished { .. }) => teardown.clean += 1,
                 Err(e) => teardown.errors.add(&e),
