@@ -70,6 +70,10 @@ impl ServerHandle {
 }
 
 /// The daemon: a listener, its connections and rooms, on one `Poll`.
+///
+/// A `Server` is not `Send`: broadcast frames are shared with `Rc`, since
+/// everything runs on one thread. Bind it on the thread that runs it and
+/// send the address and [`ServerHandle`] out (as `tests/common` does).
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
