@@ -1,0 +1,592 @@
+//! `chat.html` in a real browser, against the real `wschat` binary.
+//!
+//! Two people chat in the lobby from two headless Chromium pages (each in its
+//! own browser context, like two machines), a third page sits in another room,
+//! and a plain WebSocket client listens in to learn which connection id the
+//! server really gave each page. Then the server is killed and restarted on
+//! the same port, and the pages must reconnect on their own.
+//!
+//! Chromium is driven over the DevTools protocol by the small synchronous
+//! client below, built on `tungstenite` (already a dev-dependency), so the
+//! test needs no async runtime and never downloads a browser. It writes
+//! a screenshot of the chat as it goes (copied by hand to
+//! `docs/screenshot.png` for the README).
+//!
+//! Without Chromium the test prints a skip line and passes, unless
+//! `WSCHAT_REQUIRE_BROWSER=1` (as in CI), where that is a failure.
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tungstenite::{Message, WebSocket};
+
+type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// The bound on every wait: a broken page or server fails the test instead of hanging CI.
+const WAIT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(50);
+const CHROMIUM_PATHS: &[&str] = &["/usr/bin/chromium", "/usr/bin/chromium-browser"];
+const SKIP: &str = "skipped: no Chromium found (install: apt-get install chromium)";
+
+/// Where the test saves its screenshot: under the build directory, so a
+/// test run leaves the work tree unchanged.
+const SCREENSHOT: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/chat-screenshot.png");
+
+#[test]
+fn chat_page_works_in_a_real_browser() -> TestResult {
+    let Some(chromium) = CHROMIUM_PATHS.iter().map(Path::new).find(|p| p.exists()) else {
+        assert!(
+            std::env::var("WSCHAT_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "WSCHAT_REQUIRE_BROWSER=1 but no Chromium at {CHROMIUM_PATHS:?}"
+        );
+        println!("{SKIP}");
+        return Ok(());
+    };
+
+    let port = free_port()?;
+    let server = ServerProcess::start(port)?;
+    let mut browser = Browser::launch(chromium)?;
+    let page = format!("http://127.0.0.1:{port}/");
+
+    let mut listener = Listener::join(port)?;
+    let alice = browser.open(&page, 820, 560)?;
+    browser.wait_for(&alice, "Alice's page to connect", OPEN)?;
+    let bob = browser.open(&page, 820, 560)?;
+    browser.wait_for(&bob, "Bob's page to connect", OPEN)?;
+    let carol = browser.open(&format!("{page}?room=side"), 820, 560)?;
+    browser.wait_for(&carol, "Carol's page to connect", OPEN)?;
+    for (tab, room) in [(&alice, "#lobby"), (&bob, "#lobby"), (&carol, "#side")] {
+        assert_eq!(
+            browser.eval(tab, "document.getElementById('room').textContent")?,
+            room
+        );
+    }
+
+    // Alice says hello; both lobby pages show it under the id the server gave her.
+    browser.send_message(&alice, &["hello from A"])?;
+    let alice_id = listener.sender_of(b"hello from A")?;
+    for tab in [&alice, &bob] {
+        let row = browser.wait_for_message(tab, "hello from A")?;
+        assert_eq!(row.from, format!("#{alice_id}"));
+        assert_eq!(
+            row.mine,
+            tab == &alice,
+            "only Alice's page marks it as hers"
+        );
+    }
+    let focus = "[document.activeElement.id, document.getElementById('input').value]";
+    assert_eq!(
+        browser.eval(&alice, focus)?,
+        json!(["input", ""]),
+        "input cleared and still focused"
+    );
+
+    // Bob answers over two lines: Shift+Enter is a newline, Enter sends.
+    browser.send_message(&bob, &["hi A", "second line"])?;
+    let bob_id = listener.sender_of(b"hi A\nsecond line")?;
+    assert_ne!(alice_id, bob_id);
+    for tab in [&alice, &bob] {
+        let row = browser.wait_for_message(tab, "hi A\nsecond line")?;
+        assert_eq!(row.from, format!("#{bob_id}"));
+    }
+
+    // Markup from a peer is text, never HTML.
+    let xss = [
+        "<img src=x onerror=alert(1)>",
+        "<img src=x onerror=window.__xss=1>",
+    ];
+    for payload in xss {
+        browser.send_message(&alice, &[payload])?;
+        listener.sender_of(payload.as_bytes())?;
+    }
+
+    // Binary frames are summarised, with the sender still shown.
+    listener.send_binary(&[0, 1, 2])?;
+    let listener_id = listener.sender_of(&[0, 1, 2])?;
+    for tab in [&alice, &bob] {
+        for payload in xss {
+            assert_eq!(
+                browser.wait_for_message(tab, payload)?.from,
+                format!("#{alice_id}")
+            );
+        }
+        let row = browser.wait_for_message(tab, "[binary, 3 bytes]")?;
+        assert_eq!(row.from, format!("#{listener_id}"));
+        let injected = "[document.querySelectorAll('#messages img, #messages script').length, typeof window.__xss]";
+        assert_eq!(browser.eval(tab, injected)?, json!([0, "undefined"]));
+        assert_eq!(
+            browser.eval(tab, COUNT)?,
+            json!(5),
+            "five messages received"
+        );
+    }
+    assert_eq!(
+        browser.eval(&carol, ROWS)?,
+        json!([]),
+        "the side room hears nothing"
+    );
+    assert!(
+        browser.dialogs.is_empty(),
+        "a page opened a dialog: {:?}",
+        browser.dialogs
+    );
+
+    // Kill the server: the pages notice and wait to reconnect, sending disabled.
+    drop(listener);
+    drop(server);
+    for tab in [&alice, &bob] {
+        let state = "document.getElementById('state').textContent.startsWith('reconnecting in ')";
+        browser.wait_for(tab, "the page to show it is reconnecting", state)?;
+        assert_eq!(
+            browser.eval(tab, "document.getElementById('send').disabled")?,
+            true
+        );
+    }
+
+    // Same port, new process: the pages come back by themselves and chat again.
+    let server = ServerProcess::start(port)?;
+    let mut listener = Listener::join(port)?;
+    for tab in [&alice, &bob] {
+        browser.wait_for(tab, "the page to reconnect", OPEN)?;
+    }
+    browser.send_message(&bob, &["back again?"])?;
+    let bob_id = listener.sender_of(b"back again?")?;
+    browser.send_message(&alice, &["yes, back on my own — ça marche"])?;
+    let alice_id = listener.sender_of("yes, back on my own — ça marche".as_bytes())?;
+    for tab in [&alice, &bob] {
+        assert_eq!(
+            browser.wait_for_message(tab, "back again?")?.from,
+            format!("#{bob_id}")
+        );
+        let row = browser.wait_for_message(tab, "yes, back on my own — ça marche")?;
+        assert_eq!(row.from, format!("#{alice_id}"));
+        assert_eq!(browser.eval(tab, COUNT)?, json!(7));
+    }
+    browser.screenshot(&alice, Path::new(SCREENSHOT))?;
+
+    // A phone-sized screen: nothing overflows sideways and Send stays on screen.
+    browser.resize(&bob, 375, 667)?;
+    let fits = "[document.documentElement.scrollWidth, \
+                Math.ceil(document.getElementById('send').getBoundingClientRect().right)]";
+    let widths: Vec<u32> = serde_json::from_value(browser.eval(&bob, fits)?)?;
+    assert!(
+        widths.iter().all(|&w| w <= 375),
+        "page overflows at 375px: {widths:?}"
+    );
+
+    // Changing the #fragment moves the page to another room.
+    browser.eval(&carol, "location.hash = 'other'")?;
+    let moved = "document.getElementById('room').textContent === '#other' && \
+                 document.getElementById('state').textContent === 'open'";
+    browser.wait_for(&carol, "Carol's page to join #other", moved)?;
+
+    assert!(
+        browser.dialogs.is_empty(),
+        "a page opened a dialog: {:?}",
+        browser.dialogs
+    );
+    drop(browser);
+    drop(server);
+    Ok(())
+}
+
+/// True once the page's connection is open.
+const OPEN: &str = "document.getElementById('state')?.textContent === 'open'";
+/// The page's own count of received messages.
+const COUNT: &str = "Number(document.getElementById('count').textContent)";
+/// Every message row as `[sender badge, text, is mine]`.
+const ROWS: &str = "[...document.querySelectorAll('#messages .msg')].map(m => \
+    [m.querySelector('.from').textContent, m.querySelector('.text').textContent, \
+     m.classList.contains('mine')])";
+
+/// Asks the kernel for a free port. The test needs a fixed one (not
+/// `127.0.0.1:0`) because the restarted server must come back where the pages
+/// are already trying to reconnect.
+fn free_port() -> TestResult<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Calls `probe` until it yields a value, at most [`WAIT`] long; the last
+/// error, if any, goes into the timeout message to explain what went wrong.
+fn poll<T>(what: &str, mut probe: impl FnMut() -> TestResult<Option<T>>) -> TestResult<T> {
+    let deadline = Instant::now() + WAIT;
+    let mut last_error = String::new();
+    loop {
+        match probe() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last_error = format!(" (last error: {e})"),
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {WAIT:?} waiting for {what}{last_error}").into());
+        }
+        sleep(POLL);
+    }
+}
+
+/// The `wschat` binary as a child process. It is a real process, not the
+/// in-process server, so the test can kill it outright like a crash and start
+/// it again; the drop kills it so a failing assertion never leaks one.
+struct ServerProcess(Child);
+
+impl ServerProcess {
+    fn start(port: u16) -> TestResult<Self> {
+        let child = Command::new(env!("CARGO_BIN_EXE_wschat"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        let mut server = ServerProcess(child);
+        poll("wschat to accept connections", || {
+            if let Some(status) = server.0.try_wait()? {
+                return Err(format!("wschat exited early: {status}").into());
+            }
+            Ok(TcpStream::connect(("127.0.0.1", port)).ok())
+        })?;
+        Ok(server)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A plain WebSocket client in the lobby. The pages cannot know connection
+/// ids, so the raw `from{N}:` frames it sees are the ground truth for which
+/// sender id each page must display.
+struct Listener(WebSocket<TcpStream>);
+
+impl Listener {
+    fn join(port: u16) -> TestResult<Self> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(WAIT))?;
+        let (socket, _) = tungstenite::client(format!("ws://127.0.0.1:{port}/"), stream)?;
+        Ok(Listener(socket))
+    }
+
+    fn send_binary(&mut self, payload: &[u8]) -> TestResult {
+        Ok(self.0.send(Message::binary(payload.to_vec()))?)
+    }
+
+    /// Reads frames (text or binary) until one carries `payload` and returns
+    /// the sender id from its `from{N}:` prefix.
+    fn sender_of(&mut self, payload: &[u8]) -> TestResult<u64> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            let frame = match self.0.read()? {
+                Message::Text(text) => text.as_bytes().to_vec(),
+                Message::Binary(bytes) => bytes.to_vec(),
+                _ => continue,
+            };
+            let Some(rest) = frame.strip_prefix(b"from") else {
+                continue;
+            };
+            let Some(colon) = rest.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            if &rest[colon + 1..] == payload {
+                return Ok(std::str::from_utf8(&rest[..colon])?.parse()?);
+            }
+        }
+        Err(format!("no frame carrying {:?}", String::from_utf8_lossy(payload)).into())
+    }
+}
+
+/// One message row as a page shows it.
+#[derive(Debug)]
+struct Row {
+    from: String,
+    mine: bool,
+}
+
+/// One page, attached through a flat DevTools session.
+#[derive(PartialEq)]
+struct Tab {
+    session: String,
+}
+
+/// The Chromium process and its throwaway profile. Dropping it kills the
+/// browser and removes the profile, even when the test fails half-way.
+struct ChromiumProcess {
+    child: Child,
+    profile: PathBuf,
+}
+
+impl Drop for ChromiumProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Helper processes may still be writing into the profile for a moment
+        // after the main process is gone, so retry briefly.
+        let deadline = Instant::now() + WAIT;
+        while std::fs::remove_dir_all(&self.profile).is_err()
+            && self.profile.exists()
+            && Instant::now() < deadline
+        {
+            sleep(POLL);
+        }
+    }
+}
+
+/// Headless Chromium driven over the DevTools protocol: just the handful of
+/// commands this test needs, on one synchronous WebSocket.
+struct Browser {
+    socket: WebSocket<TcpStream>,
+    next_id: u64,
+    /// Messages of any JavaScript dialog (`alert` and friends) a page opened;
+    /// an injected `alert(1)` would land here.
+    dialogs: Vec<String>,
+    _process: ChromiumProcess,
+}
+
+impl Browser {
+    fn launch(executable: &Path) -> TestResult<Self> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.subsec_nanos();
+        let profile =
+            std::env::temp_dir().join(format!("wschat-chromium-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&profile)?;
+        let child = Command::new(executable)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut process = match child {
+            Ok(child) => ChromiumProcess { child, profile },
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&profile);
+                return Err(e.into());
+            }
+        };
+        let url = devtools_url(&mut process.child)?;
+        let address = url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .ok_or_else(|| format!("odd DevTools address {url}"))?;
+        let stream = TcpStream::connect(address)?;
+        stream.set_read_timeout(Some(WAIT))?;
+        let (socket, _) = tungstenite::client(url.as_str(), stream)?;
+        // Short reads from here on, so `call` can check its deadline.
+        socket.get_ref().set_read_timeout(Some(POLL))?;
+        Ok(Browser {
+            socket,
+            next_id: 0,
+            dialogs: Vec::new(),
+            _process: process,
+        })
+    }
+
+    /// Sends one command (to the browser, or to a page when `tab` is given)
+    /// and waits for its answer, noting dialog events that arrive meanwhile.
+    fn call(&mut self, tab: Option<&Tab>, method: &str, params: Value) -> TestResult<Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut command = json!({ "id": id, "method": method, "params": params });
+        if let Some(tab) = tab {
+            command["sessionId"] = json!(tab.session);
+        }
+        self.socket.send(Message::text(command.to_string()))?;
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            let text = match self.socket.read() {
+                Ok(Message::Text(text)) => text,
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let reply: Value = serde_json::from_str(text.as_str())?;
+            if reply["method"] == "Page.javascriptDialogOpening" {
+                self.dialogs.push(reply["params"]["message"].to_string());
+            }
+            if reply["id"] == id {
+                return match reply.get("error") {
+                    Some(error) => Err(format!("{method} failed: {error}").into()),
+                    None => Ok(reply["result"].clone()),
+                };
+            }
+        }
+        Err(format!("no answer to {method} within {WAIT:?}").into())
+    }
+
+    /// Opens `url` in a fresh browser context (own cookies and storage, like
+    /// another person's browser) with a `width`×`height` viewport.
+    fn open(&mut self, url: &str, width: u32, height: u32) -> TestResult<Tab> {
+        let context = self.call(None, "Target.createBrowserContext", json!({}))?;
+        let target = self.call(
+            None,
+            "Target.createTarget",
+            json!({ "url": "about:blank", "browserContextId": context["browserContextId"] }),
+        )?;
+        let attached = self.call(
+            None,
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        )?;
+        let session = attached["sessionId"]
+            .as_str()
+            .ok_or("no DevTools session id")?;
+        let tab = Tab {
+            session: session.to_owned(),
+        };
+        // Dialog events before the page loads; focus as if each window were
+        // the active one, so key events and `focus()` behave as for a person.
+        self.call(Some(&tab), "Page.enable", json!({}))?;
+        self.call(
+            Some(&tab),
+            "Emulation.setFocusEmulationEnabled",
+            json!({ "enabled": true }),
+        )?;
+        self.resize(&tab, width, height)?;
+        self.call(Some(&tab), "Page.navigate", json!({ "url": url }))?;
+        Ok(tab)
+    }
+
+    fn resize(&mut self, tab: &Tab, width: u32, height: u32) -> TestResult {
+        let metrics =
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false });
+        self.call(Some(tab), "Emulation.setDeviceMetricsOverride", metrics)?;
+        Ok(())
+    }
+
+    /// Evaluates a JavaScript expression in the page and returns its value.
+    fn eval(&mut self, tab: &Tab, expression: &str) -> TestResult<Value> {
+        let result = self.call(
+            Some(tab),
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": true }),
+        )?;
+        if let Some(exception) = result.get("exceptionDetails") {
+            return Err(format!(
+                "`{expression}` threw: {}",
+                exception["exception"]["description"]
+            )
+            .into());
+        }
+        Ok(result["result"]["value"].clone())
+    }
+
+    /// Polls `expression` until it is truthy; errors while the page is still
+    /// loading just mean "not yet".
+    fn wait_for(&mut self, tab: &Tab, what: &str, expression: &str) -> TestResult<Value> {
+        poll(what, || {
+            let value = self.eval(tab, expression)?;
+            let falsy = matches!(&value, Value::Null | Value::Bool(false)) || value == "";
+            Ok((!falsy).then_some(value))
+        })
+    }
+
+    /// Waits until the page shows a message with exactly this text.
+    fn wait_for_message(&mut self, tab: &Tab, text: &str) -> TestResult<Row> {
+        poll(&format!("the message {text:?}"), || {
+            let rows: Vec<(String, String, bool)> = serde_json::from_value(self.eval(tab, ROWS)?)?;
+            Ok(rows
+                .into_iter()
+                .rfind(|(_, shown, _)| shown == text)
+                .map(|(from, _, mine)| Row { from, mine }))
+        })
+    }
+
+    /// Types `lines` into the message box the way a person does: real key
+    /// events, Shift+Enter between lines and Enter to send, so the page's own
+    /// keyboard handling is what gets tested.
+    fn send_message(&mut self, tab: &Tab, lines: &[&str]) -> TestResult {
+        self.eval(tab, "document.getElementById('input').focus()")?;
+        for (i, line) in lines.iter().enumerate() {
+            if i > 0 {
+                self.press_enter(tab, true)?;
+            }
+            self.call(Some(tab), "Input.insertText", json!({ "text": line }))?;
+        }
+        self.press_enter(tab, false)
+    }
+
+    fn press_enter(&mut self, tab: &Tab, shift: bool) -> TestResult {
+        const SHIFT: u32 = 8;
+        for kind in ["keyDown", "keyUp"] {
+            let mut event = json!({
+                "type": kind, "key": "Enter", "code": "Enter",
+                "windowsVirtualKeyCode": 13, "modifiers": if shift { SHIFT } else { 0 },
+            });
+            if kind == "keyDown" {
+                event["text"] = json!("\r");
+            }
+            self.call(Some(tab), "Input.dispatchKeyEvent", event)?;
+        }
+        Ok(())
+    }
+
+    fn screenshot(&mut self, tab: &Tab, path: &Path) -> TestResult {
+        let shot = self.call(
+            Some(tab),
+            "Page.captureScreenshot",
+            json!({ "format": "png" }),
+        )?;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().ok_or("no image data")?)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, png)?;
+        println!("screenshot: {}", path.display());
+        Ok(())
+    }
+}
+
+/// Reads Chromium's stderr until it prints where its DevTools endpoint
+/// listens (`--remote-debugging-port=0` picks a free port). A thread keeps
+/// draining stderr afterwards so the browser never blocks on a full pipe.
+fn devtools_url(child: &mut Child) -> TestResult<String> {
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or("Chromium's stderr is not piped")?;
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => match line.strip_prefix("DevTools listening on ") {
+                Some(url) => return Ok(url.trim().to_owned()),
+                None => seen.push(line),
+            },
+            Err(_) => {
+                let log = seen.join("\n");
+                return Err(format!(
+                    "Chromium did not report a DevTools address; its stderr:\n{log}"
+                )
+                .into());
+            }
+        }
+    }
+}
