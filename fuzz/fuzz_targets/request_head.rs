@@ -1,0 +1,27 @@
+//! Request-head handling: finding the end incrementally, parsing, routing
+//! and the upgrade checks never panic, whatever the bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wschat::protocol::handshake::{find_head_end, parse_head};
+use wschat::server::connection::route;
+
+fuzz_target!(|data: &[u8]| {
+    // Feed the head in pieces, as reads would deliver it.
+    let mut scanned = 0;
+    let mut end = None;
+    for cut in (0..=data.len()).step_by(7) {
+        if let Some(e) = find_head_end(&data[..cut], scanned) {
+            end = Some(e);
+            break;
+        }
+        scanned = cut;
+    }
+    let end = end.or_else(|| find_head_end(data, scanned));
+    if let Some(end) = end {
+        assert!(end <= data.len());
+        if let Ok(head) = parse_head(&data[..end]) {
+            let _ = route(&head, &["chat".to_string()], &["https://a.example".to_string()]);
+        }
+    }
+});

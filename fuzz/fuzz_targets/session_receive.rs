@@ -1,0 +1,42 @@
+//! The frame decoder, UTF-8 checking and the session state machine: never
+//! panic, never hold more than the limits allow, and any split of the input
+//! into reads gives the same events.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wschat::protocol::session::{Event, Limits, Session};
+
+const LIMITS: Limits = Limits {
+    max_message_size: 4096,
+};
+
+/// Feeds `data` in pieces of `step` bytes, carrying unused bytes over the
+/// way a connection does; returns the events.
+fn run(data: &[u8], step: usize) -> Vec<Event> {
+    let mut session = Session::new();
+    let mut events = Vec::new();
+    let mut carried: Vec<u8> = Vec::new();
+    for piece in data.chunks(step.max(1)) {
+        carried.extend_from_slice(piece);
+        let used = session.receive(&mut carried, &LIMITS, &mut events);
+        assert!(used <= carried.len());
+        carried.drain(..used);
+        // Only an unfinished header or control frame is ever kept.
+        assert!(carried.len() <= 14 + 125, "kept {} bytes", carried.len());
+    }
+    for event in &events {
+        if let Event::Message { payload, .. } = event {
+            assert!(payload.len() <= LIMITS.max_message_size);
+        }
+    }
+    events
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&step, rest)) = data.split_first() else {
+        return;
+    };
+    let whole = run(rest, rest.len().max(1));
+    let pieces = run(rest, usize::from(step % 16) + 1);
+    assert_eq!(whole, pieces);
+});
