@@ -6,6 +6,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::protocol::extension::CompressionMode;
+
+/// The largest `max_message_size` the server accepts (1 GiB): a frame must
+/// fit a write queue's chunk.
+pub const MAX_MESSAGE_SIZE: usize = 1 << 30;
+
 /// Server settings. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -14,6 +20,7 @@ pub struct Config {
     /// Subprotocols the server speaks, in no particular order (`--protocol`).
     pub protocols: Vec<String>,
     /// Largest message or frame payload accepted; larger is closed with 1009.
+    /// At most [`MAX_MESSAGE_SIZE`].
     pub max_message_size: usize,
     /// Largest request head; a longer one is answered 431.
     pub max_head_bytes: usize,
@@ -42,6 +49,10 @@ pub struct Config {
     /// Bytes all outgoing queues together may hold; past it the largest
     /// queues are closed with 1008.
     pub max_outbound_memory: usize,
+    /// How permessage-deflate is offered (`--compression`).
+    pub compression: CompressionMode,
+    /// Messages shorter than this are sent uncompressed.
+    pub compression_min_size: usize,
 }
 
 impl Default for Config {
@@ -63,6 +74,8 @@ impl Default for Config {
             max_connections_per_ip: None,
             max_handshakes_per_ip_per_second: None,
             max_outbound_memory: 256 * 1024 * 1024,
+            compression: CompressionMode::Shared,
+            compression_min_size: 64,
         }
     }
 }

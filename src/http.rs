@@ -91,6 +91,13 @@ pub fn switching_protocols(upgrade: &Upgrade) -> Vec<u8> {
     if let Some(protocol) = &upgrade.protocol {
         let _ = write!(out, "Sec-WebSocket-Protocol: {protocol}\r\n");
     }
+    if let Some(deflate) = &upgrade.deflate {
+        let _ = write!(
+            out,
+            "Sec-WebSocket-Extensions: {}\r\n",
+            deflate.response_header()
+        );
+    }
     out.extend_from_slice(b"\r\n");
     out
 }
@@ -133,6 +140,7 @@ mod tests {
         let r = switching_protocols(&Upgrade {
             accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(),
             protocol: Some("chat".into()),
+            deflate: None,
         });
         let text = String::from_utf8(r).unwrap();
         assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));

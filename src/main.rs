@@ -4,8 +4,20 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use wschat::config::CompressionMode;
 use wschat::{Config, Server};
+
+/// `--compression` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Compression {
+    /// Never negotiate permessage-deflate.
+    Off,
+    /// No context takeover: one deflater for the loop, a broadcast compressed once.
+    Shared,
+    /// Context takeover per connection, as the client asks (more memory).
+    Dedicated,
+}
 
 /// A small, fast WebSocket chat and broadcast daemon.
 #[derive(Debug, Parser)]
@@ -17,9 +29,9 @@ struct Flags {
     /// A subprotocol the server speaks (repeatable).
     #[arg(long = "protocol", default_values_t = ["chat".to_string()])]
     protocols: Vec<String>,
-    /// Largest message or frame payload in bytes; larger is closed with 1009.
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
-    max_message_size: usize,
+    /// Largest message or frame payload in bytes (at most 1 GiB); larger is closed with 1009.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    max_message_size: u64,
     /// Bound of each connection's outgoing queue, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_backpressure: usize,
@@ -56,6 +68,12 @@ struct Flags {
     /// Bytes all outgoing queues together may hold; past it the largest are closed 1008.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     max_outbound_memory: usize,
+    /// permessage-deflate (RFC 7692).
+    #[arg(long, value_enum, default_value = "shared")]
+    compression: Compression,
+    /// Messages shorter than this many bytes are sent uncompressed.
+    #[arg(long, default_value_t = 64)]
+    compression_min_size: usize,
 }
 
 /// Seconds with decimals, e.g. `0.5`.
@@ -70,7 +88,7 @@ fn main() -> ExitCode {
     let config = Config {
         listen: flags.listen,
         protocols: flags.protocols,
-        max_message_size: flags.max_message_size,
+        max_message_size: flags.max_message_size as usize,
         max_backpressure: flags.max_backpressure,
         max_connections: flags.max_connections,
         handshake_timeout: flags.handshake_timeout,
@@ -83,6 +101,12 @@ fn main() -> ExitCode {
         max_connections_per_ip: flags.max_connections_per_ip,
         max_handshakes_per_ip_per_second: flags.max_handshakes_per_ip_per_second,
         max_outbound_memory: flags.max_outbound_memory,
+        compression: match flags.compression {
+            Compression::Off => CompressionMode::Off,
+            Compression::Shared => CompressionMode::Shared,
+            Compression::Dedicated => CompressionMode::Dedicated,
+        },
+        compression_min_size: flags.compression_min_size,
         ..Config::default()
     };
     let result = Server::bind(config).and_then(|mut server| {

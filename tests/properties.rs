@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 use wschat::protocol::frame::{decode_header, FrameHeader, OpCode};
 use wschat::protocol::mask::apply_mask;
+use wschat::protocol::deflate::Inflater;
 use wschat::protocol::session::{Event, Limits, Session};
 use wschat::protocol::utf8::Utf8Validator;
 
@@ -38,11 +39,12 @@ fn events_with_cuts(stream: &[u8], cuts: &[usize]) -> Vec<Event> {
     let mut session = Session::new();
     let mut events = Vec::new();
     let mut carried = Vec::new();
+    let mut inflater = Inflater::new();
     let mut start = 0;
     for &end in cuts.iter().chain(std::iter::once(&stream.len())) {
         let end = end.clamp(start, stream.len());
         carried.extend_from_slice(&stream[start..end]);
-        let used = session.receive(&mut carried, &LIMITS, &mut events);
+        let used = session.receive(&mut carried, &LIMITS, &mut inflater, &mut events);
         carried.drain(..used);
         start = end;
     }

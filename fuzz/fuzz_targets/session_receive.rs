@@ -4,6 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use wschat::protocol::deflate::Inflater;
 use wschat::protocol::session::{Event, Limits, Session};
 
 const LIMITS: Limits = Limits {
@@ -16,9 +17,10 @@ fn run(data: &[u8], step: usize) -> Vec<Event> {
     let mut session = Session::new();
     let mut events = Vec::new();
     let mut carried: Vec<u8> = Vec::new();
+    let mut inflater = Inflater::new();
     for piece in data.chunks(step.max(1)) {
         carried.extend_from_slice(piece);
-        let used = session.receive(&mut carried, &LIMITS, &mut events);
+        let used = session.receive(&mut carried, &LIMITS, &mut inflater, &mut events);
         assert!(used <= carried.len());
         carried.drain(..used);
         // Only an unfinished header or control frame is ever kept.

@@ -8,6 +8,7 @@
 use base64::Engine as _;
 
 use super::error::HandshakeError;
+use super::extension::{negotiate, parse_offers, CompressionMode, Deflate};
 
 /// The GUID every accept key is derived with (section 1.3).
 pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -46,6 +47,8 @@ pub struct Upgrade {
     pub accept: String,
     /// The subprotocol chosen, if the client offered one the server speaks.
     pub protocol: Option<String>,
+    /// permessage-deflate, if offered and agreed.
+    pub deflate: Option<Deflate>,
 }
 
 /// Parses a complete head (ending in `\r\n\r\n`).
@@ -112,9 +115,14 @@ impl<'h> RequestHead<'h> {
             || self.header_values("sec-websocket-version").next().is_some()
     }
 
-    /// Checks the upgrade rules of section 4.2.1 and chooses a subprotocol
-    /// from `protocols` (the first of the client's list the server speaks).
-    pub fn check_upgrade(&self, protocols: &[String]) -> Result<Upgrade, HandshakeError> {
+    /// Checks the upgrade rules of section 4.2.1, chooses a subprotocol
+    /// from `protocols` (the first of the client's list the server speaks)
+    /// and negotiates permessage-deflate as `compression` allows.
+    pub fn check_upgrade(
+        &self,
+        protocols: &[String],
+        compression: CompressionMode,
+    ) -> Result<Upgrade, HandshakeError> {
         if self.method != "GET" {
             return Err(HandshakeError::MethodNotAllowed);
         }
@@ -139,9 +147,11 @@ impl<'h> RequestHead<'h> {
             .map(trim)
             .filter(|k| is_valid_key(k))
             .ok_or(HandshakeError::InvalidKey)?;
+        let offers = parse_offers(self.header_values("sec-websocket-extensions"));
         Ok(Upgrade {
             accept: accept_key(key),
             protocol: self.choose_protocol(protocols),
+            deflate: negotiate(&offers, compression),
         })
     }
 
@@ -193,7 +203,7 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
     }
 
     fn check(head: &[u8]) -> Result<Upgrade, HandshakeError> {
-        parse_head(head)?.check_upgrade(&protocols())
+        parse_head(head)?.check_upgrade(&protocols(), CompressionMode::Shared)
     }
 
     fn with_header(line: &str, replace: &str) -> Vec<u8> {
@@ -217,6 +227,7 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
         let up = check(CHROME).unwrap();
         assert_eq!(up.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(up.protocol.as_deref(), Some("chat"));
+        assert!(up.deflate.is_some(), "Chrome's deflate offer is taken");
     }
 
     #[test]

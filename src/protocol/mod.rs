@@ -6,7 +6,9 @@
 //! fuzzed without a network.
 
 pub mod close;
+pub mod deflate;
 pub mod error;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod mask;

@@ -10,7 +10,10 @@
 //! [`Session::fail`] is the only place a close code for a protocol error is
 //! chosen (via [`ProtocolError::close_code`]).
 
+use std::num::NonZeroU64;
+
 use super::close::{encode_close_payload, parse_close_payload, CloseCode};
+use super::deflate::Inflater;
 use super::error::ProtocolError;
 use super::frame::{decode_header, encode_frame, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
 use super::mask::apply_mask;
@@ -60,20 +63,39 @@ pub enum CloseState {
 /// A data frame whose payload is still arriving.
 #[derive(Debug, Clone, Copy)]
 struct PartialFrame {
-    remaining: u64,
+    /// Never zero: a finished frame is `None` (which also keeps
+    /// `Option<PartialFrame>` as small as the frame itself).
+    remaining: NonZeroU64,
     mask: [u8; 4],
     /// Payload bytes already unmasked, modulo 4 (the mask key position).
     mask_offset: u8,
     fin: bool,
 }
 
+/// Whether (and how) permessage-deflate was negotiated for incoming data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inflate {
+    /// RSV1 is a protocol error.
+    Off,
+    /// RSV1 marks a compressed message; the inflater is reset after each
+    /// message (`client_no_context_takeover`) or keeps its context.
+    On {
+        /// Reset the inflater after every message.
+        reset: bool,
+    },
+}
+
 /// The per-connection WebSocket protocol state, without any socket.
 #[derive(Debug)]
 pub struct Session {
     state: CloseState,
+    inflate: Inflate,
+    /// The message being assembled is compressed (RSV1 on its first frame).
+    compressed: bool,
     frame: Option<PartialFrame>,
     /// The opcode of the message being assembled, if one is open.
     message_opcode: Option<OpCode>,
+    /// The message so far (compressed bytes, for a compressed message).
     message: Vec<u8>,
     utf8: Utf8Validator,
 }
@@ -85,10 +107,17 @@ impl Default for Session {
 }
 
 impl Session {
-    /// A session right after the 101 response.
+    /// A session right after the 101 response, without extensions.
     pub fn new() -> Session {
+        Session::with_inflate(Inflate::Off)
+    }
+
+    /// A session whose client may send compressed messages.
+    pub fn with_inflate(inflate: Inflate) -> Session {
         Session {
             state: CloseState::Open,
+            inflate,
+            compressed: false,
             frame: None,
             message_opcode: None,
             message: Vec::new(),
@@ -108,8 +137,15 @@ impl Session {
 
     /// Consumes what it can of `buf` (unmasking in place) and returns how
     /// many bytes it used. The rest, at most an unfinished header or control
-    /// frame, must be passed again with more bytes appended.
-    pub fn receive(&mut self, buf: &mut [u8], limits: &Limits, events: &mut Vec<Event>) -> usize {
+    /// frame, must be passed again with more bytes appended. `inflater`
+    /// serves compressed messages (shared by the loop, or this connection's).
+    pub fn receive(
+        &mut self,
+        buf: &mut [u8],
+        limits: &Limits,
+        inflater: &mut Inflater,
+        events: &mut Vec<Event>,
+    ) -> usize {
         let mut pos = 0;
         loop {
             if self.state == CloseState::Failed || self.state == CloseState::Closed {
@@ -117,8 +153,8 @@ impl Session {
                 return buf.len();
             }
             let result = match self.frame {
-                Some(frame) => self.receive_payload(frame, &mut buf[pos..], events),
-                None => self.receive_frame_start(&mut buf[pos..], limits, events),
+                Some(frame) => self.receive_payload(frame, &mut buf[pos..], limits, inflater, events),
+                None => self.receive_frame_start(&mut buf[pos..], limits, inflater, events),
             };
             match result {
                 Ok(0) => return pos,
@@ -172,6 +208,7 @@ impl Session {
         &mut self,
         buf: &mut [u8],
         limits: &Limits,
+        inflater: &mut Inflater,
         events: &mut Vec<Event>,
     ) -> Result<usize, ProtocolError> {
         let Some((header, header_len)) = decode_header(buf)? else {
@@ -190,17 +227,18 @@ impl Session {
         }
         if header.opcode != OpCode::Continuation {
             self.message_opcode = Some(header.opcode);
+            self.compressed = header.rsv1;
         }
-        let frame = PartialFrame {
-            remaining: header.payload_len,
-            mask,
-            mask_offset: 0,
-            fin: header.fin,
-        };
-        if frame.remaining == 0 {
-            self.end_frame(frame.fin, events)?;
-        } else {
-            self.frame = Some(frame);
+        match NonZeroU64::new(header.payload_len) {
+            None => self.end_frame(header.fin, limits, inflater, events)?,
+            Some(remaining) => {
+                self.frame = Some(PartialFrame {
+                    remaining,
+                    mask,
+                    mask_offset: 0,
+                    fin: header.fin,
+                })
+            }
         }
         Ok(header_len)
     }
@@ -211,8 +249,12 @@ impl Session {
         // Section 5.1: "a server MUST close the connection upon receiving a
         // frame that is not masked".
         let mask = h.mask.ok_or(ProtocolError::UnmaskedFrame)?;
-        if h.rsv1 || h.rsv2 || h.rsv3 {
+        if h.rsv2 || h.rsv3 || (h.rsv1 && self.inflate == Inflate::Off) {
             return Err(ProtocolError::ReservedBitsSet);
+        }
+        // RFC 7692 section 6.1: RSV1 only on the first frame of a data message.
+        if h.rsv1 && (h.opcode.is_control() || h.opcode == OpCode::Continuation) {
+            return Err(ProtocolError::CompressedControlOrContinuation);
         }
         if h.opcode.is_control() {
             // Section 5.5: "All control frames MUST have a payload length of
@@ -242,19 +284,21 @@ impl Session {
     /// Takes as much of the current data frame's payload as `buf` holds.
     fn receive_payload(
         &mut self,
-        mut frame: PartialFrame,
+        frame: PartialFrame,
         buf: &mut [u8],
+        limits: &Limits,
+        inflater: &mut Inflater,
         events: &mut Vec<Event>,
     ) -> Result<usize, ProtocolError> {
         let take = buf
             .len()
-            .min(usize::try_from(frame.remaining).unwrap_or(usize::MAX));
+            .min(usize::try_from(frame.remaining.get()).unwrap_or(usize::MAX));
         if take == 0 {
             return Ok(0);
         }
         let chunk = &mut buf[..take];
         apply_mask(chunk, frame.mask, usize::from(frame.mask_offset));
-        if self.message_opcode == Some(OpCode::Text) {
+        if self.message_opcode == Some(OpCode::Text) && !self.compressed {
             self.utf8
                 .feed(chunk)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -262,18 +306,29 @@ impl Session {
         if self.state == CloseState::Open {
             self.message.extend_from_slice(chunk);
         }
-        frame.remaining -= take as u64;
-        frame.mask_offset = ((usize::from(frame.mask_offset) + take) % 4) as u8;
-        if frame.remaining == 0 {
-            self.frame = None;
-            self.end_frame(frame.fin, events)?;
-        } else {
-            self.frame = Some(frame);
+        match NonZeroU64::new(frame.remaining.get() - take as u64) {
+            None => {
+                self.frame = None;
+                self.end_frame(frame.fin, limits, inflater, events)?;
+            }
+            Some(remaining) => {
+                self.frame = Some(PartialFrame {
+                    remaining,
+                    mask_offset: ((usize::from(frame.mask_offset) + take) % 4) as u8,
+                    ..frame
+                })
+            }
         }
         Ok(take)
     }
 
-    fn end_frame(&mut self, fin: bool, events: &mut Vec<Event>) -> Result<(), ProtocolError> {
+    fn end_frame(
+        &mut self,
+        fin: bool,
+        limits: &Limits,
+        inflater: &mut Inflater,
+        events: &mut Vec<Event>,
+    ) -> Result<(), ProtocolError> {
         if !fin {
             return Ok(());
         }
@@ -281,6 +336,9 @@ impl Session {
             .message_opcode
             .take()
             .expect("a data frame always belongs to an open message");
+        if std::mem::take(&mut self.compressed) && self.state == CloseState::Open {
+            self.message = self.inflate_message(opcode, limits, inflater)?;
+        }
         if opcode == OpCode::Text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
@@ -290,6 +348,32 @@ impl Session {
             events.push(Event::Message { opcode, payload });
         }
         Ok(())
+    }
+
+    /// Inflates the compressed message, checking text as it comes out.
+    fn inflate_message(
+        &mut self,
+        opcode: OpCode,
+        limits: &Limits,
+        inflater: &mut Inflater,
+    ) -> Result<Vec<u8>, ProtocolError> {
+        let reset = matches!(self.inflate, Inflate::On { reset: true });
+        let compressed = std::mem::take(&mut self.message);
+        let utf8 = &mut self.utf8;
+        let mut plain = Vec::new();
+        inflater.inflate(
+            &compressed,
+            limits.max_message_size,
+            reset,
+            &mut plain,
+            |piece| {
+                if opcode == OpCode::Text {
+                    utf8.feed(piece).map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(plain)
     }
 
     fn on_control(
@@ -362,7 +446,7 @@ mod tests {
     fn feed(session: &mut Session, bytes: &[u8]) -> Vec<Event> {
         let mut buf = bytes.to_vec();
         let mut events = Vec::new();
-        let used = session.receive(&mut buf, &LIMITS, &mut events);
+        let used = session.receive(&mut buf, &LIMITS, &mut Inflater::new(), &mut events);
         assert_eq!(used, buf.len(), "all bytes of complete frames are used");
         events
     }
@@ -468,7 +552,7 @@ mod tests {
         let bytes = client_frame(true, OpCode::Text, &payload);
         let mut buf = bytes[..2 + 4 + 6].to_vec();
         let mut events = Vec::new();
-        s.receive(&mut buf, &LIMITS, &mut events);
+        s.receive(&mut buf, &LIMITS, &mut Inflater::new(), &mut events);
         assert_eq!(close_code(&events), Some(1007));
     }
 
@@ -556,10 +640,11 @@ mod tests {
             let mut s = Session::new();
             let mut events = Vec::new();
             let mut first = stream[..cut].to_vec();
-            let used = s.receive(&mut first, &LIMITS, &mut events);
+            let mut inflater = Inflater::new();
+            let used = s.receive(&mut first, &LIMITS, &mut inflater, &mut events);
             // The unused tail is untouched (still masked) and passed again.
             let mut carried = stream[used..].to_vec();
-            let used2 = s.receive(&mut carried, &LIMITS, &mut events);
+            let used2 = s.receive(&mut carried, &LIMITS, &mut inflater, &mut events);
             assert_eq!(used2, carried.len());
             assert_eq!(events, whole, "cut {cut}");
         }

@@ -12,22 +12,21 @@ use super::timer::Millis;
 use crate::protocol::HandshakeError;
 
 /// A token bucket: `rate` messages per second, bursts up to `rate`.
+/// Eight bytes, since every connection carries one.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RateBucket {
     /// Tokens left; starts full on the first message.
     tokens: f32,
-    /// When tokens were last added (ms, wrapping).
+    /// When tokens were last added (ms, wrapping); 0 before the first message.
     last: u32,
-    started: bool,
 }
 
 impl RateBucket {
     /// Takes one token at `now`; `false` when the client is over its rate.
     pub fn take(&mut self, now: Millis, rate: f64) -> bool {
-        let now = now as u32;
+        let now = (now as u32).max(1);
         let burst = rate.max(1.0) as f32;
-        if !self.started {
-            self.started = true;
+        if self.last == 0 {
             self.tokens = burst;
         } else {
             let elapsed_s = now.wrapping_sub(self.last) as f32 / 1000.0;

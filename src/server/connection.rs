@@ -13,9 +13,13 @@ use std::rc::Rc;
 use mio::net::TcpStream;
 
 use super::admission::RateBucket;
+use super::outgoing::Outgoing;
 use super::room::{is_valid_room_name, Delivery, Member, Membership, LOBBY};
 use super::timer::Millis;
 use super::write_queue::{Flush, WriteQueue};
+use crate::config::Config;
+use crate::protocol::deflate::{Deflater, Inflater};
+use crate::protocol::extension::Deflate;
 use crate::protocol::handshake::{RequestHead, Upgrade};
 use crate::protocol::{HandshakeError, Session};
 
@@ -26,6 +30,55 @@ pub enum Endpoint {
     Echo,
     /// A chat room: every message goes to every member.
     Room(Membership),
+}
+
+/// permessage-deflate state of one connection.
+#[derive(Debug)]
+pub enum Compression {
+    /// Not negotiated.
+    Off,
+    /// Agreed without context takeover: the loop's shared deflater and
+    /// inflater serve, and this connection keeps no compression memory.
+    Shared(Deflate),
+    /// Agreed with context takeover (`--compression dedicated`).
+    Dedicated(Box<OwnDeflate>),
+}
+
+/// A connection's own compression contexts.
+#[derive(Debug)]
+pub struct OwnDeflate {
+    /// What was agreed.
+    pub agreed: Deflate,
+    /// Compresses what this connection is sent.
+    pub deflater: Deflater,
+    /// Inflates what this connection sends.
+    pub inflater: Inflater,
+}
+
+impl Compression {
+    /// The state for an agreement (or none) in the configured mode.
+    pub fn new(agreed: Option<Deflate>) -> Compression {
+        match agreed {
+            None => Compression::Off,
+            Some(d) if d.server_no_context_takeover && d.client_no_context_takeover => {
+                Compression::Shared(d)
+            }
+            Some(d) => Compression::Dedicated(Box::new(OwnDeflate {
+                agreed: d,
+                deflater: Deflater::new(d.server_max_window_bits.max(9)),
+                inflater: Inflater::new(),
+            })),
+        }
+    }
+
+    /// The frame of `message` this connection should be sent.
+    pub fn frame_of(&mut self, message: &mut Outgoing<'_>) -> Rc<[u8]> {
+        match self {
+            Compression::Off => message.frame_for(None, None),
+            Compression::Shared(d) => message.frame_for(Some(*d), None),
+            Compression::Dedicated(own) => message.frame_for(Some(own.agreed), Some(&mut own.deflater)),
+        }
+    }
 }
 
 /// Where a connection is in its life.
@@ -44,6 +97,8 @@ pub enum Phase {
         session: Session,
         /// Echo or room.
         endpoint: Endpoint,
+        /// permessage-deflate state.
+        compression: Compression,
     },
     /// A plain HTTP response is queued; the connection ends after it.
     Responded,
@@ -73,11 +128,8 @@ pub enum Request {
 /// upgrade (browsers always send `Origin`) must come from a listed origin,
 /// the defence against cross-site WebSocket hijacking. Clients that send no
 /// `Origin` are not browsers and are not affected.
-pub fn route(
-    head: &RequestHead<'_>,
-    protocols: &[String],
-    allowed_origins: &[String],
-) -> Result<Request, HandshakeError> {
+pub fn route(head: &RequestHead<'_>, config: &Config) -> Result<Request, HandshakeError> {
+    let allowed_origins = &config.allowed_origins;
     let path = head.path();
     let room = match path {
         "/" => Some(LOBBY.to_string()),
@@ -106,7 +158,7 @@ pub fn route(
             _ => Err(HandshakeError::UpgradeRequired),
         };
     }
-    let upgrade = head.check_upgrade(protocols)?;
+    let upgrade = head.check_upgrade(&config.protocols, config.compression)?;
     if let Some(origin) = head.header("origin") {
         if !allowed_origins.is_empty() && !allowed_origins.iter().any(|o| o.as_bytes() == origin) {
             return Err(HandshakeError::ForbiddenOrigin);
@@ -230,24 +282,27 @@ impl Connection {
 }
 
 impl Member for Connection {
-    fn push_broadcast(&mut self, frame: &Rc<[u8]>, limit: usize) -> Delivery {
+    fn push_broadcast(&mut self, message: &mut Outgoing<'_>, limit: usize) -> Delivery {
         // The session may already have failed on bytes later in the same
         // read; until its Close is queued, earlier messages still go out.
-        if !matches!(self.phase, Phase::Open { .. }) || self.queue.is_sealed() || self.flags.dead {
+        let Phase::Open { compression, .. } = &mut self.phase else {
+            return Delivery::Skipped;
+        };
+        if self.queue.is_sealed() || self.flags.dead {
             return Delivery::Skipped;
         }
         let queued = self.queue.queued_bytes();
         // A message larger than the bound still goes to an idle receiver:
         // the bound is on the backlog, not on one message.
-        if queued > 0 && queued + frame.len() > limit {
+        if queued > 0 && queued + message.len() > limit {
             return Delivery::Refused;
         }
-        self.queue.push_shared(frame.clone());
+        let bytes = self.queue.push_shared(compression.frame_of(message));
         if self.flags.dirty {
-            Delivery::Queued
+            Delivery::Queued(bytes)
         } else {
             self.flags.dirty = true;
-            Delivery::Woken
+            Delivery::Woken(bytes)
         }
     }
 }
@@ -259,7 +314,7 @@ mod tests {
 
     fn route_of(head: &str) -> Result<Request, HandshakeError> {
         let head = parse_head(head.as_bytes())?;
-        route(&head, &["chat".to_string()], &[])
+        route(&head, &Config::default())
     }
 
     const UPGRADE: &str = "Host: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -276,11 +331,14 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
 
     #[test]
     fn foreign_origins_are_refused_when_a_list_is_set() {
-        let allowed = ["https://chat.example".to_string()];
+        let config = Config {
+            allowed_origins: vec!["https://chat.example".to_string()],
+            ..Config::default()
+        };
         let check = |origin: &str| {
             let text = format!("GET / HTTP/1.1\r\n{origin}{UPGRADE}");
             let head = parse_head(text.as_bytes()).unwrap();
-            route(&head, &[], &allowed).map(|_| ())
+            route(&head, &config).map(|_| ())
         };
         assert_eq!(check("Origin: https://chat.example\r\n"), Ok(()));
         assert_eq!(
@@ -290,7 +348,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         assert_eq!(check(""), Ok(()), "no Origin: not a browser");
         let text = format!("GET / HTTP/1.1\r\nOrigin: https://evil.example\r\n{UPGRADE}");
         let head = parse_head(text.as_bytes()).unwrap();
-        assert!(route(&head, &[], &[]).is_ok(), "no list: every origin");
+        assert!(route(&head, &Config::default()).is_ok(), "no list: every origin");
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Gauges {
     pub connections: usize,
     /// Rooms with at least one member.
     pub rooms: usize,
+    /// Messages compressed by the loop's shared deflater.
+    pub deflate_calls: u64,
 }
 
 impl Metrics {
@@ -102,6 +104,7 @@ impl Metrics {
             "# HELP wschat_rooms Rooms with members.\n# TYPE wschat_rooms gauge\nwschat_rooms {}",
             gauges.rooms
         );
+        let _ = writeln!(out, "# HELP wschat_deflate_calls_total Messages compressed by the shared deflater.\n# TYPE wschat_deflate_calls_total counter\nwschat_deflate_calls_total {}", gauges.deflate_calls);
         let _ = writeln!(out, "# HELP wschat_handshake_failures_total Refused requests by reason.\n# TYPE wschat_handshake_failures_total counter");
         for (reason, n) in &self.handshake_failures {
             let _ = writeln!(
@@ -132,6 +135,7 @@ mod tests {
         let text = m.render(Gauges {
             connections: 2,
             rooms: 1,
+            deflate_calls: 0,
         });
         assert!(text.contains("wschat_connections_accepted_total 3\n"));
         assert!(text.contains("wschat_handshake_failures_total{reason=\"version\"} 1\n"));

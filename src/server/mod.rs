@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod connection;
 pub mod metrics;
+pub mod outgoing;
 pub mod reactor;
 pub mod room;
 pub mod timer;

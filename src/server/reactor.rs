@@ -26,15 +26,17 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::admission::PerAddress;
-use super::connection::{route, Connection, Endpoint, Phase, ReadResult, Request};
+use super::connection::{route, Compression, Connection, Endpoint, Phase, ReadResult, Request};
+use super::outgoing::Outgoing;
 use super::metrics::{Gauges, Metrics};
 use super::room::{Fanout, Rooms};
 use super::timer::{to_millis, Clock, Millis, Timers};
 use super::write_queue::Flush;
 use crate::config::Config;
 use crate::http;
+use crate::protocol::deflate::{Deflater, Inflater};
 use crate::protocol::handshake::{find_head_end, parse_head, Upgrade};
-use crate::protocol::session::{self, Event};
+use crate::protocol::session::{self, Event, Inflate};
 use crate::protocol::{CloseCode, HandshakeError, OpCode, ProtocolError, Session};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -89,6 +91,12 @@ pub struct Server {
     scratch: Box<[u8]>,
     /// Session events of the connection being processed, reused.
     events: Vec<Event>,
+    /// The deflater of every message compressed without context takeover.
+    deflater: Deflater,
+    /// The inflater of every message received without context takeover.
+    inflater: Inflater,
+    /// Reused to build each broadcast frame before it is shared.
+    frame_scratch: Vec<u8>,
     fanout: Fanout,
     /// Connections with bytes queued since their last flush.
     dirty: Vec<usize>,
@@ -136,7 +144,7 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             signals: None,
             limits: session::Limits {
-                max_message_size: config.max_message_size,
+                max_message_size: config.max_message_size.min(crate::config::MAX_MESSAGE_SIZE),
             },
             per_address: PerAddress::new(
                 config.max_connections_per_ip,
@@ -150,6 +158,9 @@ impl Server {
             metrics: Metrics::default(),
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             events: Vec::new(),
+            deflater: Deflater::new(15),
+            inflater: Inflater::new(),
+            frame_scratch: Vec::new(),
             fanout: Fanout::default(),
             dirty: Vec::new(),
             dead: Vec::new(),
@@ -445,8 +456,16 @@ impl Server {
                 let scanned = *scanned;
                 self.consume_head(key, data, scanned)
             }
-            Phase::Open { session, .. } => {
-                let used = session.receive(data, &self.limits, &mut self.events);
+            Phase::Open {
+                session,
+                compression,
+                ..
+            } => {
+                let inflater = match compression {
+                    Compression::Dedicated(own) => &mut own.inflater,
+                    _ => &mut self.inflater,
+                };
+                let used = session.receive(data, &self.limits, inflater, &mut self.events);
                 self.dispatch(key);
                 used
             }
@@ -470,7 +489,7 @@ impl Server {
             }
         };
         let request = parse_head(&data[..end])
-            .and_then(|head| route(&head, &self.config.protocols, &self.config.allowed_origins));
+            .and_then(|head| route(&head, &self.config));
         match request {
             Err(err) => self.refuse(key, err),
             Ok(Request::Page) => self.respond(key, http::chat_page()),
@@ -479,6 +498,7 @@ impl Server {
                 let page = self.metrics.render(Gauges {
                     connections: self.conns.len(),
                     rooms: self.rooms.len(),
+                    deflate_calls: self.deflater.calls(),
                 });
                 self.respond(key, http::text(&page));
             }
@@ -500,10 +520,17 @@ impl Server {
         };
         let conn = &mut self.conns[key];
         debug!("client-{id} open from {} ({:?})", conn.peer, endpoint);
+        let inflate = match upgrade.deflate {
+            Some(d) => Inflate::On {
+                reset: d.client_no_context_takeover,
+            },
+            None => Inflate::Off,
+        };
         conn.phase = Phase::Open {
             id,
-            session: Session::new(),
+            session: Session::with_inflate(inflate),
             endpoint,
+            compression: Compression::new(upgrade.deflate),
         };
         self.outbound += conn.queue.push_owned(http::switching_protocols(upgrade));
         self.metrics.upgraded += 1;
@@ -553,7 +580,13 @@ impl Server {
         self.metrics.messages_received += 1;
         self.metrics.bytes_received += payload.len() as u64;
         let conn = &mut self.conns[key];
-        let Phase::Open { id, endpoint, .. } = conn.phase else {
+        let Phase::Open {
+            id,
+            endpoint,
+            ref mut compression,
+            ..
+        } = conn.phase
+        else {
             return;
         };
         // Events are acted on in order: once a Close is queued (a policy
@@ -570,7 +603,22 @@ impl Server {
         }
         match endpoint {
             Endpoint::Echo => {
-                self.outbound += conn.queue.push_frame(opcode, payload);
+                let min = self.config.compression_min_size;
+                self.outbound += match compression {
+                    Compression::Off => conn.queue.push_frame(opcode, payload),
+                    _ if payload.len() < min => conn.queue.push_frame(opcode, payload),
+                    _ => {
+                        let mut message = Outgoing::new(
+                            opcode,
+                            b"",
+                            payload,
+                            min,
+                            &mut self.deflater,
+                            &mut self.frame_scratch,
+                        );
+                        conn.queue.push_shared(compression.frame_of(&mut message))
+                    }
+                };
                 self.metrics.messages_sent += 1;
                 // TCP backpressure: stop reading a client that does not read.
                 if conn.queue.queued_bytes() > self.config.max_backpressure {
@@ -580,16 +628,21 @@ impl Server {
             }
             Endpoint::Room(m) => {
                 self.fanout.limit = self.config.max_backpressure;
-                let frame = self.rooms.broadcast(
-                    m.room,
-                    id,
+                let prefix = format!("from{id}:");
+                let mut message = Outgoing::new(
                     opcode,
+                    prefix.as_bytes(),
                     payload,
-                    &mut self.conns,
-                    &mut self.fanout,
+                    self.config.compression_min_size,
+                    &mut self.deflater,
+                    &mut self.frame_scratch,
                 );
-                let frame_len = frame.map_or(0, |f| f.len());
-                self.outbound += frame_len * self.fanout.delivered;
+                self.rooms
+                    .broadcast(m.room, &mut message, &mut self.conns, &mut self.fanout);
+                if self.frame_scratch.capacity() > 64 * 1024 {
+                    self.frame_scratch = Vec::new();
+                }
+                self.outbound += self.fanout.queued_bytes;
                 self.metrics.messages_sent += self.fanout.delivered as u64;
                 self.dirty.append(&mut self.fanout.woken);
                 for slow in std::mem::take(&mut self.fanout.refused) {

@@ -1,17 +1,17 @@
 //! Rooms and broadcast: who hears what.
 //!
 //! A room is a list of connection tokens. A broadcast encodes its frame
-//! once into an `Rc<[u8]>` and pushes a clone of that pointer to every
-//! member's queue: no copy and no allocation per receiver. A member whose
+//! once (once per form: plain, compressed) into an `Rc<[u8]>` and pushes a
+//! clone of that pointer to every member's queue: no copy and no
+//! allocation per receiver. A member whose
 //! queue would pass its bound is reported back as a slow consumer, and the
 //! reactor closes it; the others keep receiving.
 
 use std::collections::HashMap;
-use std::rc::Rc;
 
 use slab::Slab;
 
-use crate::protocol::frame::{encode_frame, OpCode};
+use super::outgoing::Outgoing;
 
 /// The room of `/`.
 pub const LOBBY: &str = "lobby";
@@ -44,17 +44,15 @@ pub fn is_valid_room_name(name: &str) -> bool {
 pub struct Rooms {
     rooms: Slab<Room>,
     by_name: HashMap<Box<str>, usize>,
-    /// Reused to encode each broadcast frame before it is shared.
-    frame_buf: Vec<u8>,
 }
 
 /// What became of a broadcast frame at one receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// Queued behind other bytes that already wait for a flush.
-    Queued,
-    /// Queued into an idle queue: the receiver now needs a flush.
-    Woken,
+    /// Queued (this many bytes) behind bytes that already wait for a flush.
+    Queued(usize),
+    /// Queued (this many bytes) into an idle queue: it now needs a flush.
+    Woken(usize),
     /// Refused: the queue would pass its bound (a slow consumer).
     Refused,
     /// Not for this receiver (it is closing).
@@ -63,8 +61,9 @@ pub enum Delivery {
 
 /// What a broadcast needs of each receiver.
 pub trait Member {
-    /// Queues a shared frame, unless that would take the queue past `limit`.
-    fn push_broadcast(&mut self, frame: &Rc<[u8]>, limit: usize) -> Delivery;
+    /// Queues the message's frame in the form this receiver takes, unless
+    /// that would take the queue past `limit`.
+    fn push_broadcast(&mut self, message: &mut Outgoing<'_>, limit: usize) -> Delivery;
 }
 
 /// Where a broadcast reports the receivers that need attention.
@@ -78,6 +77,8 @@ pub struct Fanout {
     pub refused: Vec<usize>,
     /// Frames queued by the last broadcast.
     pub delivered: usize,
+    /// Bytes queued by the last broadcast, all receivers together.
+    pub queued_bytes: usize,
 }
 
 impl Rooms {
@@ -135,53 +136,49 @@ impl Rooms {
         self.rooms.get(room).map_or(0, |r| r.members.len())
     }
 
-    /// Sends `from{sender}:{payload}` to every member of `room`, encoded
-    /// once; `fanout` collects who needs a flush and who refused.
+    /// Sends `message` to every member of `room`; `fanout` collects who
+    /// needs a flush and who refused. Returns `false` if there is no such room.
     pub fn broadcast<M: Member>(
         &mut self,
         room: usize,
-        sender: u64,
-        opcode: OpCode,
-        payload: &[u8],
+        message: &mut Outgoing<'_>,
         conns: &mut Slab<M>,
         fanout: &mut Fanout,
-    ) -> Option<Rc<[u8]>> {
-        let room = self.rooms.get(room)?;
-        let prefix = format!("from{sender}:");
-        self.frame_buf.clear();
-        encode_frame(
-            true,
-            opcode,
-            false,
-            &[prefix.as_bytes(), payload],
-            &mut self.frame_buf,
-        );
-        let frame: Rc<[u8]> = Rc::from(&self.frame_buf[..]);
-        if self.frame_buf.capacity() > 64 * 1024 {
-            self.frame_buf = Vec::new();
-        }
+    ) -> bool {
+        let Some(room) = self.rooms.get(room) else {
+            return false;
+        };
         fanout.delivered = 0;
+        fanout.queued_bytes = 0;
         for &token in &room.members {
             let Some(conn) = conns.get_mut(token) else {
                 continue;
             };
-            match conn.push_broadcast(&frame, fanout.limit) {
-                Delivery::Queued => fanout.delivered += 1,
-                Delivery::Woken => {
+            match conn.push_broadcast(message, fanout.limit) {
+                Delivery::Queued(bytes) => {
                     fanout.delivered += 1;
+                    fanout.queued_bytes += bytes;
+                }
+                Delivery::Woken(bytes) => {
+                    fanout.delivered += 1;
+                    fanout.queued_bytes += bytes;
                     fanout.woken.push(token);
                 }
                 Delivery::Refused => fanout.refused.push(token),
                 Delivery::Skipped => {}
             }
         }
-        Some(frame)
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::rc::Rc;
+
     use super::*;
+    use crate::protocol::deflate::Deflater;
+    use crate::protocol::frame::OpCode;
 
     #[derive(Default)]
     struct Inbox {
@@ -190,13 +187,21 @@ mod tests {
     }
 
     impl Member for Inbox {
-        fn push_broadcast(&mut self, frame: &Rc<[u8]>, _limit: usize) -> Delivery {
+        fn push_broadcast(&mut self, message: &mut Outgoing<'_>, _limit: usize) -> Delivery {
             if self.full {
                 return Delivery::Refused;
             }
+            let frame = message.frame_for(None, None);
             self.frames.push(frame.clone());
-            Delivery::Woken
+            Delivery::Woken(frame.len())
         }
+    }
+
+    fn send<M: Member>(rooms: &mut Rooms, room: usize, opcode: OpCode, text: &[u8], conns: &mut Slab<M>, fanout: &mut Fanout) {
+        let mut deflater = Deflater::new(15);
+        let mut scratch = Vec::new();
+        let mut message = Outgoing::new(opcode, b"from7:", text, 64, &mut deflater, &mut scratch);
+        assert!(rooms.broadcast(room, &mut message, conns, fanout));
     }
 
     #[test]
@@ -220,10 +225,8 @@ mod tests {
         rooms.join(LOBBY, b);
         rooms.join("other", c);
         let mut fanout = Fanout::default();
-        let frame = rooms
-            .broadcast(ma.room, 7, OpCode::Text, b"hello", &mut conns, &mut fanout)
-            .unwrap();
-        assert_eq!(&frame[..], b"\x81\x0bfrom7:hello");
+        send(&mut rooms, ma.room, OpCode::Text, b"hello", &mut conns, &mut fanout);
+        assert_eq!(&conns[a].frames[0][..], b"\x81\x0bfrom7:hello");
         assert!(Rc::ptr_eq(&conns[a].frames[0], &conns[b].frames[0]));
         assert!(conns[c].frames.is_empty());
         assert!(fanout.refused.is_empty());
@@ -243,7 +246,7 @@ mod tests {
         let m = rooms.join(LOBBY, a);
         rooms.join(LOBBY, b);
         let mut fanout = Fanout::default();
-        rooms.broadcast(m.room, 1, OpCode::Binary, &[1, 2], &mut conns, &mut fanout);
+        send(&mut rooms, m.room, OpCode::Binary, &[1, 2], &mut conns, &mut fanout);
         assert_eq!(fanout.refused, [b]);
         assert_eq!(conns[a].frames.len(), 1);
     }
