@@ -19,7 +19,7 @@ use super::timer::Millis;
 use super::write_queue::{Flush, WriteQueue};
 use crate::config::Config;
 use crate::protocol::deflate::{Deflater, Inflater};
-use crate::protocol::extension::Deflate;
+use crate::protocol::extension::{CompressionMode, Deflate};
 use crate::protocol::handshake::{RequestHead, Upgrade};
 use crate::protocol::{HandshakeError, Session};
 
@@ -56,13 +56,13 @@ pub struct OwnDeflate {
 }
 
 impl Compression {
-    /// The state for an agreement (or none) in the configured mode.
-    pub fn new(agreed: Option<Deflate>) -> Compression {
+    /// The state for an agreement (or none) in the configured mode. In
+    /// `shared` mode no connection gets contexts of its own (a client that
+    /// narrowed the server's window is then sent plain frames).
+    pub fn new(agreed: Option<Deflate>, mode: CompressionMode) -> Compression {
         match agreed {
             None => Compression::Off,
-            Some(d) if d.server_no_context_takeover && d.client_no_context_takeover => {
-                Compression::Shared(d)
-            }
+            Some(d) if mode != CompressionMode::Dedicated => Compression::Shared(d),
             Some(d) => Compression::Dedicated(Box::new(OwnDeflate {
                 agreed: d,
                 deflater: Deflater::new(d.server_max_window_bits.max(9)),
@@ -76,7 +76,9 @@ impl Compression {
         match self {
             Compression::Off => message.frame_for(None, None),
             Compression::Shared(d) => message.frame_for(Some(*d), None),
-            Compression::Dedicated(own) => message.frame_for(Some(own.agreed), Some(&mut own.deflater)),
+            Compression::Dedicated(own) => {
+                message.frame_for(Some(own.agreed), Some(&mut own.deflater))
+            }
         }
     }
 }
@@ -348,7 +350,10 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         assert_eq!(check(""), Ok(()), "no Origin: not a browser");
         let text = format!("GET / HTTP/1.1\r\nOrigin: https://evil.example\r\n{UPGRADE}");
         let head = parse_head(text.as_bytes()).unwrap();
-        assert!(route(&head, &Config::default()).is_ok(), "no list: every origin");
+        assert!(
+            route(&head, &Config::default()).is_ok(),
+            "no list: every origin"
+        );
     }
 
     #[test]

@@ -27,8 +27,8 @@ use slab::Slab;
 
 use super::admission::PerAddress;
 use super::connection::{route, Compression, Connection, Endpoint, Phase, ReadResult, Request};
-use super::outgoing::Outgoing;
 use super::metrics::{Gauges, Metrics};
+use super::outgoing::Outgoing;
 use super::room::{Fanout, Rooms};
 use super::timer::{to_millis, Clock, Millis, Timers};
 use super::write_queue::Flush;
@@ -488,8 +488,7 @@ impl Server {
                 return data.len();
             }
         };
-        let request = parse_head(&data[..end])
-            .and_then(|head| route(&head, &self.config));
+        let request = parse_head(&data[..end]).and_then(|head| route(&head, &self.config));
         match request {
             Err(err) => self.refuse(key, err),
             Ok(Request::Page) => self.respond(key, http::chat_page()),
@@ -530,7 +529,7 @@ impl Server {
             id,
             session: Session::with_inflate(inflate),
             endpoint,
-            compression: Compression::new(upgrade.deflate),
+            compression: Compression::new(upgrade.deflate, self.config.compression),
         };
         self.outbound += conn.queue.push_owned(http::switching_protocols(upgrade));
         self.metrics.upgraded += 1;
