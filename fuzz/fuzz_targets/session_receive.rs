@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use wschat::protocol::deflate::Inflater;
-use wschat::protocol::session::{Event, Limits, Session};
+use wschat::protocol::session::{Event, Inflate, Limits, Session};
 
 const LIMITS: Limits = Limits {
     max_message_size: 4096,
@@ -13,8 +13,8 @@ const LIMITS: Limits = Limits {
 
 /// Feeds `data` in pieces of `step` bytes, carrying unused bytes over the
 /// way a connection does; returns the events.
-fn run(data: &[u8], step: usize) -> Vec<Event> {
-    let mut session = Session::new();
+fn run(data: &[u8], step: usize, inflate: Inflate) -> Vec<Event> {
+    let mut session = Session::with_inflate(inflate);
     let mut events = Vec::new();
     let mut carried: Vec<u8> = Vec::new();
     let mut inflater = Inflater::new();
@@ -38,7 +38,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((&step, rest)) = data.split_first() else {
         return;
     };
-    let whole = run(rest, rest.len().max(1));
-    let pieces = run(rest, usize::from(step % 16) + 1);
+    // The high bits choose whether permessage-deflate was negotiated.
+    let inflate = match step >> 6 {
+        0 => Inflate::Off,
+        1 => Inflate::On { reset: false },
+        _ => Inflate::On { reset: true },
+    };
+    let whole = run(rest, rest.len().max(1), inflate);
+    let pieces = run(rest, usize::from(step % 16) + 1, inflate);
     assert_eq!(whole, pieces);
 });
