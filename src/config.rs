@@ -53,6 +53,12 @@ pub struct Config {
     pub compression: CompressionMode,
     /// Messages shorter than this are sent uncompressed.
     pub compression_min_size: usize,
+    /// Cluster mode: the Redis that relays room messages between
+    /// instances (`--redis`); `None` runs alone and loads nothing of Redis.
+    pub redis: Option<crate::server::cluster::RedisUrl>,
+    /// Sets `SO_REUSEPORT` on the listener, so that several instances can
+    /// share one port (`--reuse-port`).
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -76,6 +82,8 @@ impl Default for Config {
             max_outbound_memory: 256 * 1024 * 1024,
             compression: CompressionMode::Shared,
             compression_min_size: 64,
+            redis: None,
+            reuse_port: false,
         }
     }
 }

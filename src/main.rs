@@ -74,6 +74,12 @@ struct Flags {
     /// Messages shorter than this many bytes are sent uncompressed.
     #[arg(long, default_value_t = 64)]
     compression_min_size: usize,
+    /// Cluster mode: relay room messages through this Redis (redis://HOST:PORT[/DB]).
+    #[arg(long, value_name = "URL")]
+    redis: Option<wschat::server::cluster::RedisUrl>,
+    /// Set SO_REUSEPORT on the listener, so that several instances share one port.
+    #[arg(long)]
+    reuse_port: bool,
 }
 
 /// Seconds with decimals, e.g. `0.5`.
@@ -107,6 +113,8 @@ fn main() -> ExitCode {
             Compression::Dedicated => CompressionMode::Dedicated,
         },
         compression_min_size: flags.compression_min_size,
+        redis: flags.redis,
+        reuse_port: flags.reuse_port,
         ..Config::default()
     };
     let result = Server::bind(config).and_then(|mut server| {

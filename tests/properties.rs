@@ -2,9 +2,9 @@
 //! of a byte stream into reads gives the same result.
 
 use proptest::prelude::*;
+use wschat::protocol::deflate::Inflater;
 use wschat::protocol::frame::{decode_header, FrameHeader, OpCode};
 use wschat::protocol::mask::apply_mask;
-use wschat::protocol::deflate::Inflater;
 use wschat::protocol::session::{Event, Limits, Session};
 use wschat::protocol::utf8::Utf8Validator;
 

@@ -247,13 +247,17 @@ mod tests {
         let mut out = Vec::new();
         let err = Inflater::new().inflate(&c, 1 << 20, true, &mut out, |_| Ok(()));
         assert_eq!(err, Err(ProtocolError::MessageTooLarge));
-        assert!(out.capacity() <= (1 << 20) + 1, "never allocated past the limit");
+        assert!(
+            out.capacity() <= (1 << 20) + 1,
+            "never allocated past the limit"
+        );
     }
 
     #[test]
     fn corrupt_data_is_an_error() {
         let mut out = Vec::new();
-        let err = Inflater::new().inflate(&[0xFF, 0xFF, 0xFF, 0xFF], 100, true, &mut out, |_| Ok(()));
+        let err =
+            Inflater::new().inflate(&[0xFF, 0xFF, 0xFF, 0xFF], 100, true, &mut out, |_| Ok(()));
         assert_eq!(err, Err(ProtocolError::CorruptCompression));
     }
 

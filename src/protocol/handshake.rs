@@ -58,9 +58,7 @@ pub fn parse_head(head: &[u8]) -> Result<RequestHead<'_>, HandshakeError> {
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HandshakeError::Malformed),
-        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders),
-        Err(httparse::Error::Version) => return Err(HandshakeError::UnsupportedHttpVersion),
-        Err(_) => return Err(HandshakeError::Malformed),
+        Err(e) => return Err(parse_error(e)),
     }
     // Complete guarantees method, path and version are set.
     let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
@@ -78,6 +76,25 @@ pub fn parse_head(head: &[u8]) -> Result<RequestHead<'_>, HandshakeError> {
         minor_version,
         headers,
     })
+}
+
+fn parse_error(e: httparse::Error) -> HandshakeError {
+    match e {
+        httparse::Error::TooManyHeaders => HandshakeError::TooManyHeaders,
+        httparse::Error::Version => HandshakeError::UnsupportedHttpVersion,
+        _ => HandshakeError::Malformed,
+    }
+}
+
+/// Checks the request line alone, as soon as it is complete (`line` ends
+/// with its `\n`), so that an HTTP/0.9 request or garbage is refused at
+/// once instead of waiting for a blank line that will never come.
+pub fn check_request_line(line: &[u8]) -> Result<(), HandshakeError> {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse(line) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(parse_error(e)),
+    }
 }
 
 impl<'h> RequestHead<'h> {
@@ -339,6 +356,17 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
         assert_eq!(
             parse_head(&many).err(),
             Some(HandshakeError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn request_line_is_judged_on_its_own() {
+        assert_eq!(check_request_line(b"GET /echo HTTP/1.1\r\n"), Ok(()));
+        assert!(check_request_line(b"GET /\r\n").is_err(), "HTTP/0.9");
+        assert!(check_request_line(b"\x16\x03\x01\x02\n").is_err());
+        assert_eq!(
+            check_request_line(b"GET / HTTP/2.0\r\n"),
+            Err(HandshakeError::UnsupportedHttpVersion)
         );
     }
 

@@ -153,7 +153,9 @@ impl Session {
                 return buf.len();
             }
             let result = match self.frame {
-                Some(frame) => self.receive_payload(frame, &mut buf[pos..], limits, inflater, events),
+                Some(frame) => {
+                    self.receive_payload(frame, &mut buf[pos..], limits, inflater, events)
+                }
                 None => self.receive_frame_start(&mut buf[pos..], limits, inflater, events),
             };
             match result {

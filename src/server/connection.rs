@@ -90,6 +90,8 @@ pub enum Phase {
     Handshake {
         /// Bytes of `inbuf` already searched for the end of the head.
         scanned: usize,
+        /// The request line was complete and valid.
+        line_checked: bool,
     },
     /// Upgraded: frames flow.
     Open {
@@ -226,7 +228,10 @@ impl Connection {
         Connection {
             stream,
             peer,
-            phase: Phase::Handshake { scanned: 0 },
+            phase: Phase::Handshake {
+                scanned: 0,
+                line_checked: false,
+            },
             inbuf: Vec::new(),
             queue: WriteQueue::new(),
             deadline: 0,

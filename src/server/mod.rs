@@ -2,6 +2,7 @@
 //! rooms and the counters behind `/metrics`.
 
 pub mod admission;
+pub mod cluster;
 pub mod connection;
 pub mod metrics;
 pub mod outgoing;

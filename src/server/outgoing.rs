@@ -165,7 +165,14 @@ mod tests {
         let mut deflater = Deflater::new(15);
         let mut scratch = Vec::new();
         let text = "a chat message that is long enough to be worth compressing".repeat(4);
-        let mut out = Outgoing::new(OpCode::Text, b"from3:", text.as_bytes(), 64, &mut deflater, &mut scratch);
+        let mut out = Outgoing::new(
+            OpCode::Text,
+            b"from3:",
+            text.as_bytes(),
+            64,
+            &mut deflater,
+            &mut scratch,
+        );
         let c1 = out.frame_for(Some(SHARED), None);
         let p1 = out.frame_for(None, None);
         let c2 = out.frame_for(Some(SHARED), None);
@@ -181,7 +188,14 @@ mod tests {
     fn short_messages_and_narrow_windows_go_plain() {
         let mut deflater = Deflater::new(15);
         let mut scratch = Vec::new();
-        let mut out = Outgoing::new(OpCode::Text, b"from1:", b"hi", 64, &mut deflater, &mut scratch);
+        let mut out = Outgoing::new(
+            OpCode::Text,
+            b"from1:",
+            b"hi",
+            64,
+            &mut deflater,
+            &mut scratch,
+        );
         assert_eq!(out.frame_for(Some(SHARED), None)[0], 0x81, "RSV1 clear");
         let long = [b'x'; 100];
         let mut out = Outgoing::new(OpCode::Binary, b"", &long, 64, &mut deflater, &mut scratch);
@@ -191,6 +205,10 @@ mod tests {
         };
         assert_eq!(out.frame_for(Some(narrow), None)[0], 0x82);
         let mut own = Deflater::new(10);
-        assert_eq!(out.frame_for(Some(narrow), Some(&mut own))[0], 0xC2, "RSV1 set");
+        assert_eq!(
+            out.frame_for(Some(narrow), Some(&mut own))[0],
+            0xC2,
+            "RSV1 set"
+        );
     }
 }

@@ -35,13 +35,16 @@ use super::write_queue::Flush;
 use crate::config::Config;
 use crate::http;
 use crate::protocol::deflate::{Deflater, Inflater};
-use crate::protocol::handshake::{find_head_end, parse_head, Upgrade};
+use crate::protocol::handshake::{check_request_line, find_head_end, parse_head, Upgrade};
 use crate::protocol::session::{self, Event, Inflate};
 use crate::protocol::{CloseCode, HandshakeError, OpCode, ProtocolError, Session};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+// Cluster mode (`--redis`): the two links to Redis are `MAX - 3`, `MAX - 4`.
+use super::cluster::{Cluster, PUBLISHER, SUBSCRIBER};
+mod cluster_glue;
 
 /// The one read buffer of the loop; every socket is read into it.
 const SCRATCH_BYTES: usize = 64 * 1024;
@@ -115,6 +118,8 @@ pub struct Server {
     accept_paused_until: Option<Millis>,
     last_accept_warning: Option<Millis>,
     shutdown_deadline: Option<Millis>,
+    /// The links to Redis in cluster mode; `None` without `--redis`.
+    cluster: Option<Cluster>,
 }
 
 impl std::fmt::Debug for Server {
@@ -130,12 +135,13 @@ impl Server {
     /// Binds the listener; nothing is accepted until [`Server::run`].
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = super::cluster::bind_listener(config.listen, config.reuse_port)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let local_addr = listener.local_addr()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let max_connections = descriptor_bound(config.max_connections);
+        let cluster = Server::start_cluster(&config, &poll)?;
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -171,6 +177,7 @@ impl Server {
             accept_paused_until: None,
             last_accept_warning: None,
             shutdown_deadline: None,
+            cluster,
         })
     }
 
@@ -226,6 +233,7 @@ impl Server {
                             return Ok(());
                         }
                     }
+                    PUBLISHER | SUBSCRIBER => self.on_cluster_event(event),
                     Token(key) => {
                         if event.is_writable() {
                             self.flush(key);
@@ -266,6 +274,7 @@ impl Server {
             self.accept();
         }
         self.fire_timers();
+        self.cluster_turn();
         self.per_address.sweep(self.clock.now());
         let mut dirty = std::mem::take(&mut self.dirty);
         for key in dirty.drain(..) {
@@ -286,6 +295,7 @@ impl Server {
             self.timers.next(),
             self.accept_paused_until,
             self.shutdown_deadline,
+            self.cluster_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -452,9 +462,12 @@ impl Server {
     fn consume(&mut self, key: usize, data: &mut [u8]) -> usize {
         let conn = &mut self.conns[key];
         match &mut conn.phase {
-            Phase::Handshake { scanned } => {
-                let scanned = *scanned;
-                self.consume_head(key, data, scanned)
+            Phase::Handshake {
+                scanned,
+                line_checked,
+            } => {
+                let (scanned, line_checked) = (*scanned, *line_checked);
+                self.consume_head(key, data, scanned, line_checked)
             }
             Phase::Open {
                 session,
@@ -473,13 +486,32 @@ impl Server {
         }
     }
 
-    fn consume_head(&mut self, key: usize, data: &mut [u8], scanned: usize) -> usize {
+    fn consume_head(
+        &mut self,
+        key: usize,
+        data: &mut [u8],
+        scanned: usize,
+        line_checked: bool,
+    ) -> usize {
         let max = self.config.max_head_bytes;
         let end = match find_head_end(data, scanned) {
             Some(end) if end <= max => end,
             None if data.len() <= max => {
+                // Only new bytes are searched: before, the line had no end.
+                let line_end = if line_checked {
+                    None
+                } else {
+                    data[scanned..].iter().position(|&b| b == b'\n')
+                };
+                if let Some(at) = line_end {
+                    if let Err(err) = check_request_line(&data[..=scanned + at]) {
+                        self.refuse(key, err);
+                        return data.len();
+                    }
+                }
                 self.conns[key].phase = Phase::Handshake {
                     scanned: data.len(),
+                    line_checked: line_checked || line_end.is_some(),
                 };
                 return 0;
             }
@@ -492,13 +524,14 @@ impl Server {
         match request {
             Err(err) => self.refuse(key, err),
             Ok(Request::Page) => self.respond(key, http::chat_page()),
-            Ok(Request::Health) => self.respond(key, http::text("ok")),
+            Ok(Request::Health) => self.respond(key, http::text(self.health())),
             Ok(Request::Metrics) => {
-                let page = self.metrics.render(Gauges {
+                let mut page = self.metrics.render(Gauges {
                     connections: self.conns.len(),
                     rooms: self.rooms.len(),
                     deflate_calls: self.deflater.calls(),
                 });
+                self.render_extra_metrics(&mut page);
                 self.respond(key, http::text(&page));
             }
             Ok(Request::Upgrade { upgrade, room }) => {
@@ -511,8 +544,7 @@ impl Server {
     }
 
     fn open(&mut self, key: usize, upgrade: &Upgrade, room: Option<&str>) {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.next_connection_id();
         let endpoint = match room {
             Some(name) => Endpoint::Room(self.rooms.join(name, key)),
             None => Endpoint::Echo,
@@ -626,6 +658,11 @@ impl Server {
                 self.mark_dirty(key);
             }
             Endpoint::Room(m) => {
+                // Cluster mode: the message comes back through Redis, to
+                // every instance alike, so it is not delivered here now.
+                if self.publish_to_cluster(m.room, id, opcode, payload) {
+                    return;
+                }
                 self.fanout.limit = self.config.max_backpressure;
                 let prefix = format!("from{id}:");
                 let mut message = Outgoing::new(
@@ -856,6 +893,13 @@ impl Server {
 
     /// Removes the connections that ended this turn.
     fn reap(&mut self) {
+        // Each connection leaves stale deadlines behind; once they
+        // outnumber the live ones, drop them rather than wait for them.
+        if self.timers.len() > 2 * self.conns.len() + 1024 {
+            let conns = &self.conns;
+            self.timers
+                .retain(|at, key| conns.get(key).is_some_and(|c| c.deadline == at));
+        }
         for key in std::mem::take(&mut self.dead) {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.stream);

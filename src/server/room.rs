@@ -136,6 +136,21 @@ impl Rooms {
         self.rooms.get(room).map_or(0, |r| r.members.len())
     }
 
+    /// The key of the room called `name`, if it has members.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The name of room `room`.
+    pub fn name(&self, room: usize) -> Option<&str> {
+        self.rooms.get(room).map(|r| &*r.name)
+    }
+
+    /// Every room's name and number of members, in no order.
+    pub fn sizes(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.rooms.iter().map(|(_, r)| (&*r.name, r.members.len()))
+    }
+
     /// Sends `message` to every member of `room`; `fanout` collects who
     /// needs a flush and who refused. Returns `false` if there is no such room.
     pub fn broadcast<M: Member>(
@@ -197,7 +212,14 @@ mod tests {
         }
     }
 
-    fn send<M: Member>(rooms: &mut Rooms, room: usize, opcode: OpCode, text: &[u8], conns: &mut Slab<M>, fanout: &mut Fanout) {
+    fn send<M: Member>(
+        rooms: &mut Rooms,
+        room: usize,
+        opcode: OpCode,
+        text: &[u8],
+        conns: &mut Slab<M>,
+        fanout: &mut Fanout,
+    ) {
         let mut deflater = Deflater::new(15);
         let mut scratch = Vec::new();
         let mut message = Outgoing::new(opcode, b"from7:", text, 64, &mut deflater, &mut scratch);
@@ -225,7 +247,14 @@ mod tests {
         rooms.join(LOBBY, b);
         rooms.join("other", c);
         let mut fanout = Fanout::default();
-        send(&mut rooms, ma.room, OpCode::Text, b"hello", &mut conns, &mut fanout);
+        send(
+            &mut rooms,
+            ma.room,
+            OpCode::Text,
+            b"hello",
+            &mut conns,
+            &mut fanout,
+        );
         assert_eq!(&conns[a].frames[0][..], b"\x81\x0bfrom7:hello");
         assert!(Rc::ptr_eq(&conns[a].frames[0], &conns[b].frames[0]));
         assert!(conns[c].frames.is_empty());
@@ -246,7 +275,14 @@ mod tests {
         let m = rooms.join(LOBBY, a);
         rooms.join(LOBBY, b);
         let mut fanout = Fanout::default();
-        send(&mut rooms, m.room, OpCode::Binary, &[1, 2], &mut conns, &mut fanout);
+        send(
+            &mut rooms,
+            m.room,
+            OpCode::Binary,
+            &[1, 2],
+            &mut conns,
+            &mut fanout,
+        );
         assert_eq!(fanout.refused, [b]);
         assert_eq!(conns[a].frames.len(), 1);
     }

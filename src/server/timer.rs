@@ -100,6 +100,16 @@ impl Timers {
         }
     }
 
+    /// Keeps only the entries `live` accepts: used to drop stale entries
+    /// when they outnumber live connections, so a burst of short
+    /// connections does not keep the heap's memory.
+    pub fn retain(&mut self, mut live: impl FnMut(Millis, usize) -> bool) {
+        self.heap.retain(|Reverse((at, key))| live(*at, *key));
+        if self.heap.capacity() > 4 * self.heap.len() + 1024 {
+            self.heap.shrink_to_fit();
+        }
+    }
+
     /// Entries in the queue, stale ones included.
     pub fn len(&self) -> usize {
         self.heap.len()
@@ -127,6 +137,17 @@ mod tests {
         assert_eq!(t.pop_due(25), Some((20, 3)));
         assert_eq!(t.pop_due(25), None);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn retain_drops_stale_entries() {
+        let mut t = Timers::new();
+        for key in 0..100 {
+            t.push(10, key);
+        }
+        t.retain(|_, key| key % 10 == 0);
+        assert_eq!(t.len(), 10);
+        assert_eq!(t.pop_due(10).map(|(_, k)| k % 10), Some(0));
     }
 
     #[test]

@@ -319,36 +319,29 @@ fn finished(binary: bool, data: &[u8]) -> Result<Frame<'_>, Violation> {
     Ok(Frame::Message { binary, data })
 }
 
-/// Appends one masked client frame of `len` payload bytes to `out`.
+/// Appends one masked client frame whose payload is `parts` joined.
 ///
-/// `fill` writes the plain payload straight into `out` (no intermediate
-/// buffer); it is masked in place afterwards with a fresh key from `rng`.
-pub fn write_frame(
-    out: &mut Vec<u8>,
-    rng: &mut Rng,
-    opcode: OpCode,
-    len: usize,
-    fill: impl FnOnce(&mut [u8]),
-) {
+/// The parts are copied straight into `out` (no intermediate buffer, no
+/// zero-fill first) and masked in place with a fresh key from `rng`.
+pub fn write_frame(out: &mut Vec<u8>, rng: &mut Rng, opcode: OpCode, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let mask = rng.mask();
     let mut header = FrameHeader::new(true, opcode, len as u64);
     header.mask = Some(mask);
     out.reserve(header.encoded_len() + len);
     header.encode(out);
     let start = out.len();
-    out.resize(start + len, 0);
-    let payload = &mut out[start..];
-    fill(payload);
-    apply_mask(payload, mask, 0);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    apply_mask(&mut out[start..], mask, 0);
 }
 
 /// Appends a masked close frame with `code` (no reason).
 pub fn write_close(out: &mut Vec<u8>, rng: &mut Rng, code: Option<u16>) {
     match code {
-        Some(code) => write_frame(out, rng, OpCode::Close, 2, |p| {
-            p.copy_from_slice(&code.to_be_bytes())
-        }),
-        None => write_frame(out, rng, OpCode::Close, 0, |_| {}),
+        Some(code) => write_frame(out, rng, OpCode::Close, &[&code.to_be_bytes()]),
+        None => write_frame(out, rng, OpCode::Close, &[]),
     }
 }
 
@@ -517,12 +510,8 @@ mod tests {
     fn client_frames_are_masked_and_round_trip() {
         let mut rng = Rng::with_seed(1);
         let mut out = Vec::new();
-        write_frame(&mut out, &mut rng, OpCode::Text, 5, |p| {
-            p.copy_from_slice(b"Hello")
-        });
-        write_frame(&mut out, &mut rng, OpCode::Text, 5, |p| {
-            p.copy_from_slice(b"Hello")
-        });
+        write_frame(&mut out, &mut rng, OpCode::Text, &[b"Hello"]);
+        write_frame(&mut out, &mut rng, OpCode::Text, &[b"He", b"", b"llo"]);
         let (h1, n1) = decode_header(&out).unwrap().unwrap();
         let first_len = n1 + h1.payload_len as usize;
         let (h2, n2) = decode_header(&out[first_len..]).unwrap().unwrap();

@@ -39,12 +39,16 @@ const EINPROGRESS: i32 = 115;
 /// Opens a non-blocking TCP connection to `addr`, from `source` if given.
 ///
 /// std cannot bind before connecting, so the socket is made with socket2:
-/// created non-blocking, bound (with `SO_REUSEADDR`, so ports of closed
-/// connections in TIME_WAIT can be taken again), connected, then handed to
-/// mio. `TCP_NODELAY` is set since every write here is a complete batch.
+/// created non-blocking (`SOCK_NONBLOCK`, no extra syscall), bound (with
+/// `SO_REUSEADDR`, so ports of closed connections in TIME_WAIT can be taken
+/// again), connected, then handed to mio. `TCP_NODELAY` is set since every
+/// write here is a complete batch.
 pub fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
     socket.set_tcp_nodelay(true)?;
     if let Some(ip) = source {
         socket.set_reuse_address(true)?;
@@ -109,17 +113,42 @@ impl RecvBuf {
         }
     }
 
-    /// One `read` into the free space; `Ok(0)` is end of stream.
-    fn read_from(&mut self, r: &mut impl Read) -> io::Result<usize> {
+    /// One `read` into the free space: the bytes read (`0` is end of
+    /// stream) and whether they filled all of it (more may be waiting).
+    fn read_from(&mut self, r: &mut impl Read) -> io::Result<(usize, bool)> {
         self.reserve(0);
+        let free = self.buf.len() - self.end;
         let n = r.read(&mut self.buf[self.end..])?;
         self.end += n;
-        if self.end == self.buf.len() && self.buf.len() < MAX_RECV_STEP {
+        if n == free && self.buf.len() < MAX_RECV_STEP {
             // The read filled the buffer: more is likely waiting, read bigger.
             let doubled = (self.buf.len() * 2).min(MAX_RECV_STEP);
             self.buf.resize(doubled, 0);
         }
-        Ok(n)
+        Ok((n, n == free))
+    }
+}
+
+/// What a readiness event says about the socket's receive side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// New bytes may have arrived.
+    pub readable: bool,
+    /// The send buffer has room (for a connecting socket: it connected).
+    pub writable: bool,
+    /// The peer closed its side, or the socket has an error: read to the
+    /// end whatever else the event says.
+    pub closed: bool,
+}
+
+impl Readiness {
+    /// The receive-side facts of one mio event.
+    pub fn of(event: &mio::event::Event) -> Readiness {
+        Readiness {
+            readable: event.is_readable(),
+            writable: event.is_writable(),
+            closed: event.is_read_closed() || event.is_error(),
+        }
     }
 }
 
@@ -226,16 +255,16 @@ pub struct Outbox<'a> {
 }
 
 impl Outbox<'_> {
-    /// Queues one message of `len` bytes written by `fill`: a masked
-    /// text or binary frame, or on plain TCP just the bytes.
-    pub fn message(&mut self, binary: bool, len: usize, fill: impl FnOnce(&mut [u8])) {
+    /// Queues one message whose payload is `parts` joined: a masked text
+    /// or binary frame, or on plain TCP just the bytes.
+    pub fn message(&mut self, binary: bool, parts: &[&[u8]]) {
         if self.plain_tcp {
-            let start = self.tx.len();
-            self.tx.resize(start + len, 0);
-            fill(&mut self.tx[start..]);
+            for part in parts {
+                self.tx.extend_from_slice(part);
+            }
         } else {
             let opcode = if binary { OpCode::Binary } else { OpCode::Text };
-            write_frame(self.tx, self.rng, opcode, len, fill);
+            write_frame(self.tx, self.rng, opcode, parts);
         }
     }
 
@@ -303,12 +332,17 @@ impl Conn {
     /// Handles one readiness event: finishes the connect, flushes queued
     /// bytes, reads until the socket is drained, and hands every event to
     /// `handler`, whose sends go out in one write at the end.
-    pub fn on_ready<F>(&mut self, rng: &mut Rng, mut handler: F) -> Result<Status, ConnError>
+    pub fn on_ready<F>(
+        &mut self,
+        readiness: Readiness,
+        rng: &mut Rng,
+        mut handler: F,
+    ) -> Result<Status, ConnError>
     where
         F: FnMut(Event<'_>, &mut Outbox<'_>),
     {
         if let Phase::Connecting(_) = self.phase {
-            if !self.finish_connect()? {
+            if !self.finish_connect(readiness)? {
                 return Ok(Status::Alive);
             }
             if let Phase::Open = self.phase {
@@ -316,7 +350,13 @@ impl Conn {
             }
         }
         self.flush()?;
-        let status = self.read_all(rng, &mut handler)?;
+        let status = if readiness.readable || readiness.closed {
+            self.read_all(readiness, rng, &mut handler)?
+        } else {
+            // Writable only: the last read drained the socket and nothing
+            // has arrived since, so a read would only say `WouldBlock`.
+            Status::Alive
+        };
         self.flush()?;
         Ok(status)
     }
@@ -350,16 +390,21 @@ impl Conn {
     }
 
     /// `true` once TCP is connected; moves to the next phase.
-    fn finish_connect(&mut self) -> Result<bool, ConnError> {
-        // mio's recipe: a writable event may also mean "connect failed",
-        // and a spurious one means "not yet".
-        if let Some(e) = self.stream.take_error().map_err(ConnError::Connect)? {
-            return Err(ConnError::Connect(e));
-        }
-        match self.stream.peer_addr() {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
-            Err(e) => return Err(ConnError::Connect(e)),
+    fn finish_connect(&mut self, readiness: Readiness) -> Result<bool, ConnError> {
+        // epoll reports a connecting socket writable only once it has
+        // connected, and failure as an error: a clean writable event needs
+        // no check. Anything else gets mio's recipe (`SO_ERROR`, then
+        // `getpeername` to tell "not yet" from "connected"), two syscalls
+        // a connect-rate scenario would otherwise pay per connection.
+        if !readiness.writable || readiness.closed {
+            if let Some(e) = self.stream.take_error().map_err(ConnError::Connect)? {
+                return Err(ConnError::Connect(e));
+            }
+            match self.stream.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+                Err(e) => return Err(ConnError::Connect(e)),
+            }
         }
         if let Phase::Connecting(handshake) = &mut self.phase {
             self.phase = match handshake.take() {
@@ -390,6 +435,8 @@ impl Conn {
         }
     }
 
+    /// Queues our close (or marks the TCP shutdown) once, from the open
+    /// phase only: a second close, or one during the handshake, is a no-op.
     fn start_close(&mut self, rng: &mut Rng, code: u16) {
         match self.phase {
             Phase::Open if self.plain_tcp => {
@@ -431,15 +478,31 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads until `WouldBlock`, decoding after every read.
-    fn read_all<F>(&mut self, rng: &mut Rng, handler: &mut F) -> Result<Status, ConnError>
+    /// Reads until the socket is drained, decoding after every read.
+    ///
+    /// A read that leaves buffer space free proves the socket was empty at
+    /// that moment, and with edge-triggered polling any later byte brings a
+    /// new event, so the loop stops there instead of paying one more
+    /// syscall for the `WouldBlock`. Not when the peer has closed its side:
+    /// that edge is already spent, so reading goes on to the end of stream.
+    fn read_all<F>(
+        &mut self,
+        readiness: Readiness,
+        rng: &mut Rng,
+        handler: &mut F,
+    ) -> Result<Status, ConnError>
     where
         F: FnMut(Event<'_>, &mut Outbox<'_>),
     {
         loop {
             match self.rx.read_from(&mut self.stream) {
-                Ok(0) => return self.on_eof(),
-                Ok(_) => self.process(rng, handler)?,
+                Ok((0, _)) => return self.on_eof(),
+                Ok((_, filled)) => {
+                    self.process(rng, handler)?;
+                    if !filled && !readiness.closed {
+                        return Ok(Status::Alive);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Status::Alive),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(ConnError::Io(e)),
@@ -531,9 +594,7 @@ impl Conn {
                     handler(Event::Message { binary, data }, &mut outbox)
                 }
                 Some(Frame::Ping(payload)) => {
-                    write_frame(outbox.tx, outbox.rng, OpCode::Pong, payload.len(), |p| {
-                        p.copy_from_slice(payload)
-                    });
+                    write_frame(outbox.tx, outbox.rng, OpCode::Pong, &[payload]);
                     handler(Event::Ping, &mut outbox);
                 }
                 Some(Frame::Pong) => {}
@@ -553,5 +614,168 @@ impl Conn {
             self.start_close(rng, code);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use mio::{Events, Interest, Poll, Token};
+    use wschat::protocol::frame::{decode_header, encode_frame};
+    use wschat::protocol::handshake::accept_key;
+    use wschat::protocol::mask::apply_mask;
+
+    /// Reads one client frame from a blocking socket: checks it is masked
+    /// and returns the opcode and the unmasked payload.
+    fn read_client_frame(s: &mut std::net::TcpStream) -> (OpCode, Vec<u8>) {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        let (header, n) = loop {
+            if let Some(found) = decode_header(&buf).unwrap() {
+                break found;
+            }
+            s.read_exact(&mut byte).unwrap();
+            buf.push(byte[0]);
+        };
+        assert_eq!(n, buf.len());
+        let mask = header.mask.expect("client frames are masked");
+        let mut payload = vec![0u8; header.payload_len as usize];
+        s.read_exact(&mut payload).unwrap();
+        apply_mask(&mut payload, mask, 0);
+        (header.opcode, payload)
+    }
+
+    /// A scripted server: 101 with the first fragment in the same write,
+    /// a ping between fragments, then a close with 1001.
+    fn scripted_server(listener: TcpListener) -> Vec<(OpCode, Vec<u8>)> {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8(head).unwrap();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap();
+        let mut out = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            accept_key(key.as_bytes())
+        )
+        .into_bytes();
+        encode_frame(false, OpCode::Text, false, &[b"hello "], &mut out);
+        s.write_all(&out).unwrap();
+        out.clear();
+        encode_frame(true, OpCode::Ping, false, &[b"p1"], &mut out);
+        encode_frame(true, OpCode::Continuation, false, &[b"world"], &mut out);
+        // Split mid-frame across two writes.
+        s.write_all(&out[..5]).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        s.write_all(&out[5..]).unwrap();
+        let mut seen = vec![read_client_frame(&mut s)];
+        out.clear();
+        encode_frame(
+            true,
+            OpCode::Close,
+            false,
+            &[&1001u16.to_be_bytes()],
+            &mut out,
+        );
+        s.write_all(&out).unwrap();
+        seen.push(read_client_frame(&mut s));
+        seen
+    }
+
+    #[test]
+    fn fragments_pings_and_close_against_a_scripted_server() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = thread::spawn(move || scripted_server(listener));
+        let target = Target::parse(&format!("ws://{addr}/echo")).unwrap();
+        let mut rng = Rng::with_seed(11);
+        let mut conn = Conn::connect(&target, false, None, &mut rng).unwrap();
+        let mut poll = Poll::new().unwrap();
+        poll.registry()
+            .register(
+                conn.stream(),
+                Token(0),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .unwrap();
+        let mut events = Events::with_capacity(8);
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            assert!(Instant::now() < deadline, "timed out; saw {seen:?}");
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            let Some(event) = events.iter().next() else {
+                continue;
+            };
+            let status = conn
+                .on_ready(Readiness::of(event), &mut rng, |e, _| {
+                    seen.push(match e {
+                        Event::Opened => "opened".to_string(),
+                        Event::Message { binary, data } => {
+                            format!("{binary}:{}", String::from_utf8_lossy(data))
+                        }
+                        Event::Bytes(_) => "bytes".to_string(),
+                        Event::Ping => "ping".to_string(),
+                    })
+                })
+                .unwrap();
+            if status != Status::Alive {
+                break status;
+            }
+        };
+        assert_eq!(status, Status::Finished { code: Some(1001) });
+        assert_eq!(seen, ["opened", "ping", "false:hello world"]);
+        let answers = server.join().unwrap();
+        assert_eq!(answers[0], (OpCode::Pong, b"p1".to_vec()));
+        assert_eq!(answers[1], (OpCode::Close, 1001u16.to_be_bytes().to_vec()));
+    }
+
+    #[test]
+    fn refused_connect_is_a_connect_error() {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let target = Target::parse(&format!("ws://127.0.0.1:{port}/")).unwrap();
+        let mut rng = Rng::with_seed(12);
+        let mut conn = Conn::connect(&target, false, None, &mut rng).unwrap();
+        let mut poll = Poll::new().unwrap();
+        poll.registry()
+            .register(
+                conn.stream(),
+                Token(0),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .unwrap();
+        let mut events = Events::with_capacity(8);
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        let event = events.iter().next().expect("an event");
+        let result = conn.on_ready(Readiness::of(event), &mut rng, |_, _| {});
+        assert!(matches!(result, Err(ConnError::Connect(_))), "{result:?}");
+    }
+
+    #[test]
+    fn receive_buffer_grows_for_a_large_frame_and_compacts() {
+        let mut rx = RecvBuf::new();
+        let mut src: &[u8] = &[1u8; 100];
+        assert_eq!(rx.read_from(&mut src).unwrap(), (100, false));
+        rx.consume(60);
+        rx.reserve(100_000);
+        assert_eq!(rx.data(), &[1u8; 40][..]);
+        assert!(rx.buf.len() >= 100_000);
+        rx.consume(40);
+        assert!(rx.data().is_empty());
     }
 }

@@ -9,6 +9,14 @@
 //! table on stdout (plus one JSON line with `--json`). The exit status is 0
 //! when the run passed its own checks (no errors, no mismatched echoes, no
 //! lost broadcasts), 1 when it did not, 2 on bad usage or a local failure.
+//!
+//! ```text
+//! wschat-bench connect   --url ws://127.0.0.1:9502/echo --concurrency 50 --duration 5
+//! wschat-bench echo      --url ws://127.0.0.1:9502/echo --conns 100 --size 16 --pipeline 16
+//! wschat-bench echo      --url tcp://127.0.0.1:7000 --tcp --conns 100 --size 16
+//! wschat-bench broadcast --url ws://127.0.0.1:9502/ --conns 1000 --senders 10 --rate 100
+//! wschat-bench hold      --url ws://127.0.0.1:9502/ --conns 15000 --seconds 30 --json
+//! ```
 
 #![forbid(unsafe_code)]
 
@@ -50,8 +58,11 @@ struct Common {
     /// (default: as many as the connection count needs, ~25000 each).
     #[arg(long, global = true, value_name = "N")]
     sources: Option<usize>,
-    /// Connects and handshakes in flight at once while opening connections.
-    #[arg(long, global = true, default_value_t = 256, value_name = "N")]
+    /// Connects and handshakes in flight at once while opening connections
+    /// (kept under the 128-entry listen backlog of std and mio servers: a
+    /// full backlog drops SYNs, which come back a second later and read as
+    /// one-second handshakes).
+    #[arg(long, global = true, default_value_t = 100, value_name = "N")]
     ramp: usize,
     /// Seconds one connect plus handshake (or one close) may take.
     #[arg(long, global = true, default_value_t = 10.0, value_name = "SECS")]
@@ -71,9 +82,14 @@ enum Scenario {
         /// Seconds to run.
         #[arg(long, short, default_value_t = 10.0)]
         duration: f64,
-        /// Plain TCP connect and close, no WebSocket (the baseline).
+        /// Plain TCP connect, wait for the server to close, close (the
+        /// baseline; the server must hang up on its own).
         #[arg(long)]
         tcp: bool,
+        /// With --tcp: shut down writing right after connecting, for a
+        /// server that closes only at end of stream (e.g. an echo server).
+        #[arg(long)]
+        half_close: bool,
     },
     /// Echo throughput and round trip with P messages in flight per connection.
     Echo {
@@ -180,11 +196,16 @@ fn run(cli: Cli) -> Result<bool, String> {
             concurrency,
             duration,
             tcp,
+            half_close,
         } => {
             let settings = settings(common, &url, tcp, concurrency)?;
+            if half_close && !settings.plain_tcp {
+                return Err("--half-close needs --tcp (or a tcp:// URL)".into());
+            }
             let opts = connect::Options {
                 concurrency: concurrency.max(1),
                 duration: secs("duration", duration)?,
+                half_close,
             };
             connect::run(&settings, &opts)
         }
@@ -243,6 +264,7 @@ fn run(cli: Cli) -> Result<bool, String> {
     Ok(passed)
 }
 
+/// Exit status: 0 passed, 1 failed its checks, 2 could not run.
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(true) => ExitCode::SUCCESS,

@@ -75,6 +75,45 @@ impl Latency {
     }
 }
 
+/// CPU use of this process over a stretch of wall time.
+///
+/// A load generator that saturates its own core measures itself, not the
+/// server; reporting its CPU share tells which side was the limit. Reads
+/// `/proc/self/schedstat` (nanoseconds on CPU, single-threaded process).
+#[derive(Debug)]
+pub struct CpuMeter {
+    wall: Instant,
+    cpu: Option<Duration>,
+}
+
+impl CpuMeter {
+    /// Starts measuring now.
+    pub fn start() -> CpuMeter {
+        CpuMeter {
+            wall: Instant::now(),
+            cpu: cpu_time(),
+        }
+    }
+
+    /// Percent of one core used since `start` (NaN where /proc is missing).
+    pub fn percent(&self) -> f64 {
+        let wall = self.wall.elapsed().as_secs_f64();
+        match (self.cpu, cpu_time()) {
+            (Some(before), Some(after)) if wall > 0.0 => {
+                (after.saturating_sub(before)).as_secs_f64() / wall * 100.0
+            }
+            _ => f64::NAN,
+        }
+    }
+}
+
+/// CPU time used by this process so far.
+fn cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/self/schedstat").ok()?;
+    let ns = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
 /// Failed connections counted by cause (the error's display text).
 #[derive(Debug, Default)]
 pub struct Errors(BTreeMap<String, u64>);
@@ -236,6 +275,7 @@ impl Report {
         self.push(label, "", Value::Counts(counts));
     }
 
+    /// Appends one row; rows keep their order in the table and the JSON.
     fn push(&mut self, label: &str, unit: &'static str, value: Value) {
         self.rows.push(Row {
             label: label.to_string(),
@@ -342,6 +382,7 @@ fn json_key(label: &str, unit: &str) -> String {
         "MB/s" => "_mb_per_sec",
         "s" => "_s",
         "B" => "_bytes",
+        "%" => "_pct",
         _ => "_",
     };
     key.push_str(suffix);

@@ -64,7 +64,11 @@ pub struct Message<'a> {
 pub fn encode(sender: u64, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
     debug_assert!(matches!(opcode, OpCode::Text | OpCode::Binary));
     out.reserve(1 + MAX_VARINT + payload.len());
-    out.push(if opcode == OpCode::Binary { BINARY } else { TEXT });
+    out.push(if opcode == OpCode::Binary {
+        BINARY
+    } else {
+        TEXT
+    });
     let mut rest = sender;
     loop {
         let low = (rest & 0x7f) as u8;

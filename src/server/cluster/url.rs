@@ -50,7 +50,9 @@ impl FromStr for RedisUrl {
         }
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         if authority.contains('@') {
-            return Err(format!("{text:?}: credentials in the URL are not supported"));
+            return Err(format!(
+                "{text:?}: credentials in the URL are not supported"
+            ));
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (host, after) = v6
@@ -122,7 +124,10 @@ mod tests {
 
     #[test]
     fn parses_the_forms_the_readme_lists() {
-        assert_eq!("redis://127.0.0.1:7000".parse(), Ok(url("127.0.0.1", 7000, 0)));
+        assert_eq!(
+            "redis://127.0.0.1:7000".parse(),
+            Ok(url("127.0.0.1", 7000, 0))
+        );
         assert_eq!("redis://cache".parse(), Ok(url("cache", DEFAULT_PORT, 0)));
         assert_eq!("redis://cache:6380/3".parse(), Ok(url("cache", 6380, 3)));
         assert_eq!("redis://cache/2".parse(), Ok(url("cache", DEFAULT_PORT, 2)));

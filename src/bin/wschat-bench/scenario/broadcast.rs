@@ -14,7 +14,7 @@ use std::io::{self, Write as _};
 use std::time::{Duration, Instant};
 
 use crate::conn::{ConnError, Event, Status};
-use crate::report::{Errors, Latency, Progress};
+use crate::report::{CpuMeter, Errors, Latency, Progress};
 use crate::scenario::{close_all, establish, fmt_p99, Fleet, Settings};
 
 /// Options of the `broadcast` scenario.
@@ -150,6 +150,7 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(crate::report::Re
     let mut errors = Errors::default();
     let mut disconnected = 0u64;
     let mut progress = Progress::new(settings.progress);
+    let cpu = CpuMeter::start();
     let epoch = Instant::now();
     let send_end = epoch + opts.duration;
     let drain_end = send_end + opts.drain;
@@ -169,7 +170,7 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(crate::report::Re
         let receivers = fleet.conns.len() as u64;
         let sent: u64 = tally.senders.iter().map(|s| s.sent).sum();
         let all_delivered = tally.deliveries >= sent * receivers;
-        if now >= drain_end || (now >= send_end && all_delivered) {
+        if now >= drain_end || (now >= send_end && all_delivered) || fleet.conns.is_empty() {
             break;
         }
         // Send whatever is due, each sender's batch in one write.
@@ -189,7 +190,7 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(crate::report::Re
                     let nanos = now.duration_since(epoch).as_nanos() as u64;
                     text.clear();
                     let _ = write!(text, "{run_tag}:{sender}:{}:{nanos}", stats.sent);
-                    out.message(false, text.len(), |p| p.copy_from_slice(&text));
+                    out.message(false, &[&text]);
                     stats.sent += 1;
                     interval_sent += 1;
                     next_due += interval;
@@ -211,7 +212,7 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(crate::report::Re
             wake = wake.min(*due);
         }
         fleet.wait(wake, &mut ready)?;
-        for &key in &ready {
+        for &(key, readiness) in &ready {
             let Some(peer) = fleet.conns.get_mut(key) else {
                 continue;
             };
@@ -219,18 +220,20 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(crate::report::Re
             let now_nanos = now.duration_since(epoch).as_nanos() as u64;
             let in_window = now <= send_end;
             let member = &mut peer.state;
-            let result = peer.conn.on_ready(&mut fleet.rng, |event, _| match event {
-                Event::Message {
-                    binary: false,
-                    data,
-                } => match parse(data, &run_tag) {
-                    Some(stamp) => tally.deliver(member, stamp, now_nanos, in_window),
-                    None => tally.foreign += 1,
-                },
-                Event::Message { binary: true, .. } => tally.foreign += 1,
-                Event::Ping => tally.pings += 1,
-                Event::Opened | Event::Bytes(_) => {}
-            });
+            let result = peer
+                .conn
+                .on_ready(readiness, &mut fleet.rng, |event, _| match event {
+                    Event::Message {
+                        binary: false,
+                        data,
+                    } => match parse(data, &run_tag) {
+                        Some(stamp) => tally.deliver(member, stamp, now_nanos, in_window),
+                        None => tally.foreign += 1,
+                    },
+                    Event::Message { binary: true, .. } => tally.foreign += 1,
+                    Event::Ping => tally.pings += 1,
+                    Event::Opened | Event::Bytes(_) => {}
+                });
             let failure = match result {
                 Ok(Status::Alive) => continue,
                 Ok(Status::Finished { code }) => ConnError::Closed(code),
@@ -259,6 +262,7 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(crate::report::Re
         }
     }
     progress.finish();
+    let client_cpu = cpu.percent();
 
     // Messages never seen by a receiver still in the room are lost too
     // (receivers that left are not counted: what they missed is unknown).
@@ -307,6 +311,7 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(crate::report::Re
     report.int("disconnected", "", disconnected);
     report.int("foreign messages", "", tally.foreign);
     report.int("pings answered", "", tally.pings);
+    report.float("client cpu", "%", client_cpu);
     setup.report(&mut report, opts.conns);
     teardown.report(&mut report);
     let mut all_errors = setup.errors;

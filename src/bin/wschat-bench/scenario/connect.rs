@@ -2,15 +2,21 @@
 //!
 //! Keeps `concurrency` connection cycles in flight: TCP connect, upgrade,
 //! check the 101, send Close 1000, wait for the server's close and its end
-//! of TCP. With `--tcp` a cycle is TCP connect, shut down writing, wait for
-//! the server to close: the same client code against a plain TCP server,
-//! the baseline the WebSocket cost is measured against.
+//! of TCP. The server closes TCP first (section 7.1.1), so its side, not
+//! ours, waits in TIME_WAIT and our local ports never run out.
+//!
+//! With `--tcp` a cycle is TCP connect, wait for the server to hang up,
+//! close: the same client code against a plain TCP server that closes on
+//! accept (the baseline's hang-up port), teardown order as with WebSocket.
+//! `--half-close` shuts down writing first instead, for servers that close
+//! only at end of stream (an echo server); then our side holds TIME_WAIT,
+//! and past ~28000 cycles a minute port allocation costs us CPU.
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use crate::conn::{ConnError, Event, Status};
-use crate::report::{Errors, Latency, Progress, Report};
+use crate::report::{CpuMeter, Errors, Latency, Progress, Report};
 use crate::scenario::{fmt_p99, Fleet, Settings};
 
 /// After the deadline, cycles in flight get this long to finish.
@@ -23,6 +29,9 @@ pub struct Options {
     pub concurrency: usize,
     /// How long to keep starting new cycles.
     pub duration: Duration,
+    /// Plain TCP: shut down writing at once instead of waiting for the
+    /// server to close first.
+    pub half_close: bool,
 }
 
 /// Runs the scenario; the flag says whether it passed (some handshakes,
@@ -34,8 +43,10 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
     let mut errors = Errors::default();
     let mut latency = Latency::new();
     let (mut handshakes, mut cycles, mut interval_handshakes) = (0u64, 0u64, 0u64);
+    let cpu = CpuMeter::start();
     let start = Instant::now();
     let deadline = start + opts.duration;
+    let plain_tcp = settings.plain_tcp;
     let mut ready = Vec::new();
     loop {
         let now = Instant::now();
@@ -57,16 +68,18 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
         };
         fleet.wait(wake, &mut ready)?;
         let now = Instant::now();
-        for &key in &ready {
+        for &(key, readiness) in &ready {
             let Some(peer) = fleet.conns.get_mut(key) else {
                 continue;
             };
             let was_done = peer.state;
             let mut opened = false;
-            let result = peer.conn.on_ready(&mut fleet.rng, |event, out| {
+            let result = peer.conn.on_ready(readiness, &mut fleet.rng, |event, out| {
                 if let Event::Opened = event {
                     opened = true;
-                    out.close(1000);
+                    if !plain_tcp || opts.half_close {
+                        out.close(1000);
+                    }
                 }
             });
             if opened && !was_done {
@@ -110,15 +123,23 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
         }
     }
     progress.finish();
+    let client_cpu = cpu.percent();
     let unfinished = fleet.conns.len() as u64;
     let secs = opts.duration.as_secs_f64();
     let mut report = settings.report("connect");
     report.int("concurrency", "", opts.concurrency as u64);
+    if plain_tcp {
+        report.text(
+            "closes first",
+            if opts.half_close { "client" } else { "server" },
+        );
+    }
     report.float("duration", "s", secs);
     report.int("handshakes", "", handshakes);
     report.float("handshakes", "/s", handshakes as f64 / secs);
     latency.report(&mut report, "handshake");
     report.int("cycles closed cleanly", "", cycles);
+    report.float("client cpu", "%", client_cpu);
     report.int("unfinished at end", "", unfinished);
     errors.report(&mut report);
     let passed = handshakes > 0 && errors.total() == 0;

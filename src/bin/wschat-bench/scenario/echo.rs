@@ -12,7 +12,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::conn::{ConnError, Event, Outbox, Status};
-use crate::report::{Errors, Latency, Progress, Report};
+use crate::report::{CpuMeter, Errors, Latency, Progress, Report};
 use crate::rng::Rng;
 use crate::scenario::{close_all, establish, fmt_p99, Fleet, Settings};
 
@@ -72,11 +72,10 @@ impl Payload {
         (stamp, n)
     }
 
-    /// Writes message `seq` into `buf` (exactly `len()` bytes).
-    pub fn fill(&self, seq: u64, buf: &mut [u8]) {
+    /// Queues message `seq`: the stamp, then the rest of the template.
+    pub fn send(&self, out: &mut Outbox<'_>, seq: u64, binary: bool) {
         let (stamp, n) = self.stamp(seq);
-        buf[..n].copy_from_slice(&stamp[..n]);
-        buf[n..].copy_from_slice(&self.template[n..]);
+        out.message(binary, &[&stamp[..n], &self.template[n..]]);
     }
 
     /// Whether `part` equals bytes `offset..offset + part.len()` of
@@ -115,7 +114,7 @@ impl Echo {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.sent_at.push_back(now);
-        out.message(binary, payload.len(), |buf| payload.fill(seq, buf));
+        payload.send(out, seq, binary);
     }
 }
 
@@ -232,6 +231,7 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
     };
     let mut errors = Errors::default();
     let mut progress = Progress::new(settings.progress);
+    let cpu = CpuMeter::start();
     let start = Instant::now();
     let deadline = start + opts.duration;
 
@@ -252,16 +252,16 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
     }
 
     let mut ready = Vec::new();
-    while Instant::now() < deadline {
+    while !fleet.conns.is_empty() && Instant::now() < deadline {
         fleet.wait(progress.deadline().min(deadline), &mut ready)?;
-        for &key in &ready {
+        for &(key, readiness) in &ready {
             let Some(peer) = fleet.conns.get_mut(key) else {
                 continue;
             };
             let st = &mut peer.state;
             let now = Instant::now();
             let measuring = (now < deadline).then_some(now);
-            let result = peer.conn.on_ready(&mut fleet.rng, |event, out| {
+            let result = peer.conn.on_ready(readiness, &mut fleet.rng, |event, out| {
                 plan.on_event(st, &mut tally, event, out, measuring)
             });
             let failure = match result {
@@ -290,6 +290,7 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
         }
     }
     progress.finish();
+    let client_cpu = cpu.percent();
     let open_at_end = fleet.conns.len();
     // Echoes still in flight are checked too, but no longer timed.
     let teardown = close_all(&mut fleet, |st, event, out| {
@@ -308,6 +309,7 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
     report.float("payload each way", "MB/s", tally.bytes as f64 / secs / 1e6);
     tally.latency.report(&mut report, "round trip");
     report.int("mismatched echoes", "", tally.mismatched);
+    report.float("client cpu", "%", client_cpu);
     report.int("pings answered", "", tally.pings);
     report.int("open at end", "", open_at_end as u64);
     setup.report(&mut report, opts.conns);
@@ -323,14 +325,22 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
 mod tests {
     use super::*;
 
+    /// Message `seq` as the client sends it.
+    fn build(p: &Payload, seq: u64) -> Vec<u8> {
+        let (stamp, n) = p.stamp(seq);
+        let mut message = stamp[..n].to_vec();
+        message.extend_from_slice(&p.template[n..]);
+        message
+    }
+
     #[test]
     fn payload_round_trip_and_partial_matches() {
         let mut rng = Rng::with_seed(9);
         for size in [0, 1, 5, 16, 17, 100] {
             for binary in [false, true] {
                 let p = Payload::new(&mut rng, size, binary);
-                let mut buf = vec![0u8; size];
-                p.fill(0xABCDEF, &mut buf);
+                let buf = build(&p, 0xABCDEF);
+                assert_eq!(buf.len(), size);
                 assert!(p.matches(0xABCDEF, 0, &buf));
                 if !binary {
                     assert!(std::str::from_utf8(&buf).is_ok());
@@ -353,8 +363,7 @@ mod tests {
     fn stamp_is_readable_hex() {
         let mut rng = Rng::with_seed(1);
         let p = Payload::new(&mut rng, 20, false);
-        let mut buf = vec![0u8; 20];
-        p.fill(255, &mut buf);
+        let buf = build(&p, 255);
         assert_eq!(&buf[..16], b"00000000000000ff");
     }
 }

@@ -45,17 +45,19 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
     let end = Instant::now() + opts.seconds;
     let mut min_open = fleet.conns.len();
     let mut ready = Vec::new();
-    while Instant::now() < end {
+    while !fleet.conns.is_empty() && Instant::now() < end {
         fleet.wait(progress.deadline().min(end), &mut ready)?;
-        for &key in &ready {
+        for &(key, readiness) in &ready {
             let Some(peer) = fleet.conns.get_mut(key) else {
                 continue;
             };
-            let result = peer.conn.on_ready(&mut fleet.rng, |event, _| match event {
-                Event::Ping => tally.pings += 1,
-                Event::Message { .. } | Event::Bytes(_) => tally.messages += 1,
-                Event::Opened => {}
-            });
+            let result = peer
+                .conn
+                .on_ready(readiness, &mut fleet.rng, |event, _| match event {
+                    Event::Ping => tally.pings += 1,
+                    Event::Message { .. } | Event::Bytes(_) => tally.messages += 1,
+                    Event::Opened => {}
+                });
             let failure = match result {
                 Ok(Status::Alive) => continue,
                 Ok(Status::Finished { code }) => ConnError::Closed(code),

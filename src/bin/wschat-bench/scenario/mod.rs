@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::conn::{Conn, ConnError, Event, Outbox, Status};
+use crate::conn::{Conn, ConnError, Event, Outbox, Readiness, Status};
 use crate::report::{Errors, Latency, Progress, Report};
 use crate::rng::Rng;
 use crate::target::Target;
@@ -137,18 +137,21 @@ impl<S> Fleet<S> {
         Ok(key)
     }
 
-    /// Drops a connection (closing its socket).
-    pub fn remove(&mut self, key: usize) -> Peer<S> {
-        let mut peer = self.conns.remove(key);
-        // Deregistering a socket about to close cannot fail in a way we
-        // could act on; closing it removes it from epoll anyway.
-        let _ = self.poll.registry().deregister(peer.conn.stream());
-        peer
+    /// Drops a connection, closing its socket.
+    ///
+    /// No `deregister`: closing the only descriptor of a socket removes it
+    /// from epoll, and the saved syscall counts when cycling connections.
+    pub fn remove(&mut self, key: usize) {
+        self.conns.remove(key);
     }
 
     /// Waits for readiness until `deadline` (at most [`MAX_POLL`]) and puts
-    /// the keys of ready connections in `ready`.
-    pub fn wait(&mut self, deadline: Instant, ready: &mut Vec<usize>) -> io::Result<()> {
+    /// the keys of ready connections, with what their event said, in `ready`.
+    pub fn wait(
+        &mut self,
+        deadline: Instant,
+        ready: &mut Vec<(usize, Readiness)>,
+    ) -> io::Result<()> {
         ready.clear();
         let timeout = deadline
             .saturating_duration_since(Instant::now())
@@ -158,7 +161,7 @@ impl<S> Fleet<S> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        ready.extend(self.events.iter().map(|e| e.token().0));
+        ready.extend(self.events.iter().map(|e| (e.token().0, Readiness::of(e))));
         Ok(())
     }
 
@@ -220,13 +223,13 @@ pub fn establish<S: Default>(
         }
         fleet.wait(progress.deadline(), &mut ready)?;
         let now = Instant::now();
-        for &key in &ready {
+        for &(key, readiness) in &ready {
             let Some(peer) = fleet.conns.get_mut(key) else {
                 continue;
             };
             let was_open = peer.conn.is_open();
             let mut opened = false;
-            let result = peer.conn.on_ready(&mut fleet.rng, |event, _| {
+            let result = peer.conn.on_ready(readiness, &mut fleet.rng, |event, _| {
                 if let Event::Opened = event {
                     opened = true;
                 }
@@ -313,15 +316,14 @@ pub fn close_all<S>(
     let mut ready = Vec::new();
     while !fleet.conns.is_empty() && Instant::now() < deadline {
         fleet.wait(deadline, &mut ready)?;
-        for &key in &ready {
+        for &(key, readiness) in &ready {
             let Some(peer) = fleet.conns.get_mut(key) else {
                 continue;
             };
             let state = &mut peer.state;
-            match peer
-                .conn
-                .on_ready(&mut fleet.rng, |event, out| on_message(state, event, out))
-            {
+            match peer.conn.on_ready(readiness, &mut fleet.rng, |event, out| {
+                on_message(state, event, out)
+            }) {
                 Ok(Status::Alive) => continue,
                 Ok(Status::Finished { .. }) => teardown.clean += 1,
                 Err(e) => teardown.errors.add(&e),
