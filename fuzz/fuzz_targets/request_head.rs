@@ -3,8 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wschat::protocol::handshake::{find_head_end, parse_head};
+use wschat::protocol::handshake::{check_request_line, find_head_end, parse_head};
 use wschat::server::connection::route;
+use wschat::Config;
 
 fuzz_target!(|data: &[u8]| {
     // Feed the head in pieces, as reads would deliver it.
@@ -18,10 +19,17 @@ fuzz_target!(|data: &[u8]| {
         scanned = cut;
     }
     let end = end.or_else(|| find_head_end(data, scanned));
+    if let Some(nl) = data.iter().position(|&b| b == b'\n') {
+        let _ = check_request_line(&data[..=nl]);
+    }
     if let Some(end) = end {
         assert!(end <= data.len());
         if let Ok(head) = parse_head(&data[..end]) {
-            let _ = route(&head, &["chat".to_string()], &["https://a.example".to_string()]);
+            let config = Config {
+                allowed_origins: vec!["https://a.example".to_string()],
+                ..Config::default()
+            };
+            let _ = route(&head, &config);
         }
     }
 });
