@@ -455,7 +455,11 @@ fn a_stuck_redis_does_not_stall_local_clients() {
     for c in [&mut a1, &mut a2] {
         assert_eq!(sender_of(&c.expect_text(IO_TIMEOUT), "local"), id);
     }
-    assert!(stalled.elapsed() < Duration::from_secs(2));
+    assert!(
+        stalled.elapsed() < Duration::from_secs(5),
+        "local delivery waited {:?}",
+        stalled.elapsed()
+    );
     assert!(metric(a.addr(), "wschat_cluster_publish_lost_total").unwrap() >= 1.0);
 
     redis.signal("CONT");

@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// Token of the echo listener (connections use their slab index).
 const ECHO: Token = Token(usize::MAX);
@@ -72,11 +73,22 @@ impl Client {
     }
 }
 
+/// A non-blocking listener with the backlog wschat uses (1024; mio's
+/// `bind` asks for 128), so a burst of connects meets the same queue.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 /// Serves forever (the process is ended by a signal): echo on one port of
 /// `ip`, hang-up on another; `on_listening` gets both addresses.
 pub fn serve(ip: IpAddr, on_listening: impl FnOnce(SocketAddr, SocketAddr)) -> io::Result<()> {
-    let mut listener = TcpListener::bind(SocketAddr::new(ip, 0))?;
-    let mut hangup = TcpListener::bind(SocketAddr::new(ip, 0))?;
+    let mut listener = bind(SocketAddr::new(ip, 0))?;
+    let mut hangup = bind(SocketAddr::new(ip, 0))?;
     let mut poll = Poll::new()?;
     poll.registry()
         .register(&mut listener, ECHO, Interest::READABLE)?;

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod cluster;
 pub mod connection;
+pub mod listener;
 pub mod metrics;
 pub mod outgoing;
 pub mod reactor;

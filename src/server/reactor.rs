@@ -135,7 +135,7 @@ impl Server {
     /// Binds the listener; nothing is accepted until [`Server::run`].
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = super::cluster::bind_listener(config.listen, config.reuse_port)?;
+        let mut listener = super::listener::bind_listener(config.listen, config.reuse_port)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let local_addr = listener.local_addr()?;
@@ -663,29 +663,38 @@ impl Server {
                 if self.publish_to_cluster(m.room, id, opcode, payload) {
                     return;
                 }
-                self.fanout.limit = self.config.max_backpressure;
-                let prefix = format!("from{id}:");
-                let mut message = Outgoing::new(
-                    opcode,
-                    prefix.as_bytes(),
-                    payload,
-                    self.config.compression_min_size,
-                    &mut self.deflater,
-                    &mut self.frame_scratch,
-                );
-                self.rooms
-                    .broadcast(m.room, &mut message, &mut self.conns, &mut self.fanout);
-                if self.frame_scratch.capacity() > 64 * 1024 {
-                    self.frame_scratch = Vec::new();
-                }
-                self.outbound += self.fanout.queued_bytes;
-                self.metrics.messages_sent += self.fanout.delivered as u64;
-                self.dirty.append(&mut self.fanout.woken);
-                for slow in std::mem::take(&mut self.fanout.refused) {
-                    self.metrics.slow_consumers += 1;
-                    self.fail(slow, ProtocolError::SlowConsumer);
-                }
+                self.broadcast(m.room, id, opcode, payload);
             }
+        }
+        if self.outbound > self.config.max_outbound_memory {
+            self.shed_outbound();
+        }
+    }
+
+    /// Delivers `from{sender}:{payload}` to the local members of `room`,
+    /// framed once per form, and deals with the receivers that refused it.
+    fn broadcast(&mut self, room: usize, sender: u64, opcode: OpCode, payload: &[u8]) {
+        self.fanout.limit = self.config.max_backpressure;
+        let prefix = format!("from{sender}:");
+        let mut message = Outgoing::new(
+            opcode,
+            prefix.as_bytes(),
+            payload,
+            self.config.compression_min_size,
+            &mut self.deflater,
+            &mut self.frame_scratch,
+        );
+        self.rooms
+            .broadcast(room, &mut message, &mut self.conns, &mut self.fanout);
+        if self.frame_scratch.capacity() > 64 * 1024 {
+            self.frame_scratch = Vec::new();
+        }
+        self.outbound += self.fanout.queued_bytes;
+        self.metrics.messages_sent += self.fanout.delivered as u64;
+        self.dirty.append(&mut self.fanout.woken);
+        for slow in std::mem::take(&mut self.fanout.refused) {
+            self.metrics.slow_consumers += 1;
+            self.fail(slow, ProtocolError::SlowConsumer);
         }
         if self.outbound > self.config.max_outbound_memory {
             self.shed_outbound();

@@ -43,7 +43,6 @@
 
 pub mod backoff;
 pub mod ids;
-pub mod listener;
 pub mod message;
 pub mod resp;
 pub mod url;
@@ -66,7 +65,6 @@ use super::timer::Millis;
 use super::write_queue::{Flush, WriteQueue};
 use crate::protocol::frame::OpCode;
 
-pub use self::listener::bind_listener;
 pub use self::url::RedisUrl;
 
 /// Token of the publishing connection in the reactor's `Poll`.

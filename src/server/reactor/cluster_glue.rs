@@ -14,9 +14,8 @@ use mio::Poll;
 
 use super::Server;
 use crate::config::Config;
-use crate::protocol::{OpCode, ProtocolError};
+use crate::protocol::OpCode;
 use crate::server::cluster::{Cluster, Inbound};
-use crate::server::outgoing::Outgoing;
 use crate::server::timer::{Clock, Millis};
 
 /// Rooms listed by `wschat_room_connections`: the largest ones only, so a
@@ -117,37 +116,7 @@ impl Server {
     /// A room message from Redis, to this instance's members of its room.
     fn deliver_remote(&mut self, m: Inbound<'_>) {
         if let Some(room) = self.rooms.find(m.room) {
-            self.broadcast_local(room, m.sender, m.opcode, m.payload);
-        }
-    }
-
-    /// `from{sender}:{payload}` to every local member of `room`: the same
-    /// steps as a local message's broadcast in `on_message`.
-    fn broadcast_local(&mut self, room: usize, sender: u64, opcode: OpCode, payload: &[u8]) {
-        self.fanout.limit = self.config.max_backpressure;
-        let prefix = format!("from{sender}:");
-        let mut message = Outgoing::new(
-            opcode,
-            prefix.as_bytes(),
-            payload,
-            self.config.compression_min_size,
-            &mut self.deflater,
-            &mut self.frame_scratch,
-        );
-        self.rooms
-            .broadcast(room, &mut message, &mut self.conns, &mut self.fanout);
-        if self.frame_scratch.capacity() > 64 * 1024 {
-            self.frame_scratch = Vec::new();
-        }
-        self.outbound += self.fanout.queued_bytes;
-        self.metrics.messages_sent += self.fanout.delivered as u64;
-        self.dirty.append(&mut self.fanout.woken);
-        for slow in std::mem::take(&mut self.fanout.refused) {
-            self.metrics.slow_consumers += 1;
-            self.fail(slow, ProtocolError::SlowConsumer);
-        }
-        if self.outbound > self.config.max_outbound_memory {
-            self.shed_outbound();
+            self.broadcast(room, m.sender, m.opcode, m.payload);
         }
     }
 }

@@ -17,7 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 const BACKLOG: i32 = 1024;
 
 /// Binds a non-blocking listener on `addr` with `SO_REUSEADDR` (as mio's
-/// `bind` does), a backlog of [`BACKLOG`], and `SO_REUSEPORT` if asked.
+/// `bind` does), a backlog of 1024, and `SO_REUSEPORT` if asked.
 pub fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // As mio does: a restarted daemon can bind while old sockets linger.
