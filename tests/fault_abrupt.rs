@@ -174,7 +174,7 @@ fn resets_drops_and_half_closes_leave_no_connection_or_descriptor_behind() {
     // Within the timeouts (1 s each) plus a margin, everything is gone,
     // even though the half-closed sockets are still open on our side.
     let settled = Instant::now();
-    let back = wait_for(Duration::from_secs(5), || {
+    let back = wait_for(Duration::from_secs(15), || {
         let open = open_connections(addr);
         let fds = daemon.fd_count();
         (open == 0.0 && fds <= baseline_fds).then_some((open, fds))

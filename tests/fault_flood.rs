@@ -20,7 +20,7 @@ const MAX_BACKPRESSURE: usize = 256 * 1024;
 const FLOOD_FOR: Duration = Duration::from_secs(3);
 const MASK: [u8; 4] = [0xA5, 0x5A, 0x3C, 0xC3];
 /// Round-trip bound for the other clients (debug build).
-const P99_BOUND: Duration = Duration::from_millis(500);
+const P99_BOUND: Duration = Duration::from_millis(1000);
 
 /// What a flooder did.
 #[derive(Debug)]

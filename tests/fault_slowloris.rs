@@ -23,7 +23,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// so no write races the close at 2 s.
 const FIRST_BYTE_AFTER: Duration = Duration::from_millis(500);
 /// Longest acceptable round trip (and upgrade) of a normal client, debug build.
-const FAST: Duration = Duration::from_millis(200);
+const FAST: Duration = Duration::from_millis(1000);
 
 /// What one slow client saw.
 struct Slow {
