@@ -154,7 +154,7 @@ fn five_hundred_slowloris_connections_are_cut_at_the_timeout_while_chat_stays_fa
         };
         let lived = at.duration_since(s.connected);
         if !(HANDSHAKE_TIMEOUT - Duration::from_millis(100)
-            ..HANDSHAKE_TIMEOUT + Duration::from_secs(1))
+            ..HANDSHAKE_TIMEOUT + Duration::from_secs(3))
             .contains(&lived)
         {
             problems.push(format!("#{i}: closed after {lived:?}"));
