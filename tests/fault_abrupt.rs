@@ -4,7 +4,7 @@
 //! does not crash, and both the `wschat_connections` gauge and the process's
 //! open descriptors return to their baseline within a few seconds.
 
-#[path = "fault_support.rs"]
+#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::{self, Read, Write};

@@ -10,7 +10,7 @@
 //! opened in the last 30 s. With 1 s timers that is a small steady state
 //! reached during the warm-up, and any growth after it is a leak.
 
-#[path = "fault_support.rs"]
+#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::Write;

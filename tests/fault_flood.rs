@@ -5,7 +5,7 @@
 //! trips stay fast; and once the flooders read, every frame they sent comes
 //! back, in order.
 
-#[path = "fault_support.rs"]
+#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::{self, Read, Write};

@@ -5,7 +5,7 @@
 //! stops cleanly.
 
 mod common;
-#[path = "fault_support.rs"]
+#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::Write;

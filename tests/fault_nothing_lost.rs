@@ -3,7 +3,7 @@
 //! the order sent, and nobody is disconnected.
 
 mod common;
-#[path = "fault_support.rs"]
+#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;

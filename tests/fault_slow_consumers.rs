@@ -4,7 +4,7 @@
 //! its per-connection backpressure, and a member that reads gets every
 //! message, in order and intact.
 
-#[path = "fault_support.rs"]
+#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::{self, Read, Write};

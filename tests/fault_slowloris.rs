@@ -3,7 +3,7 @@
 //! clients upgrade and chat with fast round trips the whole time.
 
 mod common;
-#[path = "fault_support.rs"]
+#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::{self, Read, Write};

@@ -10,7 +10,7 @@
 //! binary's "unexpected argument" error.
 
 mod common;
-#[path = "fault_support.rs"]
+#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::{self, Write};

@@ -1,8 +1,8 @@
 //! Helpers shared by the `fault_*` and `limits` tests ("wschat under abuse").
 //!
 //! Each of those test files includes this one with
-//! `#[path = "fault_support.rs"] mod support;`. Cargo also builds it on its
-//! own as a test target with no tests, which is harmless.
+//! `#[path = "fault_support/mod.rs"] mod support;` (in a folder, so Cargo
+//! does not build it as a test target of its own).
 //!
 //! It does not depend on `tests/common` so that it can be included next to
 //! it without name clashes. What it adds:
