@@ -954,3 +954,16 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
     // EMFILE (24) and ENFILE (23) on Linux and macOS alike.
     matches!(e.raw_os_error(), Some(23) | Some(24))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_connections_fit_the_open_files_limit() {
+        let (soft, _) = rlimit::Resource::NOFILE.get().unwrap();
+        let bound = descriptor_bound(usize::MAX);
+        assert_eq!(bound as u64, soft.saturating_sub(RESERVED_DESCRIPTORS));
+        assert_eq!(descriptor_bound(10), 10.min(bound));
+    }
+}
