@@ -53,7 +53,9 @@ fn out_of_descriptors_pauses_accepts_without_spinning_then_resumes() {
 
     let mut held: Vec<TcpStream> = (0..60).map(|_| tcp_connect(addr)).collect();
     assert!(
-        wait_for(Duration::from_secs(5), || (daemon.fd_count() >= limit).then_some(())).is_some(),
+        wait_for(Duration::from_secs(5), || (daemon.fd_count() >= limit)
+            .then_some(()))
+        .is_some(),
         "the server took every descriptor it may have"
     );
     // Forty connections wait in the backlog. A loop retrying accept() at
@@ -61,7 +63,10 @@ fn out_of_descriptors_pauses_accepts_without_spinning_then_resumes() {
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_ticks(pid) - before;
-    assert!(used < 40, "{used} ticks of CPU in 2 s while out of descriptors");
+    assert!(
+        used < 40,
+        "{used} ticks of CPU in 2 s while out of descriptors"
+    );
     let warnings = daemon
         .log_tail()
         .lines()
