@@ -49,6 +49,9 @@ pub struct Config {
     /// Bytes all outgoing queues together may hold; past it the largest
     /// queues are closed with 1008.
     pub max_outbound_memory: usize,
+    /// Bytes all messages being received may hold together; the connection
+    /// that takes them past it is closed with 1009.
+    pub max_inbound_memory: usize,
     /// How permessage-deflate is offered (`--compression`).
     pub compression: CompressionMode,
     /// Messages shorter than this are sent uncompressed.
@@ -80,6 +83,7 @@ impl Default for Config {
             max_connections_per_ip: None,
             max_handshakes_per_ip_per_second: None,
             max_outbound_memory: 256 * 1024 * 1024,
+            max_inbound_memory: 256 * 1024 * 1024,
             compression: CompressionMode::Shared,
             compression_min_size: 64,
             redis: None,

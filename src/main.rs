@@ -68,6 +68,9 @@ struct Flags {
     /// Bytes all outgoing queues together may hold; past it the largest are closed 1008.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     max_outbound_memory: usize,
+    /// Bytes all messages being received may hold together; past it, 1009.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    max_inbound_memory: usize,
     /// permessage-deflate (RFC 7692).
     #[arg(long, value_enum, default_value = "shared")]
     compression: Compression,
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         max_connections_per_ip: flags.max_connections_per_ip,
         max_handshakes_per_ip_per_second: flags.max_handshakes_per_ip_per_second,
         max_outbound_memory: flags.max_outbound_memory,
+        max_inbound_memory: flags.max_inbound_memory,
         compression: match flags.compression {
             Compression::Off => CompressionMode::Off,
             Compression::Shared => CompressionMode::Shared,

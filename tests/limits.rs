@@ -433,3 +433,44 @@ fn past_max_outbound_memory_queues_are_closed_1008() {
     }
     broadcast_and_wait(&mut sender, op::TEXT, b"still here");
 }
+
+#[test]
+fn messages_being_received_share_one_budget_past_which_1009() {
+    let server = start_server(wschat::Config {
+        max_inbound_memory: 1 << 20,
+        ..test_config()
+    });
+    let key = [9, 8, 7, 6];
+    // Each client announces 512 KiB and sends 400 KiB of it: two fit in
+    // the 1 MiB budget, the third does not.
+    let partial = |ws: &mut Ws| {
+        let frame = masked_frame(op::BINARY, &vec![3u8; 512 * 1024], key);
+        let head = frame_header(op::BINARY, 512 * 1024, Some(key)).len();
+        ws.stream.write_all(&frame[..head + 400 * 1024]).unwrap();
+        frame[head + 400 * 1024..].to_vec()
+    };
+    let mut a = Ws::connect(server.addr(), "/echo");
+    let rest_a = partial(&mut a);
+    let mut b = Ws::connect(server.addr(), "/echo");
+    let rest_b = partial(&mut b);
+    // Let the server take in both before the third arrives.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = Ws::connect(server.addr(), "/echo");
+    let _ = partial(&mut c);
+    c.expect_close(1009, Duration::from_secs(3));
+    // The two within the budget finish their messages normally.
+    for (ws, rest) in [(&mut a, rest_a), (&mut b, rest_b)] {
+        ws.stream.write_all(&rest).unwrap();
+        assert_eq!(
+            ws.next_message(Duration::from_secs(3)),
+            (op::BINARY, vec![3u8; 512 * 1024])
+        );
+    }
+    // Finished messages give their share back: a new one fits again.
+    let mut d = Ws::connect(server.addr(), "/echo");
+    d.send(op::BINARY, &vec![4u8; 900 * 1024]);
+    assert_eq!(
+        d.next_message(Duration::from_secs(3)),
+        (op::BINARY, vec![4u8; 900 * 1024])
+    );
+}

@@ -130,6 +130,12 @@ impl Session {
         self.state
     }
 
+    /// Bytes held for the message being received (compressed bytes for a
+    /// compressed message); 0 between messages.
+    pub fn buffered_bytes(&self) -> usize {
+        self.message.len()
+    }
+
     /// Whether messages may still be sent to the peer.
     pub fn is_open(&self) -> bool {
         self.state == CloseState::Open

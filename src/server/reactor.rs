@@ -112,6 +112,8 @@ pub struct Server {
     per_address: PerAddress,
     /// Bytes queued in all connections' write queues together.
     outbound: usize,
+    /// Bytes of messages being received, all connections together.
+    inbound: usize,
     /// `--max-connections`, lowered to what the open-files limit allows.
     max_connections: usize,
     next_id: u64,
@@ -157,6 +159,7 @@ impl Server {
                 config.max_handshakes_per_ip_per_second,
             ),
             outbound: 0,
+            inbound: 0,
             max_connections,
             config,
             conns: Slab::new(),
@@ -478,7 +481,18 @@ impl Server {
                     Compression::Dedicated(own) => &mut own.inflater,
                     _ => &mut self.inflater,
                 };
+                let before = session.buffered_bytes();
                 let used = session.receive(data, &self.limits, inflater, &mut self.events);
+                let after = session.buffered_bytes();
+                self.inbound = self.inbound + after - before;
+                // All messages being received together have one budget: the
+                // connection that takes it past the budget is refused.
+                if after > 0 && self.inbound > self.config.max_inbound_memory {
+                    if let Some(close) = session.fail(ProtocolError::MessageTooLarge) {
+                        self.events.push(close);
+                    }
+                    self.inbound -= after;
+                }
                 self.dispatch(key);
                 used
             }
@@ -913,6 +927,9 @@ impl Server {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.outbound -= conn.queue.queued_bytes();
+            if let Phase::Open { session, .. } = &conn.phase {
+                self.inbound -= session.buffered_bytes();
+            }
             self.per_address.release(conn.peer.ip());
             if let Phase::Open { id, endpoint, .. } = conn.phase {
                 if let Endpoint::Room(m) = endpoint {
