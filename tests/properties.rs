@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use wschat::protocol::deflate::Inflater;
 use wschat::protocol::frame::{decode_header, FrameHeader, OpCode};
 use wschat::protocol::mask::apply_mask;
-use wschat::protocol::session::{Event, Limits, Session};
+use wschat::protocol::session::{Event, Input, Limits, Session};
 use wschat::protocol::utf8::Utf8Validator;
 
 const LIMITS: Limits = Limits {
@@ -44,7 +44,12 @@ fn events_with_cuts(stream: &[u8], cuts: &[usize]) -> Vec<Event> {
     for &end in cuts.iter().chain(std::iter::once(&stream.len())) {
         let end = end.clamp(start, stream.len());
         carried.extend_from_slice(&stream[start..end]);
-        let used = session.receive(&mut carried, &LIMITS, &mut inflater, &mut events);
+        let mut input = Input {
+            limits: LIMITS,
+            inflater: &mut inflater,
+            spare: &mut Vec::new(),
+        };
+        let used = session.receive(&mut carried, &mut input, &mut events);
         carried.drain(..used);
         start = end;
     }

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use wschat::protocol::deflate::Inflater;
-use wschat::protocol::session::{Event, Inflate, Limits, Session};
+use wschat::protocol::session::{Event, Inflate, Input, Limits, Session};
 
 const LIMITS: Limits = Limits {
     max_message_size: 4096,
@@ -20,7 +20,12 @@ fn run(data: &[u8], step: usize, inflate: Inflate) -> Vec<Event> {
     let mut inflater = Inflater::new();
     for piece in data.chunks(step.max(1)) {
         carried.extend_from_slice(piece);
-        let used = session.receive(&mut carried, &LIMITS, &mut inflater, &mut events);
+        let mut input = Input {
+            limits: LIMITS,
+            inflater: &mut inflater,
+            spare: &mut Vec::new(),
+        };
+        let used = session.receive(&mut carried, &mut input, &mut events);
         assert!(used <= carried.len());
         carried.drain(..used);
         // Only an unfinished header or control frame is ever kept.

@@ -47,6 +47,19 @@ pub struct Limits {
     pub max_message_size: usize,
 }
 
+/// What a session needs on every call besides the bytes; shared by the
+/// sessions of a loop.
+#[derive(Debug)]
+pub struct Input<'a> {
+    /// Limits of every session.
+    pub limits: Limits,
+    /// Inflates compressed messages (the loop's, or the connection's own).
+    pub inflater: &'a mut Inflater,
+    /// Empty buffers to start new messages in, so that a busy loop reuses
+    /// memory instead of allocating (and paging in) a buffer per message.
+    pub spare: &'a mut Vec<Vec<u8>>,
+}
+
 /// Where the closing handshake stands (section 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseState {
@@ -143,13 +156,11 @@ impl Session {
 
     /// Consumes what it can of `buf` (unmasking in place) and returns how
     /// many bytes it used. The rest, at most an unfinished header or control
-    /// frame, must be passed again with more bytes appended. `inflater`
-    /// serves compressed messages (shared by the loop, or this connection's).
+    /// frame, must be passed again with more bytes appended.
     pub fn receive(
         &mut self,
         buf: &mut [u8],
-        limits: &Limits,
-        inflater: &mut Inflater,
+        input: &mut Input<'_>,
         events: &mut Vec<Event>,
     ) -> usize {
         let mut pos = 0;
@@ -159,10 +170,8 @@ impl Session {
                 return buf.len();
             }
             let result = match self.frame {
-                Some(frame) => {
-                    self.receive_payload(frame, &mut buf[pos..], limits, inflater, events)
-                }
-                None => self.receive_frame_start(&mut buf[pos..], limits, inflater, events),
+                Some(frame) => self.receive_payload(frame, &mut buf[pos..], input, events),
+                None => self.receive_frame_start(&mut buf[pos..], input, events),
             };
             match result {
                 Ok(0) => return pos,
@@ -215,14 +224,13 @@ impl Session {
     fn receive_frame_start(
         &mut self,
         buf: &mut [u8],
-        limits: &Limits,
-        inflater: &mut Inflater,
+        input: &mut Input<'_>,
         events: &mut Vec<Event>,
     ) -> Result<usize, ProtocolError> {
         let Some((header, header_len)) = decode_header(buf)? else {
             return Ok(0);
         };
-        let mask = self.check_header(&header, limits)?;
+        let mask = self.check_header(&header, &input.limits)?;
         if header.opcode.is_control() {
             // At most 125 bytes (checked above), so buffering it whole is cheap.
             let total = header_len + header.payload_len as usize;
@@ -238,8 +246,18 @@ impl Session {
             self.compressed = header.rsv1;
         }
         match NonZeroU64::new(header.payload_len) {
-            None => self.end_frame(header.fin, limits, inflater, events)?,
+            None => self.end_frame(header.fin, input, events)?,
             Some(remaining) => {
+                // One allocation for a typical frame instead of a dozen
+                // doublings; never more than 64 KiB ahead of the bytes, so
+                // an announced length alone reserves little.
+                if self.state == CloseState::Open {
+                    if self.message.capacity() == 0 {
+                        self.message = input.spare.pop().unwrap_or_default();
+                    }
+                    let ahead = header.payload_len.min(64 * 1024) as usize;
+                    self.message.reserve(ahead);
+                }
                 self.frame = Some(PartialFrame {
                     remaining,
                     mask,
@@ -294,8 +312,7 @@ impl Session {
         &mut self,
         frame: PartialFrame,
         buf: &mut [u8],
-        limits: &Limits,
-        inflater: &mut Inflater,
+        input: &mut Input<'_>,
         events: &mut Vec<Event>,
     ) -> Result<usize, ProtocolError> {
         let take = buf
@@ -317,7 +334,7 @@ impl Session {
         match NonZeroU64::new(frame.remaining.get() - take as u64) {
             None => {
                 self.frame = None;
-                self.end_frame(frame.fin, limits, inflater, events)?;
+                self.end_frame(frame.fin, input, events)?;
             }
             Some(remaining) => {
                 self.frame = Some(PartialFrame {
@@ -333,8 +350,7 @@ impl Session {
     fn end_frame(
         &mut self,
         fin: bool,
-        limits: &Limits,
-        inflater: &mut Inflater,
+        input: &mut Input<'_>,
         events: &mut Vec<Event>,
     ) -> Result<(), ProtocolError> {
         if !fin {
@@ -345,7 +361,7 @@ impl Session {
             .take()
             .expect("a data frame always belongs to an open message");
         if std::mem::take(&mut self.compressed) && self.state == CloseState::Open {
-            self.message = self.inflate_message(opcode, limits, inflater)?;
+            self.message = self.inflate_message(opcode, input)?;
         }
         if opcode == OpCode::Text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -362,16 +378,15 @@ impl Session {
     fn inflate_message(
         &mut self,
         opcode: OpCode,
-        limits: &Limits,
-        inflater: &mut Inflater,
+        input: &mut Input<'_>,
     ) -> Result<Vec<u8>, ProtocolError> {
         let reset = matches!(self.inflate, Inflate::On { reset: true });
         let compressed = std::mem::take(&mut self.message);
         let utf8 = &mut self.utf8;
         let mut plain = Vec::new();
-        inflater.inflate(
+        let result = input.inflater.inflate(
             &compressed,
-            limits.max_message_size,
+            input.limits.max_message_size,
             reset,
             &mut plain,
             |piece| {
@@ -380,8 +395,8 @@ impl Session {
                 }
                 Ok(())
             },
-        )?;
-        Ok(plain)
+        );
+        result.map(|()| plain)
     }
 
     fn on_control(
@@ -440,6 +455,16 @@ mod tests {
     };
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
+    /// An input with the test limits and no spare buffers; the spare list
+    /// is leaked, which is fine in a test.
+    fn input(inflater: &mut Inflater) -> Input<'_> {
+        Input {
+            limits: LIMITS,
+            inflater,
+            spare: Box::leak(Box::default()),
+        }
+    }
+
     fn client_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
         let mut h = FrameHeader::new(fin, opcode, payload.len() as u64);
         h.mask = Some(MASK);
@@ -454,7 +479,7 @@ mod tests {
     fn feed(session: &mut Session, bytes: &[u8]) -> Vec<Event> {
         let mut buf = bytes.to_vec();
         let mut events = Vec::new();
-        let used = session.receive(&mut buf, &LIMITS, &mut Inflater::new(), &mut events);
+        let used = session.receive(&mut buf, &mut input(&mut Inflater::new()), &mut events);
         assert_eq!(used, buf.len(), "all bytes of complete frames are used");
         events
     }
@@ -560,7 +585,7 @@ mod tests {
         let bytes = client_frame(true, OpCode::Text, &payload);
         let mut buf = bytes[..2 + 4 + 6].to_vec();
         let mut events = Vec::new();
-        s.receive(&mut buf, &LIMITS, &mut Inflater::new(), &mut events);
+        s.receive(&mut buf, &mut input(&mut Inflater::new()), &mut events);
         assert_eq!(close_code(&events), Some(1007));
     }
 
@@ -649,10 +674,10 @@ mod tests {
             let mut events = Vec::new();
             let mut first = stream[..cut].to_vec();
             let mut inflater = Inflater::new();
-            let used = s.receive(&mut first, &LIMITS, &mut inflater, &mut events);
+            let used = s.receive(&mut first, &mut input(&mut inflater), &mut events);
             // The unused tail is untouched (still masked) and passed again.
             let mut carried = stream[used..].to_vec();
-            let used2 = s.receive(&mut carried, &LIMITS, &mut inflater, &mut events);
+            let used2 = s.receive(&mut carried, &mut input(&mut inflater), &mut events);
             assert_eq!(used2, carried.len());
             assert_eq!(events, whole, "cut {cut}");
         }

@@ -16,7 +16,7 @@ use super::admission::RateBucket;
 use super::outgoing::Outgoing;
 use super::room::{is_valid_room_name, Delivery, Member, Membership, LOBBY};
 use super::timer::Millis;
-use super::write_queue::{Flush, WriteQueue};
+use super::write_queue::{BufferPool, Flush, WriteQueue};
 use crate::config::Config;
 use crate::protocol::deflate::{Deflater, Inflater};
 use crate::protocol::extension::{CompressionMode, Deflate};
@@ -264,8 +264,8 @@ impl Connection {
 
     /// Writes the queue until it is empty or the socket would block. Once
     /// the final bytes are out, sends FIN so the peer sees the end.
-    pub fn flush(&mut self) -> io::Result<Flush> {
-        let result = self.queue.write_to(&mut self.stream)?;
+    pub fn flush(&mut self, pool: &mut BufferPool) -> io::Result<Flush> {
+        let result = self.queue.write_to_pooled(&mut self.stream, pool)?;
         if result == Flush::Done && self.queue.is_sealed() && !self.flags.write_shut {
             self.flags.write_shut = true;
             // The peer may be gone already; the socket is closed either way.

@@ -31,12 +31,12 @@ use super::metrics::{Gauges, Metrics};
 use super::outgoing::Outgoing;
 use super::room::{Fanout, Rooms};
 use super::timer::{to_millis, Clock, Millis, Timers};
-use super::write_queue::Flush;
+use super::write_queue::{BufferPool, Flush};
 use crate::config::Config;
 use crate::http;
 use crate::protocol::deflate::{Deflater, Inflater};
 use crate::protocol::handshake::{check_request_line, find_head_end, parse_head, Upgrade};
-use crate::protocol::session::{self, Event, Inflate};
+use crate::protocol::session::{self, Event, Inflate, Input};
 use crate::protocol::{CloseCode, HandshakeError, OpCode, ProtocolError, Session};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -48,6 +48,9 @@ mod cluster_glue;
 
 /// The one read buffer of the loop; every socket is read into it.
 const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// Message buffers the loop keeps for reuse (at most 256 KiB each).
+const POOLED_BUFFERS: usize = 64;
 
 /// Reads one connection gets per turn before others are served.
 const READS_PER_TURN: usize = 16;
@@ -100,6 +103,8 @@ pub struct Server {
     inflater: Inflater,
     /// Reused to build each broadcast frame before it is shared.
     frame_scratch: Vec<u8>,
+    /// Message buffers written out, for the next messages to reuse.
+    pool: BufferPool,
     fanout: Fanout,
     /// Connections with bytes queued since their last flush.
     dirty: Vec<usize>,
@@ -170,6 +175,7 @@ impl Server {
             deflater: Deflater::new(15),
             inflater: Inflater::new(),
             frame_scratch: Vec::new(),
+            pool: BufferPool::new(POOLED_BUFFERS),
             fanout: Fanout::default(),
             dirty: Vec::new(),
             dead: Vec::new(),
@@ -482,7 +488,12 @@ impl Server {
                     _ => &mut self.inflater,
                 };
                 let before = session.buffered_bytes();
-                let used = session.receive(data, &self.limits, inflater, &mut self.events);
+                let mut input = Input {
+                    limits: self.limits,
+                    inflater,
+                    spare: self.pool.buffers(),
+                };
+                let used = session.receive(data, &mut input, &mut self.events);
                 let after = session.buffered_bytes();
                 self.inbound = self.inbound + after - before;
                 // All messages being received together have one budget: the
@@ -610,7 +621,7 @@ impl Server {
         let mut events = std::mem::take(&mut self.events);
         for event in events.drain(..) {
             match event {
-                Event::Message { opcode, payload } => self.on_message(key, opcode, &payload),
+                Event::Message { opcode, payload } => self.on_message(key, opcode, payload),
                 Event::Send(frame) => {
                     self.outbound += self.conns[key].queue.push_owned(frame);
                     self.mark_dirty(key);
@@ -621,7 +632,7 @@ impl Server {
         self.events = events;
     }
 
-    fn on_message(&mut self, key: usize, opcode: OpCode, payload: &[u8]) {
+    fn on_message(&mut self, key: usize, opcode: OpCode, payload: Vec<u8>) {
         self.metrics.messages_received += 1;
         self.metrics.bytes_received += payload.len() as u64;
         let conn = &mut self.conns[key];
@@ -650,13 +661,16 @@ impl Server {
             Endpoint::Echo => {
                 let min = self.config.compression_min_size;
                 self.outbound += match compression {
-                    Compression::Off => conn.queue.push_frame(opcode, payload),
-                    _ if payload.len() < min => conn.queue.push_frame(opcode, payload),
+                    // The payload moves into the queue: no copy.
+                    Compression::Off => conn.queue.push_frame_vec(opcode, payload, &mut self.pool),
+                    _ if payload.len() < min => {
+                        conn.queue.push_frame_vec(opcode, payload, &mut self.pool)
+                    }
                     _ => {
                         let mut message = Outgoing::new(
                             opcode,
                             b"",
-                            payload,
+                            &payload,
                             min,
                             &mut self.deflater,
                             &mut self.frame_scratch,
@@ -674,10 +688,11 @@ impl Server {
             Endpoint::Room(m) => {
                 // Cluster mode: the message comes back through Redis, to
                 // every instance alike, so it is not delivered here now.
-                if self.publish_to_cluster(m.room, id, opcode, payload) {
+                if self.publish_to_cluster(m.room, id, opcode, &payload) {
                     return;
                 }
-                self.broadcast(m.room, id, opcode, payload);
+                self.broadcast(m.room, id, opcode, &payload);
+                self.pool.put(payload);
             }
         }
         if self.outbound > self.config.max_outbound_memory {
@@ -794,7 +809,7 @@ impl Server {
             return;
         }
         let before = conn.queue.queued_bytes();
-        let result = conn.flush();
+        let result = conn.flush(&mut self.pool);
         let written = before - conn.queue.queued_bytes();
         self.outbound -= written;
         self.metrics.bytes_sent += written as u64;

@@ -20,23 +20,72 @@ const COALESCE_BYTES: usize = 16 * 1024;
 /// The largest chunk a queue holds: frames of messages up to 1 GiB.
 pub const MAX_CHUNK_BYTES: usize = (1 << 30) + 16;
 
+/// Payloads from this size on are moved into the queue rather than copied.
+const MOVE_PAYLOAD_BYTES: usize = 4 * 1024;
+
 /// Most chunks handed to one `write_vectored` call.
 const MAX_IOVECS: usize = 64;
 
 #[derive(Debug)]
 enum Chunk {
+    /// A broadcast frame, shared with other queues.
     Shared(Rc<[u8]>),
+    /// This connection's own frames, small ones appended together.
     Owned(Vec<u8>),
+    /// A message payload moved in whole; its buffer is reused once sent.
+    Payload(Vec<u8>),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Shared(b) => b,
-            Chunk::Owned(b) => b,
+            Chunk::Owned(b) | Chunk::Payload(b) => b,
         }
     }
 }
+
+/// Message-sized buffers kept for reuse, so that a busy loop does not
+/// allocate (and page in) a fresh buffer for every message: the allocator
+/// would otherwise hand memory back to the kernel and fault it in again
+/// with every burst. Bounded in count and in each buffer's size.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    bufs: Vec<Vec<u8>>,
+    limit: usize,
+}
+
+impl BufferPool {
+    /// A pool keeping at most `limit` buffers.
+    pub fn new(limit: usize) -> BufferPool {
+        BufferPool {
+            bufs: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Keeps `buf` if it is worth keeping and there is room.
+    pub fn put(&mut self, mut buf: Vec<u8>) {
+        let useful = (MOVE_PAYLOAD_BYTES..=MAX_POOLED_BYTES).contains(&buf.capacity());
+        if useful && self.bufs.len() < self.limit {
+            buf.clear();
+            self.bufs.push(buf);
+        }
+    }
+
+    /// An empty buffer with some capacity, if one is kept.
+    pub fn take(&mut self) -> Option<Vec<u8>> {
+        self.bufs.pop()
+    }
+
+    /// The kept buffers, for a session to start new messages in.
+    pub fn buffers(&mut self) -> &mut Vec<Vec<u8>> {
+        &mut self.bufs
+    }
+}
+
+/// Buffers larger than this are freed rather than kept.
+const MAX_POOLED_BYTES: usize = 256 * 1024;
 
 /// How a flush ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +190,37 @@ impl WriteQueue {
         len
     }
 
+    /// Queues one unmasked frame whose payload is already an owned buffer:
+    /// a large payload becomes a chunk of its own (moved, not copied) behind
+    /// its header; a small one is copied into the tail like
+    /// [`WriteQueue::push_frame`] and its buffer given to `pool`. Returns
+    /// the bytes queued.
+    pub fn push_frame_vec(
+        &mut self,
+        opcode: OpCode,
+        payload: Vec<u8>,
+        pool: &mut BufferPool,
+    ) -> usize {
+        if self.sealed || payload.len() < MOVE_PAYLOAD_BYTES {
+            let queued = self.push_frame(opcode, &payload);
+            pool.put(payload);
+            return queued;
+        }
+        let header = FrameHeader::new(true, opcode, payload.len() as u64);
+        let len = header.encoded_len() + payload.len();
+        match self.owned_tail(header.encoded_len()) {
+            Some(tail) => header.encode(tail),
+            None => {
+                let mut chunk = Vec::with_capacity(256);
+                header.encode(&mut chunk);
+                self.chunks.push_back(Chunk::Owned(chunk));
+            }
+        }
+        self.chunks.push_back(Chunk::Payload(payload));
+        self.queued += len;
+        len
+    }
+
     /// The owned chunk at the tail, if `extra` more bytes may go into it.
     fn owned_tail(&mut self, extra: usize) -> Option<&mut Vec<u8>> {
         match self.chunks.back_mut() {
@@ -151,6 +231,16 @@ impl WriteQueue {
 
     /// Writes as much as `w` takes, in as few calls as it allows.
     pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<Flush> {
+        self.write_to_pooled(w, &mut BufferPool::default())
+    }
+
+    /// Like [`WriteQueue::write_to`], giving the buffers of owned chunks
+    /// that are fully written back to `pool`.
+    pub fn write_to_pooled<W: Write>(
+        &mut self,
+        w: &mut W,
+        pool: &mut BufferPool,
+    ) -> io::Result<Flush> {
         while !self.chunks.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
@@ -170,13 +260,13 @@ impl WriteQueue {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            self.advance(written);
+            self.advance(written, pool);
         }
         self.release_idle_memory();
         Ok(Flush::Done)
     }
 
-    fn advance(&mut self, mut written: usize) {
+    fn advance(&mut self, mut written: usize, pool: &mut BufferPool) {
         self.queued -= written;
         while let Some(front) = self.chunks.front() {
             let left = front.bytes().len() - self.front_written as usize;
@@ -187,7 +277,9 @@ impl WriteQueue {
             }
             written -= left;
             self.front_written = 0;
-            self.chunks.pop_front();
+            if let Some(Chunk::Payload(buf)) = self.chunks.pop_front() {
+                pool.put(buf);
+            }
         }
     }
 
@@ -294,6 +386,52 @@ mod tests {
         }
         assert_eq!(q.chunks.len(), 1);
         assert_eq!(q.queued_bytes(), 100 * 18);
+    }
+
+    #[test]
+    fn large_payloads_move_small_ones_coalesce() {
+        let mut q = WriteQueue::new();
+        let mut pool = BufferPool::new(4);
+        let mut small = Vec::with_capacity(8192);
+        small.extend_from_slice(&[1; 10]);
+        assert_eq!(q.push_frame_vec(OpCode::Binary, small, &mut pool), 12);
+        assert!(pool.take().is_some(), "the copied payload's buffer is kept");
+        let big = vec![2u8; 20_000];
+        let at = big.as_ptr();
+        assert_eq!(q.push_frame_vec(OpCode::Binary, big, &mut pool), 4 + 20_000);
+        assert_eq!(q.chunks.len(), 2, "header joined the small frame's chunk");
+        assert!(
+            std::ptr::eq(q.chunks[1].bytes().as_ptr(), at),
+            "moved, not copied"
+        );
+        let mut w = Throttled {
+            out: Vec::new(),
+            budget: vec![usize::MAX],
+            calls: 0,
+        };
+        q.write_to(&mut w).unwrap();
+        assert_eq!(
+            &w.out[..16],
+            &[0x82, 10, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0x82, 126, 0x4E, 0x20]
+        );
+        assert_eq!(w.out.len(), 12 + 4 + 20_000);
+    }
+
+    #[test]
+    fn written_owned_buffers_return_to_the_pool() {
+        let mut q = WriteQueue::new();
+        let mut pool = BufferPool::new(4);
+        q.push_frame_vec(OpCode::Binary, vec![1; 8192], &mut pool);
+        q.push_frame(OpCode::Text, b"small");
+        let mut w = Throttled {
+            out: Vec::new(),
+            budget: vec![usize::MAX],
+            calls: 0,
+        };
+        q.write_to_pooled(&mut w, &mut pool).unwrap();
+        let buf = pool.take().expect("the 8 KiB payload buffer came back");
+        assert!(buf.is_empty() && buf.capacity() >= 8192);
+        assert!(pool.take().is_none(), "small chunks are not kept");
     }
 
     #[test]
