@@ -110,6 +110,14 @@ impl FrameHeader {
     /// Appends the header with the shortest length encoding (section 5.2:
     /// "the minimal number of bytes MUST be used to encode the length").
     pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut bytes = [0; MAX_HEADER_BYTES];
+        let len = self.encode_into(&mut bytes);
+        out.extend_from_slice(&bytes[..len]);
+    }
+
+    /// Writes the header into `out` (which fits any header) and returns its
+    /// length, for callers that keep headers inline rather than in a `Vec`.
+    pub fn encode_into(&self, out: &mut [u8; MAX_HEADER_BYTES]) -> usize {
         let mut b0 = self.opcode.bits();
         if self.fin {
             b0 |= 0x80;
@@ -124,21 +132,28 @@ impl FrameHeader {
             b0 |= 0x10;
         }
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
-        out.push(b0);
-        match self.payload_len {
-            len @ 0..=125 => out.push(mask_bit | len as u8),
-            len @ 126..=0xFFFF => {
-                out.push(mask_bit | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
+        out[0] = b0;
+        let mut len = match self.payload_len {
+            n @ 0..=125 => {
+                out[1] = mask_bit | n as u8;
+                2
             }
-            len => {
-                out.push(mask_bit | 127);
-                out.extend_from_slice(&len.to_be_bytes());
+            n @ 126..=0xFFFF => {
+                out[1] = mask_bit | 126;
+                out[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+                4
             }
-        }
+            n => {
+                out[1] = mask_bit | 127;
+                out[2..10].copy_from_slice(&n.to_be_bytes());
+                10
+            }
+        };
         if let Some(mask) = self.mask {
-            out.extend_from_slice(&mask);
+            out[len..len + 4].copy_from_slice(&mask);
+            len += 4;
         }
+        len
     }
 }
 

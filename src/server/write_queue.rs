@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::rc::Rc;
 
-use crate::protocol::frame::{encode_frame, FrameHeader, OpCode};
+use crate::protocol::frame::{encode_frame, FrameHeader, OpCode, MAX_HEADER_BYTES};
 
 /// Owned tail chunks grow by appending up to this size, then a new one starts.
 const COALESCE_BYTES: usize = 16 * 1024;
@@ -34,6 +34,8 @@ enum Chunk {
     Owned(Vec<u8>),
     /// A message payload moved in whole; its buffer is reused once sent.
     Payload(Vec<u8>),
+    /// The header of the payload behind it, kept inline: no allocation.
+    Header([u8; MAX_HEADER_BYTES], u8),
 }
 
 impl Chunk {
@@ -41,6 +43,7 @@ impl Chunk {
         match self {
             Chunk::Shared(b) => b,
             Chunk::Owned(b) | Chunk::Payload(b) => b,
+            Chunk::Header(bytes, len) => &bytes[..usize::from(*len)],
         }
     }
 }
@@ -211,9 +214,9 @@ impl WriteQueue {
         match self.owned_tail(header.encoded_len()) {
             Some(tail) => header.encode(tail),
             None => {
-                let mut chunk = Vec::with_capacity(256);
-                header.encode(&mut chunk);
-                self.chunks.push_back(Chunk::Owned(chunk));
+                let mut bytes = [0; MAX_HEADER_BYTES];
+                let len = header.encode_into(&mut bytes);
+                self.chunks.push_back(Chunk::Header(bytes, len as u8));
             }
         }
         self.chunks.push_back(Chunk::Payload(payload));
