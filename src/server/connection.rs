@@ -298,19 +298,38 @@ impl Member for Connection {
         if self.queue.is_sealed() || self.flags.dead {
             return Delivery::Skipped;
         }
-        let queued = self.queue.queued_bytes();
-        // A message larger than the bound still goes to an idle receiver:
-        // the bound is on the backlog, not on one message.
-        if queued > 0 && queued + message.len() > limit {
-            return Delivery::Refused;
-        }
-        let bytes = self.queue.push_shared(compression.frame_of(message));
-        if self.flags.dirty {
-            Delivery::Queued(bytes)
-        } else {
-            self.flags.dirty = true;
-            Delivery::Woken(bytes)
-        }
+        deliver(
+            &mut self.queue,
+            compression,
+            &mut self.flags.dirty,
+            message,
+            limit,
+        )
+    }
+}
+
+/// Queues a broadcast for one receiver: its queue, its compression, and
+/// whether it already waits for a flush. The part of a [`Connection`] that
+/// a broadcast touches, so benches and tests can fan out to receivers
+/// without sockets.
+pub fn deliver(
+    queue: &mut WriteQueue,
+    compression: &mut Compression,
+    dirty: &mut bool,
+    message: &mut Outgoing<'_>,
+    limit: usize,
+) -> Delivery {
+    let queued = queue.queued_bytes();
+    // A message larger than the bound still goes to an idle receiver:
+    // the bound is on the backlog, not on one message.
+    if queued > 0 && queued + message.len() > limit {
+        return Delivery::Refused;
+    }
+    let bytes = queue.push_shared(compression.frame_of(message));
+    if std::mem::replace(dirty, true) {
+        Delivery::Queued(bytes)
+    } else {
+        Delivery::Woken(bytes)
     }
 }
 

@@ -248,7 +248,10 @@ impl Server {
                             self.flush(key);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_turn(key);
+                            // With the peer's FIN already in, a short read
+                            // does not mean the socket is drained.
+                            let to_the_end = event.is_read_closed() || event.is_error();
+                            self.read_turn(key, to_the_end);
                         }
                     }
                 }
@@ -273,7 +276,7 @@ impl Server {
     /// Work that follows every batch of events, in order.
     fn end_of_turn(&mut self) {
         for key in std::mem::take(&mut self.unread) {
-            self.read_turn(key);
+            self.read_turn(key, true);
         }
         if self
             .accept_paused_until
@@ -387,8 +390,9 @@ impl Server {
         self.set_deadline(key, self.clock.after(self.config.handshake_timeout));
     }
 
-    /// Reads a connection until it would block, or its budget runs out.
-    fn read_turn(&mut self, key: usize) {
+    /// Reads a connection until it would block (or, unless `to_the_end`,
+    /// until a read leaves the buffer unfilled), or its budget runs out.
+    fn read_turn(&mut self, key: usize, to_the_end: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
         for _ in 0..READS_PER_TURN {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -398,7 +402,17 @@ impl Server {
                 break;
             }
             match conn.read_into(&mut scratch) {
-                Ok(ReadResult::Data(n)) => self.on_data(key, &mut scratch[..n]),
+                Ok(ReadResult::Data(n)) => {
+                    self.on_data(key, &mut scratch[..n]);
+                    // A read that did not fill the buffer emptied the
+                    // socket: bytes (or a FIN) arriving later raise a new
+                    // edge (epoll and kqueue alike), so the WouldBlock read
+                    // that would follow is a system call saved per wakeup.
+                    if n < scratch.len() && !to_the_end {
+                        self.scratch = scratch;
+                        return;
+                    }
+                }
                 Ok(ReadResult::WouldBlock) => {
                     self.scratch = scratch;
                     return;

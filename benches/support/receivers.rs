@@ -1,0 +1,106 @@
+//! Receivers without sockets, for fanning out broadcasts in memory.
+
+use slab::Slab;
+use wschat::protocol::deflate::Deflater;
+use wschat::protocol::extension::Deflate;
+use wschat::protocol::frame::OpCode;
+use wschat::server::connection::{deliver, Compression};
+use wschat::server::outgoing::Outgoing;
+use wschat::server::room::{Delivery, Fanout, Member, Rooms, LOBBY};
+use wschat::server::write_queue::{Flush, WriteQueue};
+
+/// What a browser agrees to in `--compression shared`.
+pub const SHARED: Deflate = Deflate {
+    server_no_context_takeover: true,
+    client_no_context_takeover: true,
+    server_max_window_bits: 15,
+};
+
+/// One in-memory receiver: a real write queue and compression state.
+pub struct Receiver {
+    queue: WriteQueue,
+    compression: Compression,
+    dirty: bool,
+}
+
+impl Member for Receiver {
+    fn push_broadcast(&mut self, message: &mut Outgoing<'_>, limit: usize) -> Delivery {
+        deliver(
+            &mut self.queue,
+            &mut self.compression,
+            &mut self.dirty,
+            message,
+            limit,
+        )
+    }
+}
+
+/// A lobby of `n` receivers, compressing (`shared`) or not.
+pub struct Lobby {
+    pub rooms: Rooms,
+    pub room: usize,
+    pub receivers: Slab<Receiver>,
+    pub deflater: Deflater,
+    scratch: Vec<u8>,
+    fanout: Fanout,
+}
+
+impl Lobby {
+    pub fn new(n: usize, compress: bool) -> Lobby {
+        let mut rooms = Rooms::new();
+        let mut receivers = Slab::new();
+        let mut room = 0;
+        for _ in 0..n {
+            let key = receivers.insert(Receiver {
+                queue: WriteQueue::new(),
+                compression: Compression::new(
+                    compress.then_some(SHARED),
+                    wschat::config::CompressionMode::Shared,
+                ),
+                dirty: false,
+            });
+            room = rooms.join(LOBBY, key).room;
+        }
+        Lobby {
+            rooms,
+            room,
+            receivers,
+            deflater: Deflater::new(15),
+            scratch: Vec::new(),
+            fanout: Fanout {
+                limit: usize::MAX,
+                ..Fanout::default()
+            },
+        }
+    }
+
+    /// Broadcasts one message; returns the frames queued.
+    pub fn broadcast(&mut self, sender: u64, payload: &[u8]) -> usize {
+        let prefix = format!("from{sender}:");
+        let mut message = Outgoing::new(
+            OpCode::Text,
+            prefix.as_bytes(),
+            payload,
+            64,
+            &mut self.deflater,
+            &mut self.scratch,
+        );
+        self.fanout.woken.clear();
+        self.rooms.broadcast(
+            self.room,
+            &mut message,
+            &mut self.receivers,
+            &mut self.fanout,
+        );
+        self.fanout.delivered
+    }
+
+    /// Writes every queue out to nowhere, as flushed sockets would be.
+    pub fn drain(&mut self) {
+        for (_, r) in self.receivers.iter_mut() {
+            let flushed = r.queue.write_to(&mut std::io::sink());
+            assert!(matches!(flushed, Ok(Flush::Done)));
+            r.dirty = false;
+        }
+    }
+}
