@@ -7,6 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{start_server, test_config};
@@ -212,6 +213,8 @@ fn fragmented_message_is_reassembled() {
 struct Daemon {
     child: Child,
     addr: SocketAddr,
+    /// Every line it wrote to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Daemon {
@@ -224,12 +227,15 @@ impl Daemon {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stderr).lines();
             for line in lines.by_ref().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     let _ = tx.send(addr.trim().to_string());
                 }
+                kept.lock().unwrap().push(line);
             }
         });
         let addr = rx
@@ -238,7 +244,20 @@ impl Daemon {
         Daemon {
             child,
             addr: addr.parse().unwrap(),
+            log,
         }
+    }
+
+    /// Waits (bounded) until a log line contains `text`.
+    fn wait_for_log(&self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(text)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 }
 
@@ -251,13 +270,24 @@ impl Drop for Daemon {
 
 #[test]
 fn binary_chats_and_sigterm_closes_everyone_with_1001_then_exits_0() {
+    signal_closes_everyone_with_1001_then_exits_0("-TERM");
+}
+
+#[test]
+fn binary_sigint_closes_everyone_with_1001_then_exits_0() {
+    signal_closes_everyone_with_1001_then_exits_0("-INT");
+}
+
+fn signal_closes_everyone_with_1001_then_exits_0(signal: &str) {
     let mut daemon = Daemon::start();
     let mut a = connect(daemon.addr, "/");
     let mut b = connect(daemon.addr, "/");
     let id = own_id(&mut a);
     assert_eq!(read_text(&mut b), format!("{id}:whoami"));
+    let id_b = own_id(&mut b);
+    assert_eq!(read_text(&mut a), format!("{id_b}:whoami"));
     let status = Command::new("kill")
-        .args(["-TERM", &daemon.child.id().to_string()])
+        .args([signal, &daemon.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -279,8 +309,44 @@ fn binary_chats_and_sigterm_closes_everyone_with_1001_then_exits_0() {
         }
         assert!(
             Instant::now() < deadline,
-            "daemon did not exit after SIGTERM"
+            "daemon did not exit after {signal}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Each connection's end is logged at debug level, Swoole style.
+    for id in [&id, &id_b] {
+        let closed = format!("client-{} closed", &id["from".len()..]);
+        assert!(daemon.wait_for_log(&closed), "no `{closed}` in the log");
+    }
+}
+
+#[test]
+fn refusals_and_error_closes_are_logged_with_the_peer_and_the_reason() {
+    use std::io::{Read, Write};
+    let daemon = Daemon::start();
+    let mut refused = TcpStream::connect(daemon.addr).unwrap();
+    let port = refused.local_addr().unwrap().port();
+    refused
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    refused.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 426"));
+    assert!(
+        daemon.wait_for_log(&format!("127.0.0.1:{port}: refused: 426")),
+        "refusal logged with the peer address"
+    );
+    let mut ws = connect(daemon.addr, "/echo");
+    let port = ws.get_ref().local_addr().unwrap().port();
+    // An unmasked frame, written under tungstenite's feet.
+    ws.get_mut().write_all(&[0x81, 0x01, b'x']).unwrap();
+    assert!(
+        daemon.wait_for_log(&format!(
+            "127.0.0.1:{port}): closing 1002: client frames must be masked"
+        )),
+        "error close logged with the peer address and reason"
+    );
+    let lines = daemon.log.lock().unwrap().clone();
+    let count = lines.iter().filter(|l| l.contains("closing 1002")).count();
+    assert_eq!(count, 1, "logged once: {lines:?}");
 }
