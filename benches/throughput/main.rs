@@ -20,6 +20,7 @@
 //! measurement (default 5; six measurements, twelve at most). A name
 //! filter as the first free argument runs only the matching cases.
 
+mod chart;
 mod tcp_echo_baseline;
 
 use std::fs;
@@ -486,8 +487,15 @@ fn run() -> Result<bool, String> {
     let results = layout.target.join("bench-results.json");
     let mut text = lines.join("\n");
     text.push('\n');
-    fs::write(&results, text).map_err(|e| format!("{}: {e}", results.display()))?;
+    fs::write(&results, &text).map_err(|e| format!("{}: {e}", results.display()))?;
     println!("results: {}", results.display());
+    let svg_path = layout.target.join("bench-chart.svg");
+    fs::write(&svg_path, chart::render(&text, json_number))
+        .map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    println!(
+        "chart: {} (README: docs/performance.svg)",
+        svg_path.display()
+    );
     Ok(all_passed && wschat_exit.contains("exit status: 0"))
 }
 
