@@ -149,11 +149,6 @@ impl Session {
         self.message.len()
     }
 
-    /// Whether messages may still be sent to the peer.
-    pub fn is_open(&self) -> bool {
-        self.state == CloseState::Open
-    }
-
     /// Consumes what it can of `buf` (unmasking in place) and returns how
     /// many bytes it used. The rest, at most an unfinished header or control
     /// frame, must be passed again with more bytes appended.

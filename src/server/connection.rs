@@ -186,6 +186,8 @@ pub struct Flags {
     pub dead: bool,
     /// A Ping was sent and nothing has arrived since.
     pub pinged: bool,
+    /// Listed in the reactor's list of connections to read again.
+    pub unread: bool,
 }
 
 /// A client socket and everything the server keeps for it.
@@ -272,11 +274,6 @@ impl Connection {
             let _ = self.stream.shutdown(Shutdown::Write);
         }
         Ok(result)
-    }
-
-    /// Whether everything that will ever be sent has been sent.
-    pub fn is_finished_writing(&self) -> bool {
-        self.flags.write_shut
     }
 
     /// Queues a plain HTTP response; the connection ends after it.

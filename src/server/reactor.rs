@@ -276,10 +276,21 @@ impl Server {
         }
     }
 
+    /// Lists a connection to be read next turn, once.
+    fn read_again(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !std::mem::replace(&mut conn.flags.unread, true) {
+            self.unread.push(key);
+        }
+    }
+
     /// Work that follows every batch of events, in order.
     fn end_of_turn(&mut self) {
         for key in std::mem::take(&mut self.unread) {
-            self.read_turn(key, true);
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.flags.unread = false;
+                self.read_turn(key, true);
+            }
         }
         if self
             .accept_paused_until
@@ -434,8 +445,8 @@ impl Server {
         // Budget spent (or stopped): come back next turn if still readable.
         if let Some(conn) = self.conns.get(key) {
             let f = conn.flags;
-            if !f.dead && !f.paused && !f.read_eof && !self.unread.contains(&key) {
-                self.unread.push(key);
+            if !f.dead && !f.paused && !f.read_eof {
+                self.read_again(key);
             }
         }
         self.scratch = scratch;
@@ -549,13 +560,13 @@ impl Server {
         self.outbound -= written;
         self.metrics.bytes_sent += written as u64;
         match result {
-            Ok(Flush::Done) if conn.is_finished_writing() && conn.flags.read_eof => self.kill(key),
+            Ok(Flush::Done) if conn.flags.write_shut && conn.flags.read_eof => self.kill(key),
             Ok(_) => {
                 if conn.flags.paused
                     && conn.queue.queued_bytes() <= self.config.max_backpressure / 2
                 {
                     conn.flags.paused = false;
-                    self.unread.push(key);
+                    self.read_again(key);
                 }
             }
             Err(e) => {

@@ -131,11 +131,6 @@ impl Rooms {
         moved
     }
 
-    /// Number of members of room `room`.
-    pub fn members(&self, room: usize) -> usize {
-        self.rooms.get(room).map_or(0, |r| r.members.len())
-    }
-
     /// The key of the room called `name`, if it has members.
     pub fn find(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
@@ -294,7 +289,7 @@ mod tests {
         let _m2 = rooms.join(LOBBY, 11);
         let m3 = rooms.join(LOBBY, 12);
         assert_eq!(rooms.leave(m1), Some((12, m1)));
-        assert_eq!(rooms.members(m1.room), 2);
+        assert_eq!(rooms.sizes().collect::<Vec<_>>(), [(LOBBY, 2)]);
         let moved_m3 = Membership { slot: 0, ..m3 };
         assert_eq!(rooms.leave(moved_m3), Some((11, moved_m3)));
         assert_eq!(rooms.leave(Membership { slot: 0, ..m3 }), None);

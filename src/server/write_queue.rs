@@ -76,11 +76,6 @@ impl BufferPool {
         }
     }
 
-    /// An empty buffer with some capacity, if one is kept.
-    pub fn take(&mut self) -> Option<Vec<u8>> {
-        self.bufs.pop()
-    }
-
     /// The kept buffers, for a session to start new messages in.
     pub fn buffers(&mut self) -> &mut Vec<Vec<u8>> {
         &mut self.bufs
@@ -398,7 +393,10 @@ mod tests {
         let mut small = Vec::with_capacity(8192);
         small.extend_from_slice(&[1; 10]);
         assert_eq!(q.push_frame_vec(OpCode::Binary, small, &mut pool), 12);
-        assert!(pool.take().is_some(), "the copied payload's buffer is kept");
+        assert!(
+            pool.buffers().pop().is_some(),
+            "the copied payload's buffer is kept"
+        );
         let big = vec![2u8; 20_000];
         let at = big.as_ptr();
         assert_eq!(q.push_frame_vec(OpCode::Binary, big, &mut pool), 4 + 20_000);
@@ -432,9 +430,12 @@ mod tests {
             calls: 0,
         };
         q.write_to_pooled(&mut w, &mut pool).unwrap();
-        let buf = pool.take().expect("the 8 KiB payload buffer came back");
+        let buf = pool
+            .buffers()
+            .pop()
+            .expect("the 8 KiB payload buffer came back");
         assert!(buf.is_empty() && buf.capacity() >= 8192);
-        assert!(pool.take().is_none(), "small chunks are not kept");
+        assert!(pool.buffers().pop().is_none(), "small chunks are not kept");
     }
 
     #[test]

@@ -692,6 +692,19 @@ mod tests {
         seen
     }
 
+    /// A poll with `conn` registered for reading and writing.
+    fn poll_for(conn: &mut Conn) -> (Poll, Events) {
+        let poll = Poll::new().unwrap();
+        poll.registry()
+            .register(
+                conn.stream(),
+                Token(0),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .unwrap();
+        (poll, Events::with_capacity(8))
+    }
+
     #[test]
     fn fragments_pings_and_close_against_a_scripted_server() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -700,15 +713,7 @@ mod tests {
         let target = Target::parse(&format!("ws://{addr}/echo")).unwrap();
         let mut rng = Rng::with_seed(11);
         let mut conn = Conn::connect(&target, false, None, &mut rng).unwrap();
-        let mut poll = Poll::new().unwrap();
-        poll.registry()
-            .register(
-                conn.stream(),
-                Token(0),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .unwrap();
-        let mut events = Events::with_capacity(8);
+        let (mut poll, mut events) = poll_for(&mut conn);
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
@@ -750,15 +755,7 @@ mod tests {
         let target = Target::parse(&format!("ws://127.0.0.1:{port}/")).unwrap();
         let mut rng = Rng::with_seed(12);
         let mut conn = Conn::connect(&target, false, None, &mut rng).unwrap();
-        let mut poll = Poll::new().unwrap();
-        poll.registry()
-            .register(
-                conn.stream(),
-                Token(0),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .unwrap();
-        let mut events = Events::with_capacity(8);
+        let (mut poll, mut events) = poll_for(&mut conn);
         poll.poll(&mut events, Some(Duration::from_secs(5)))
             .unwrap();
         let event = events.iter().next().expect("an event");

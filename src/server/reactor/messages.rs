@@ -51,23 +51,21 @@ impl Server {
         match endpoint {
             Endpoint::Echo => {
                 let min = self.config.compression_min_size;
-                self.outbound += match compression {
+                self.outbound += if matches!(compression, Compression::Off) || payload.len() < min {
                     // The payload moves into the queue: no copy.
-                    Compression::Off => conn.queue.push_frame_vec(opcode, payload, &mut self.pool),
-                    _ if payload.len() < min => {
-                        conn.queue.push_frame_vec(opcode, payload, &mut self.pool)
-                    }
-                    _ => {
-                        let mut message = Outgoing::new(
-                            opcode,
-                            b"",
-                            &payload,
-                            min,
-                            &mut self.deflater,
-                            &mut self.frame_scratch,
-                        );
-                        conn.queue.push_shared(compression.frame_of(&mut message))
-                    }
+                    conn.queue.push_frame_vec(opcode, payload, &mut self.pool)
+                } else {
+                    let mut message = Outgoing::new(
+                        opcode,
+                        b"",
+                        &payload,
+                        min,
+                        &mut self.deflater,
+                        &mut self.frame_scratch,
+                    );
+                    let queued = conn.queue.push_shared(compression.frame_of(&mut message));
+                    self.pool.put(payload);
+                    queued
                 };
                 self.metrics.messages_sent += 1;
                 // TCP backpressure: stop reading a client that does not read.

@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::io::{self, Write as _};
 use std::time::{Duration, Instant};
 
-use crate::conn::{ConnError, Event, Status};
+use crate::conn::Event;
 use crate::report::{CpuMeter, Errors, Latency, Progress};
-use crate::scenario::{close_all, establish, fmt_p99, Fleet, Settings};
+use crate::scenario::{close_all, ended, establish, fmt_p99, Fleet, Settings};
 
 /// Options of the `broadcast` scenario.
 #[derive(Debug, Clone)]
@@ -85,6 +85,19 @@ struct Tally {
 }
 
 impl Tally {
+    /// Nothing counted yet, for `senders` senders.
+    fn new(senders: usize) -> Tally {
+        Tally {
+            latency: Latency::new(),
+            deliveries: 0,
+            deliveries_in_window: 0,
+            interval_deliveries: 0,
+            foreign: 0,
+            pings: 0,
+            senders: vec![SenderStats::default(); senders],
+        }
+    }
+
     /// One delivery of a message of ours to `member`.
     fn deliver(&mut self, member: &mut Member, stamp: Stamp, now_nanos: u64, in_window: bool) {
         let Some(stats) = self.senders.get_mut(stamp.sender) else {
@@ -138,15 +151,7 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(crate::report::Re
         }
     }
 
-    let mut tally = Tally {
-        latency: Latency::new(),
-        deliveries: 0,
-        deliveries_in_window: 0,
-        interval_deliveries: 0,
-        foreign: 0,
-        pings: 0,
-        senders: vec![SenderStats::default(); senders],
-    };
+    let mut tally = Tally::new(senders);
     let mut errors = Errors::default();
     let mut disconnected = 0u64;
     let mut progress = Progress::new(settings.progress);
@@ -234,10 +239,8 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(crate::report::Re
                     Event::Ping => tally.pings += 1,
                     Event::Opened | Event::Bytes(_) => {}
                 });
-            let failure = match result {
-                Ok(Status::Alive) => continue,
-                Ok(Status::Finished { code }) => ConnError::Closed(code),
-                Err(e) => e,
+            let Some(failure) = ended(result) else {
+                continue;
             };
             errors.add(&failure);
             disconnected += 1;
@@ -341,15 +344,7 @@ mod tests {
 
     #[test]
     fn gaps_and_late_arrivals() {
-        let mut tally = Tally {
-            latency: Latency::new(),
-            deliveries: 0,
-            deliveries_in_window: 0,
-            interval_deliveries: 0,
-            foreign: 0,
-            pings: 0,
-            senders: vec![SenderStats::default(); 2],
-        };
+        let mut tally = Tally::new(2);
         let mut member = Member {
             rank: 0,
             expected: vec![0; 2],

@@ -11,10 +11,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::conn::{ConnError, Event, Outbox, Status};
+use crate::conn::{Event, Outbox};
 use crate::report::{CpuMeter, Errors, Latency, Progress, Report};
 use crate::rng::Rng;
-use crate::scenario::{close_all, establish, fmt_p99, Fleet, Settings};
+use crate::scenario::{close_all, ended, establish, fmt_p99, Fleet, Settings};
 
 /// Options of the `echo` scenario.
 #[derive(Debug, Clone)]
@@ -264,10 +264,8 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
             let result = peer.conn.on_ready(readiness, &mut fleet.rng, |event, out| {
                 plan.on_event(st, &mut tally, event, out, measuring)
             });
-            let failure = match result {
-                Ok(Status::Alive) => continue,
-                Ok(Status::Finished { code }) => ConnError::Closed(code),
-                Err(e) => e,
+            let Some(failure) = ended(result) else {
+                continue;
             };
             errors.add(&failure);
             fleet.remove(key);

@@ -8,9 +8,9 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::conn::{ConnError, Event, Status};
+use crate::conn::Event;
 use crate::report::{Errors, Progress, Report};
-use crate::scenario::{close_all, establish, Fleet, Settings};
+use crate::scenario::{close_all, ended, establish, Fleet, Settings};
 
 /// Options of the `hold` scenario.
 #[derive(Debug, Clone)]
@@ -58,10 +58,8 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
                     Event::Message { .. } | Event::Bytes(_) => tally.messages += 1,
                     Event::Opened => {}
                 });
-            let failure = match result {
-                Ok(Status::Alive) => continue,
-                Ok(Status::Finished { code }) => ConnError::Closed(code),
-                Err(e) => e,
+            let Some(failure) = ended(result) else {
+                continue;
             };
             errors.add(&failure);
             fleet.remove(key);

@@ -56,6 +56,16 @@ impl Settings {
     }
 }
 
+/// Why a connection ended, from what one readiness event did to it;
+/// `None` while it is still alive.
+pub fn ended(result: Result<Status, ConnError>) -> Option<ConnError> {
+    match result {
+        Ok(Status::Alive) => None,
+        Ok(Status::Finished { code }) => Some(ConnError::Closed(code)),
+        Err(e) => Some(e),
+    }
+}
+
 /// A p99 for a progress line: `1.23ms`, `850µs`, or `-` with no samples.
 pub fn fmt_p99(p99: Option<Duration>) -> String {
     match p99 {
@@ -240,10 +250,8 @@ pub fn establish<S: Default>(
                 open += 1;
                 latency.record(now.duration_since(peer.started));
             }
-            let failure = match result {
-                Ok(Status::Alive) => continue,
-                Ok(Status::Finished { code }) => ConnError::Closed(code),
-                Err(e) => e,
+            let Some(failure) = ended(result) else {
+                continue;
             };
             errors.add(&failure);
             if was_open || opened {
