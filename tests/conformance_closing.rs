@@ -221,24 +221,74 @@ fn s7_server_initiated_close_ignores_data_sent_after_it() {
     c.expect_eof();
 }
 
+/// Whether the server has let go of its socket: bytes we send then meet no
+/// socket and are answered with a reset, which a later write reports. A
+/// socket the server still holds (even one it shut down for writing)
+/// takes the bytes without complaint.
+fn server_released_socket(c: &mut RawClient) -> bool {
+    let first = c.try_send_raw(&client_frame(true, op::PING, b"x"));
+    std::thread::sleep(Duration::from_millis(200));
+    let second = c.try_send_raw(&client_frame(true, op::PING, b"y"));
+    first.is_err() || second.is_err()
+}
+
 #[test]
 fn s7_server_releases_socket_after_close_timeout_if_client_never_closes() {
     let mut config = test_config();
     config.close_timeout = Duration::from_millis(300);
     let server = start_server(config);
     let mut c = RawClient::connect(server.addr(), "/echo");
-    c.send_close(Some(4242), b"");
-    let _ = c.expect_close_frame();
-    // Keep our side open and silent past the close timeout: the server must
-    // have released its socket, so our writes are answered with a reset.
+    // A failed connection: the server sent its Close, and waits (at most
+    // the close timeout) for our end of TCP so its Close is not lost to a
+    // reset. Keep our side open and silent past the timeout.
+    c.send_frame(true, 0, op::TEXT, b"unmasked", false);
+    assert_eq!(c.expect_close_frame().close_code(), Some(1002));
     std::thread::sleep(Duration::from_millis(1500));
-    let first = c.try_send_raw(&client_frame(true, op::PING, b"x"));
-    std::thread::sleep(Duration::from_millis(200));
-    let second = c.try_send_raw(&client_frame(true, op::PING, b"y"));
     assert!(
-        first.is_err() || second.is_err(),
+        server_released_socket(&mut c),
         "server socket still open 1.5 s after a 300 ms close timeout"
     );
+}
+
+#[test]
+fn s7_server_closes_tcp_once_both_closes_are_exchanged() {
+    // Section 7.1.1: after sending and receiving a Close the server closes
+    // TCP first, without waiting for the client's FIN. A close timeout far
+    // beyond the test shows the socket was not released by the timer.
+    let mut config = test_config();
+    config.close_timeout = Duration::from_secs(60);
+    let server = start_server(config);
+    let mut c = RawClient::connect(server.addr(), "/echo");
+    c.send_close(Some(1000), b"");
+    c.expect_close(1000);
+    // Our side stays open: no FIN from us.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        server_released_socket(&mut c),
+        "server kept its socket after the closing handshake, waiting for our FIN"
+    );
+}
+
+#[test]
+fn s7_server_closes_tcp_when_the_reply_to_its_close_arrives() {
+    let mut config = test_config();
+    config.close_timeout = Duration::from_secs(60);
+    let server = start_server(config);
+    let mut c = RawClient::connect(server.addr(), "/echo");
+    server.handle().shutdown();
+    assert_eq!(c.expect_close_frame().close_code(), Some(1001));
+    c.send_close(Some(1001), b"");
+    c.expect_eof();
+    // We never close TCP: the server must be done with us all the same,
+    // long before its 60 s close timeout.
+    let started = std::time::Instant::now();
+    server.stop().expect("server run() result after shutdown");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stop took {:?}: the server waited for our FIN",
+        started.elapsed()
+    );
+    drop(c);
 }
 
 #[test]
@@ -258,8 +308,6 @@ fn s7_graceful_shutdown_sends_close_1001_to_every_client() {
         c.send_close(Some(1001), b"");
         c.expect_eof();
     }
-    // The server holds each socket until the client closes TCP (or the close
-    // timeout passes): close ours so that the stop is prompt.
     drop((a, b));
     let started = std::time::Instant::now();
     server.stop().expect("server run() result after shutdown");

@@ -49,7 +49,10 @@ fn events_with_cuts(stream: &[u8], cuts: &[usize]) -> Vec<Event> {
             inflater: &mut inflater,
             spare: &mut Vec::new(),
         };
-        let used = session.receive(&mut carried, &mut input, &mut events);
+        let mut fresh = Vec::new();
+        let used = session.receive(&mut carried, &mut input, &mut fresh);
+        // In-place payloads point into `carried`, which changes next.
+        events.extend(fresh.into_iter().map(|e| e.into_owned(&carried)));
         carried.drain(..used);
         start = end;
     }

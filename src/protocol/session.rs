@@ -11,13 +11,43 @@
 //! chosen (via [`ProtocolError::close_code`]).
 
 use std::num::NonZeroU64;
+use std::ops::Range;
 
 use super::close::{encode_close_payload, parse_close_payload, CloseCode};
 use super::deflate::Inflater;
 use super::error::ProtocolError;
 use super::frame::{decode_header, encode_frame, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
 use super::mask::apply_mask;
-use super::utf8::Utf8Validator;
+use super::utf8::{self, Utf8Validator};
+
+/// Largest payload of a single-frame message left in the caller's buffer
+/// ([`Payload::InPlace`]) when the whole frame is there, rather than copied
+/// into a buffer of its own: no allocation, and the one copy left is the
+/// one the caller makes (into a write queue, into a broadcast frame). As
+/// large as the server's reads, so that any frame one read brings whole
+/// stays in place.
+pub const IN_PLACE_MAX: usize = 64 * 1024;
+
+/// Where the bytes of a received message are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// Reassembled (or inflated) into a buffer of its own.
+    Owned(Vec<u8>),
+    /// Unmasked in place: these bytes of the buffer the events came from
+    /// (the one passed to [`Session::receive`]), valid until it changes.
+    InPlace(Range<usize>),
+}
+
+impl Payload {
+    /// The payload's bytes; `buf` is the buffer passed to
+    /// [`Session::receive`] along with this event.
+    pub fn bytes<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
+        match self {
+            Payload::Owned(bytes) => bytes,
+            Payload::InPlace(range) => &buf[range.clone()],
+        }
+    }
+}
 
 /// What a session asks its connection to do, in order.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,8 +56,8 @@ pub enum Event {
     Message {
         /// [`OpCode::Text`] or [`OpCode::Binary`].
         opcode: OpCode,
-        /// The reassembled payload.
-        payload: Vec<u8>,
+        /// The payload.
+        payload: Payload,
     },
     /// A control frame to send as is (a Pong).
     Send(Vec<u8>),
@@ -119,6 +149,23 @@ impl Default for Session {
     }
 }
 
+impl Event {
+    /// The same event with an in-place payload copied out of `buf`, for a
+    /// caller that keeps events after the buffer changes.
+    pub fn into_owned(self, buf: &[u8]) -> Event {
+        match self {
+            Event::Message {
+                opcode,
+                payload: payload @ Payload::InPlace(_),
+            } => Event::Message {
+                opcode,
+                payload: Payload::Owned(payload.bytes(buf).to_vec()),
+            },
+            other => other,
+        }
+    }
+}
+
 impl Session {
     /// A session right after the 101 response, without extensions.
     pub fn new() -> Session {
@@ -151,7 +198,8 @@ impl Session {
 
     /// Consumes what it can of `buf` (unmasking in place) and returns how
     /// many bytes it used. The rest, at most an unfinished header or control
-    /// frame, must be passed again with more bytes appended.
+    /// frame, must be passed again with more bytes appended. Messages with a
+    /// [`Payload::InPlace`] refer to `buf`.
     pub fn receive(
         &mut self,
         buf: &mut [u8],
@@ -166,7 +214,7 @@ impl Session {
             }
             let result = match self.frame {
                 Some(frame) => self.receive_payload(frame, &mut buf[pos..], input, events),
-                None => self.receive_frame_start(&mut buf[pos..], input, events),
+                None => self.receive_frame_start(buf, pos, input, events),
             };
             match result {
                 Ok(0) => return pos,
@@ -214,14 +262,18 @@ impl Session {
         Some(control_frame(OpCode::Close, &payload))
     }
 
-    /// Decodes a header; a control frame is handled whole, a data frame's
-    /// payload is left to [`Session::receive_payload`]. Returns bytes used.
+    /// Decodes the header at `buf[at..]`; a control frame is handled whole,
+    /// as is a small single-frame message already complete in `buf`; any
+    /// other data frame's payload is left to [`Session::receive_payload`].
+    /// Returns bytes used.
     fn receive_frame_start(
         &mut self,
-        buf: &mut [u8],
+        whole: &mut [u8],
+        at: usize,
         input: &mut Input<'_>,
         events: &mut Vec<Event>,
     ) -> Result<usize, ProtocolError> {
+        let buf = &mut whole[at..];
         let Some((header, header_len)) = decode_header(buf)? else {
             return Ok(0);
         };
@@ -235,6 +287,22 @@ impl Session {
             apply_mask(frame, mask, 0);
             self.on_control(header.opcode, frame, events)?;
             return Ok(total);
+        }
+        let len = header.payload_len as usize; // at most the message size limit
+        let single = header.fin && header.opcode != OpCode::Continuation && !header.rsv1;
+        if single && self.state == CloseState::Open && len <= IN_PLACE_MAX {
+            if let Some(payload) = buf.get_mut(header_len..header_len + len) {
+                apply_mask(payload, mask, 0);
+                if header.opcode == OpCode::Text && !utf8::is_valid(payload) {
+                    return Err(ProtocolError::InvalidUtf8);
+                }
+                let start = at + header_len;
+                events.push(Event::Message {
+                    opcode: header.opcode,
+                    payload: Payload::InPlace(start..start + len),
+                });
+                return Ok(header_len + len);
+            }
         }
         if header.opcode != OpCode::Continuation {
             self.message_opcode = Some(header.opcode);
@@ -364,7 +432,10 @@ impl Session {
         let payload = std::mem::take(&mut self.message);
         // After our own Close, data is read (to find the peer's Close) but dropped.
         if self.state == CloseState::Open {
-            events.push(Event::Message { opcode, payload });
+            events.push(Event::Message {
+                opcode,
+                payload: Payload::Owned(payload),
+            });
         }
         Ok(())
     }
@@ -476,7 +547,14 @@ mod tests {
         let mut events = Vec::new();
         let used = session.receive(&mut buf, &mut input(&mut Inflater::new()), &mut events);
         assert_eq!(used, buf.len(), "all bytes of complete frames are used");
-        events
+        events.into_iter().map(|e| e.into_owned(&buf)).collect()
+    }
+
+    fn message(opcode: OpCode, bytes: &[u8]) -> Event {
+        Event::Message {
+            opcode,
+            payload: Payload::Owned(bytes.to_vec()),
+        }
     }
 
     fn close_code(events: &[Event]) -> Option<u16> {
@@ -497,13 +575,76 @@ mod tests {
                 0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
             ],
         );
+        assert_eq!(events, [message(OpCode::Text, b"Hello")]);
+    }
+
+    /// Events straight from one `receive` call, payloads as they came.
+    fn raw_events(session: &mut Session, buf: &mut [u8]) -> (usize, Vec<Event>) {
+        let mut events = Vec::new();
+        let used = session.receive(buf, &mut input(&mut Inflater::new()), &mut events);
+        (used, events)
+    }
+
+    #[test]
+    fn whole_small_frames_stay_in_place_unmasked() {
+        let mut bytes = client_frame(true, OpCode::Text, b"Hello");
+        bytes.extend(client_frame(true, OpCode::Binary, &[1, 2, 3]));
+        let mut s = Session::new();
+        let (used, events) = raw_events(&mut s, &mut bytes);
+        assert_eq!(used, bytes.len());
+        // Two 2-byte headers and two 4-byte keys before each payload.
         assert_eq!(
             events,
-            [Event::Message {
-                opcode: OpCode::Text,
-                payload: b"Hello".to_vec()
-            }]
+            [
+                Event::Message {
+                    opcode: OpCode::Text,
+                    payload: Payload::InPlace(6..11)
+                },
+                Event::Message {
+                    opcode: OpCode::Binary,
+                    payload: Payload::InPlace(17..20)
+                },
+            ]
         );
+        assert_eq!(&bytes[6..11], b"Hello");
+        assert_eq!(&bytes[17..20], [1, 2, 3]);
+    }
+
+    #[test]
+    fn split_fragmented_or_large_frames_get_a_buffer_of_their_own() {
+        let big = vec![b'x'; IN_PLACE_MAX + 1];
+        let limits = Limits {
+            max_message_size: IN_PLACE_MAX + 1,
+        };
+        let mut split = client_frame(true, OpCode::Text, b"Hello");
+        let tail = split.split_off(8);
+        let mut fragmented = client_frame(false, OpCode::Text, b"Hel");
+        fragmented.extend(client_frame(true, OpCode::Continuation, b"lo"));
+        for (name, parts, want) in [
+            ("split", vec![split, tail], &b"Hello"[..]),
+            ("fragmented", vec![fragmented], b"Hello"),
+            ("large", vec![client_frame(true, OpCode::Text, &big)], &big),
+        ] {
+            let mut s = Session::new();
+            let mut events = Vec::new();
+            for mut part in parts {
+                let mut inflater = Inflater::new();
+                let mut input = Input {
+                    limits,
+                    ..input(&mut inflater)
+                };
+                let used = s.receive(&mut part, &mut input, &mut events);
+                assert_eq!(used, part.len(), "{name}");
+            }
+            assert_eq!(events, [message(OpCode::Text, want)], "{name}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_whole_small_frame_closes_1007() {
+        let mut s = Session::new();
+        let events = feed(&mut s, &client_frame(true, OpCode::Text, &[b'a', 0xFF]));
+        assert_eq!(close_code(&events), Some(1007));
     }
 
     #[test]
@@ -525,10 +666,7 @@ mod tests {
             events,
             [
                 Event::Send(vec![0x8A, 0x01, b'p']),
-                Event::Message {
-                    opcode: OpCode::Text,
-                    payload: b"Hello".to_vec()
-                }
+                message(OpCode::Text, b"Hello")
             ]
         );
     }
@@ -670,11 +808,13 @@ mod tests {
             let mut first = stream[..cut].to_vec();
             let mut inflater = Inflater::new();
             let used = s.receive(&mut first, &mut input(&mut inflater), &mut events);
+            let mut owned: Vec<Event> = events.drain(..).map(|e| e.into_owned(&first)).collect();
             // The unused tail is untouched (still masked) and passed again.
             let mut carried = stream[used..].to_vec();
             let used2 = s.receive(&mut carried, &mut input(&mut inflater), &mut events);
             assert_eq!(used2, carried.len());
-            assert_eq!(events, whole, "cut {cut}");
+            owned.extend(events.drain(..).map(|e| e.into_owned(&carried)));
+            assert_eq!(owned, whole, "cut {cut}");
         }
     }
 }

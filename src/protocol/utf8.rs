@@ -43,6 +43,11 @@ impl Utf8Validator {
                 Err(_) => {}
             }
         }
+        // Most text is ASCII, and `is_ascii` checks it a word at a time
+        // inline, where `from_utf8` costs a call even for a few bytes.
+        if chunk.is_ascii() {
+            return Ok(());
+        }
         match std::str::from_utf8(chunk) {
             Ok(_) => Ok(()),
             Err(e) if e.error_len().is_some() => Err(InvalidUtf8),
@@ -69,7 +74,7 @@ impl Utf8Validator {
 
 /// Whether a whole byte string is valid UTF-8.
 pub fn is_valid(bytes: &[u8]) -> bool {
-    std::str::from_utf8(bytes).is_ok()
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::protocol::deflate::{Deflater, Inflater};
 use crate::protocol::extension::{CompressionMode, Deflate};
 use crate::protocol::handshake::{RequestHead, Upgrade};
+use crate::protocol::session::CloseState;
 use crate::protocol::{HandshakeError, Session};
 
 /// What a WebSocket connection is for.
@@ -266,14 +267,40 @@ impl Connection {
 
     /// Writes the queue until it is empty or the socket would block. Once
     /// the final bytes are out, sends FIN so the peer sees the end.
+    ///
+    /// Once both Close frames have been exchanged there is no FIN to send
+    /// here: the reactor drops the socket at once (see [`Connection::is_done`])
+    /// and closing it sends the FIN.
     pub fn flush(&mut self, pool: &mut BufferPool) -> io::Result<Flush> {
+        let last_bytes = self.queue.is_sealed() && !self.flags.write_shut;
+        if last_bytes {
+            // The final bytes wait for the FIN and leave in one segment with
+            // it: one packet and one wakeup fewer for the peer.
+            #[cfg(target_os = "linux")]
+            let _ = socket2::SockRef::from(&self.stream).set_tcp_cork(true);
+        }
         let result = self.queue.write_to_pooled(&mut self.stream, pool)?;
-        if result == Flush::Done && self.queue.is_sealed() && !self.flags.write_shut {
+        if result == Flush::Done && last_bytes {
             self.flags.write_shut = true;
-            // The peer may be gone already; the socket is closed either way.
-            let _ = self.stream.shutdown(Shutdown::Write);
+            if !self.is_done() {
+                // The peer may be gone already; the socket is closed either way.
+                let _ = self.stream.shutdown(Shutdown::Write);
+            }
         }
         Ok(result)
+    }
+
+    /// Nothing is left to do but close the socket: everything queued is
+    /// written and either the peer sent FIN or the closing handshake is
+    /// complete. In the latter case the server closes TCP first without
+    /// waiting for the client's FIN (RFC 6455 section 7.1.1), so the
+    /// client's FIN later meets a socket nobody waits on.
+    pub fn is_done(&self) -> bool {
+        let handshake_closed = matches!(
+            &self.phase,
+            Phase::Open { session, .. } if session.state() == CloseState::Closed
+        );
+        self.flags.write_shut && self.queue.is_empty() && (self.flags.read_eof || handshake_closed)
     }
 
     /// Queues a plain HTTP response; the connection ends after it.

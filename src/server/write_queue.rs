@@ -14,8 +14,11 @@ use std::rc::Rc;
 
 use crate::protocol::frame::{encode_frame, FrameHeader, OpCode, MAX_HEADER_BYTES};
 
-/// Owned tail chunks grow by appending up to this size, then a new one starts.
-const COALESCE_BYTES: usize = 16 * 1024;
+/// Owned tail chunks grow by appending up to this size, then a new one
+/// starts: a read's worth of echoed frames leaves as one contiguous slice.
+/// (Many slices, each a header and a payload at odd offsets, are slower for
+/// the kernel to copy than the same bytes in one piece.)
+const COALESCE_BYTES: usize = 64 * 1024 + 64;
 
 /// The largest chunk a queue holds: frames of messages up to 1 GiB.
 pub const MAX_CHUNK_BYTES: usize = (1 << 30) + 16;
@@ -181,7 +184,14 @@ impl WriteQueue {
         if let Some(tail) = self.owned_tail(len) {
             encode_frame(true, opcode, false, &[payload], tail);
         } else {
-            let mut chunk = Vec::with_capacity(len.max(256));
+            // A large frame starts a tail with room for the ones likely to
+            // follow it; a small one starts small, so a pong costs no 64 KiB.
+            let room = if len >= MOVE_PAYLOAD_BYTES {
+                COALESCE_BYTES
+            } else {
+                256
+            };
+            let mut chunk = Vec::with_capacity(len.max(room));
             encode_frame(true, opcode, false, &[payload], &mut chunk);
             self.chunks.push_back(Chunk::Owned(chunk));
         }
@@ -384,6 +394,18 @@ mod tests {
         }
         assert_eq!(q.chunks.len(), 1);
         assert_eq!(q.queued_bytes(), 100 * 18);
+    }
+
+    #[test]
+    fn a_reads_worth_of_16k_frames_is_one_contiguous_chunk() {
+        let mut q = WriteQueue::new();
+        for _ in 0..4 {
+            q.push_frame(OpCode::Binary, &[7; 16 * 1024]);
+        }
+        assert_eq!(q.chunks.len(), 1, "headers and payloads in one slice");
+        assert_eq!(q.queued_bytes(), 4 * (4 + 16 * 1024));
+        q.push_frame(OpCode::Text, b"ping");
+        assert_eq!(q.chunks.len(), 1, "room left for small frames after");
     }
 
     #[test]

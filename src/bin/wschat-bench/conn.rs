@@ -139,6 +139,9 @@ pub struct Readiness {
     /// The peer closed its side, or the socket has an error: read to the
     /// end whatever else the event says.
     pub closed: bool,
+    /// The peer's FIN is in and nothing went wrong: once a read leaves
+    /// buffer space free, the end of stream is next.
+    pub fin: bool,
 }
 
 impl Readiness {
@@ -148,6 +151,7 @@ impl Readiness {
             readable: event.is_readable(),
             writable: event.is_writable(),
             closed: event.is_read_closed() || event.is_error(),
+            fin: event.is_read_closed() && !event.is_error(),
         }
     }
 }
@@ -483,8 +487,10 @@ impl Conn {
     /// A read that leaves buffer space free proves the socket was empty at
     /// that moment, and with edge-triggered polling any later byte brings a
     /// new event, so the loop stops there instead of paying one more
-    /// syscall for the `WouldBlock`. Not when the peer has closed its side:
-    /// that edge is already spent, so reading goes on to the end of stream.
+    /// syscall for the `WouldBlock`. When the peer's FIN came with the
+    /// event, nothing can follow the bytes read: a short read is the end of
+    /// stream, again without the read that would return 0. After an error
+    /// reading goes on until the error shows.
     fn read_all<F>(
         &mut self,
         readiness: Readiness,
@@ -499,6 +505,9 @@ impl Conn {
                 Ok((0, _)) => return self.on_eof(),
                 Ok((_, filled)) => {
                     self.process(rng, handler)?;
+                    if !filled && readiness.fin {
+                        return self.on_eof();
+                    }
                     if !filled && !readiness.closed {
                         return Ok(Status::Alive);
                     }

@@ -7,12 +7,13 @@
 use super::*;
 
 impl Server {
-    /// Acts on the session events of connection `key`, in order.
-    pub(super) fn dispatch(&mut self, key: usize) {
+    /// Acts on the session events of connection `key`, in order; `data` is
+    /// the buffer the session read them from.
+    pub(super) fn dispatch(&mut self, key: usize, data: &[u8]) {
         let mut events = std::mem::take(&mut self.events);
         for event in events.drain(..) {
             match event {
-                Event::Message { opcode, payload } => self.on_message(key, opcode, payload),
+                Event::Message { opcode, payload } => self.on_message(key, opcode, payload, data),
                 Event::Send(frame) => {
                     self.outbound += self.conns[key].queue.push_owned(frame);
                     self.mark_dirty(key);
@@ -23,9 +24,10 @@ impl Server {
         self.events = events;
     }
 
-    pub(super) fn on_message(&mut self, key: usize, opcode: OpCode, payload: Vec<u8>) {
+    pub(super) fn on_message(&mut self, key: usize, opcode: OpCode, payload: Payload, data: &[u8]) {
+        let bytes = payload.bytes(data);
         self.metrics.messages_received += 1;
-        self.metrics.bytes_received += payload.len() as u64;
+        self.metrics.bytes_received += bytes.len() as u64;
         let conn = &mut self.conns[key];
         let Phase::Open {
             id,
@@ -51,20 +53,27 @@ impl Server {
         match endpoint {
             Endpoint::Echo => {
                 let min = self.config.compression_min_size;
-                self.outbound += if matches!(compression, Compression::Off) || payload.len() < min {
-                    // The payload moves into the queue: no copy.
-                    conn.queue.push_frame_vec(opcode, payload, &mut self.pool)
+                self.outbound += if matches!(compression, Compression::Off) || bytes.len() < min {
+                    match payload {
+                        // A buffer of its own moves into the queue: no copy.
+                        Payload::Owned(buf) => {
+                            conn.queue.push_frame_vec(opcode, buf, &mut self.pool)
+                        }
+                        Payload::InPlace(_) => conn.queue.push_frame(opcode, bytes),
+                    }
                 } else {
                     let mut message = Outgoing::new(
                         opcode,
                         b"",
-                        &payload,
+                        bytes,
                         min,
                         &mut self.deflater,
                         &mut self.frame_scratch,
                     );
                     let queued = conn.queue.push_shared(compression.frame_of(&mut message));
-                    self.pool.put(payload);
+                    if let Payload::Owned(buf) = payload {
+                        self.pool.put(buf);
+                    }
                     queued
                 };
                 self.metrics.messages_sent += 1;
@@ -77,15 +86,21 @@ impl Server {
             Endpoint::Room(m) => {
                 // Cluster mode: the message comes back through Redis, to
                 // every instance alike, so it is not delivered here now.
-                if self.publish_to_cluster(m.room, id, opcode, &payload) {
-                    return;
+                if !self.publish_to_cluster(m.room, id, opcode, bytes) {
+                    self.broadcast(m.room, id, opcode, bytes);
                 }
-                self.broadcast(m.room, id, opcode, &payload);
-                self.pool.put(payload);
+                self.recycle(payload);
             }
         }
         if self.outbound > self.config.max_outbound_memory {
             self.shed_outbound();
+        }
+    }
+
+    /// Gives a message's own buffer back to the pool.
+    fn recycle(&mut self, payload: Payload) {
+        if let Payload::Owned(buf) = payload {
+            self.pool.put(buf);
         }
     }
 
