@@ -13,8 +13,9 @@
 //! core (another process on CPU 0 makes the figure low) and the load
 //! generator's CPU use (near 100% means the client, not the server, was the
 //! limit). Server CPU time per operation compares the servers' costs even
-//! then. Each case is measured as `WSCHAT_BENCH_REPEATS` pairs (default 3)
-//! and the pair with the median ratio is reported.
+//! then. Each case is measured as `WSCHAT_BENCH_REPEATS` pairs (default
+//! 5), which server goes first alternating, and the pair with the median
+//! ratio is reported.
 //!
 //! Results are printed as a table and written as JSON lines to
 //! `target/bench-results.json`. `WSCHAT_BENCH_SECS` sets the seconds per
@@ -373,7 +374,7 @@ fn run() -> Result<bool, String> {
     let repeats: usize = std::env::var("WSCHAT_BENCH_REPEATS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(5)
         .max(1);
     let layout = Layout::find()?;
     let pin = can_pin();
@@ -416,10 +417,17 @@ fn run() -> Result<bool, String> {
     for case in CASES.iter().filter(|c| c.name.contains(&filter)) {
         // Pairs measured back to back, the pair with the median ratio kept:
         // one noisy run on a shared machine neither makes nor breaks a figure.
+        // Which server goes first alternates, so that a machine getting
+        // busier or quieter during a case favours neither.
         let mut pairs = Vec::new();
-        for _ in 0..repeats {
-            let ws = measure(&layout, pin, case, &wschat, false, &secs)?;
-            let base = measure(&layout, pin, case, &baseline, true, &secs)?;
+        for round in 0..repeats {
+            let (ws, base) = if round % 2 == 0 {
+                let ws = measure(&layout, pin, case, &wschat, false, &secs)?;
+                (ws, measure(&layout, pin, case, &baseline, true, &secs)?)
+            } else {
+                let base = measure(&layout, pin, case, &baseline, true, &secs)?;
+                (measure(&layout, pin, case, &wschat, false, &secs)?, base)
+            };
             pairs.push((ws.value / base.value, ws, base));
         }
         pairs.sort_by(|a, b| a.0.total_cmp(&b.0));

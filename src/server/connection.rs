@@ -252,6 +252,16 @@ impl Connection {
         }
     }
 
+    /// Sends at once the ACK the kernel holds back (accepted sockets delay
+    /// their ACKs so that they ride on the answer). A client that writes
+    /// its request in pieces with Nagle's algorithm on waits for that ACK
+    /// before it sends the next piece: with no answer to ride on yet, a
+    /// delayed ACK would cost it 40 ms per piece.
+    pub fn ack_now(&self) {
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(&self.stream).set_tcp_quickack(true);
+    }
+
     /// Reads once into `scratch`, retrying on `EINTR`.
     pub fn read_into(&mut self, scratch: &mut [u8]) -> io::Result<ReadResult> {
         loop {

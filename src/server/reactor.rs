@@ -395,6 +395,8 @@ impl Server {
         let _ = stream.set_nodelay(true);
         // Every request (the head, a Close) gets an answer at once: its ACK
         // rides on the answer instead of going out as a packet of its own.
+        // (A head that arrives in pieces is acknowledged piece by piece:
+        // see `Connection::ack_now`.)
         #[cfg(target_os = "linux")]
         let _ = socket2::SockRef::from(&stream).set_tcp_quickack(false);
         let entry = self.conns.vacant_entry();

@@ -30,10 +30,12 @@ impl Server {
                         return data.len();
                     }
                 }
-                self.conns[key].phase = Phase::Handshake {
+                let conn = &mut self.conns[key];
+                conn.phase = Phase::Handshake {
                     scanned: data.len(),
                     line_checked: line_checked || line_end.is_some(),
                 };
+                conn.ack_now();
                 return 0;
             }
             _ => {
