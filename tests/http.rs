@@ -173,26 +173,18 @@ fn head_written_in_pieces_by_a_nagle_client_is_answered_without_delay() {
     // server delays ACKs to send them with its answers, so it must
     // acknowledge an incomplete head at once: otherwise every piece after
     // the first waits for the 40 ms delayed-ACK timer.
-    use std::io::{Read, Write};
     let server = start_server(test_config());
     let rounds = 10;
     let started = std::time::Instant::now();
     for _ in 0..rounds {
         let key = random_key();
         let request = handshake_request("localhost", "/echo", &key, &[]);
-        let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut client = RawClient::connect_tcp(server.addr());
+        client.stream().set_nodelay(false).unwrap();
         for piece in request.chunks(request.len() / 6 + 1) {
-            s.write_all(piece).unwrap();
+            client.send_raw(piece);
         }
-        let mut head = Vec::new();
-        let mut buf = [0u8; 512];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0, "closed before the 101");
-            head.extend_from_slice(&buf[..n]);
-        }
-        check_101(&HttpHead::parse(&head), &key);
+        check_101(&client.read_http_head(), &key);
     }
     // Held back, the pieces after the first wait for the delayed-ACK timer
     // (tens of ms; Nagle then sends the rest together): some 300 ms

@@ -16,14 +16,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{
-    client_frame, close_payload, handshake_request, op, random_key, start_server, test_config,
-};
+use common::{close_payload, op, start_server, test_config, RawClient};
 
 /// Segments the socket bound to `local` has received, from `ss -ti`.
 fn segments_received(local: SocketAddr) -> Option<u64> {
@@ -58,38 +55,16 @@ fn ss_available() -> bool {
 /// FIN; returns the segments the client received, with our socket still
 /// open (so that `ss` can see it).
 fn one_short_life(server: SocketAddr) -> u64 {
-    let mut s = TcpStream::connect(server).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut c = RawClient::connect_tcp(server);
     // Let the server accept first, as it does under load, so the request
     // meets a socket the server has already set up.
     std::thread::sleep(Duration::from_millis(50));
-    s.write_all(&handshake_request("localhost", "/echo", &random_key(), &[]))
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed during the handshake");
-        got.extend_from_slice(&buf[..n]);
-    }
-    assert!(
-        got.starts_with(b"HTTP/1.1 101"),
-        "{:?}",
-        String::from_utf8_lossy(&got)
-    );
-    s.write_all(&client_frame(
-        true,
-        op::CLOSE,
-        &close_payload(Some(1000), b""),
-    ))
-    .unwrap();
-    let mut reply = Vec::new();
-    s.read_to_end(&mut reply).unwrap();
-    assert_eq!(reply, [0x88, 0x02, 0x03, 0xE8], "the Close reply, then FIN");
-    let local = s.local_addr().unwrap();
-    let segments = segments_received(local).expect("ss shows our socket");
-    drop(s);
-    segments
+    c.handshake("/echo", &[]);
+    c.send_close(Some(1000), b"");
+    // Exactly the Close reply, then FIN.
+    c.expect_frame(op::CLOSE, &close_payload(Some(1000), b""));
+    c.expect_eof();
+    segments_received(c.stream().local_addr().unwrap()).expect("ss shows our socket")
 }
 
 #[test]

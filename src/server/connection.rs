@@ -306,11 +306,14 @@ impl Connection {
     /// waiting for the client's FIN (RFC 6455 section 7.1.1), so the
     /// client's FIN later meets a socket nobody waits on.
     pub fn is_done(&self) -> bool {
-        let handshake_closed = matches!(
-            &self.phase,
-            Phase::Open { session, .. } if session.state() == CloseState::Closed
-        );
-        self.flags.write_shut && self.queue.is_empty() && (self.flags.read_eof || handshake_closed)
+        // Flags first: this is asked after every read.
+        self.flags.write_shut
+            && self.queue.is_empty()
+            && (self.flags.read_eof
+                || matches!(
+                    &self.phase,
+                    Phase::Open { session, .. } if session.state() == CloseState::Closed
+                ))
     }
 
     /// Queues a plain HTTP response; the connection ends after it.

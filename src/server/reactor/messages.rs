@@ -71,9 +71,7 @@ impl Server {
                         &mut self.frame_scratch,
                     );
                     let queued = conn.queue.push_shared(compression.frame_of(&mut message));
-                    if let Payload::Owned(buf) = payload {
-                        self.pool.put(buf);
-                    }
+                    recycle(&mut self.pool, payload);
                     queued
                 };
                 self.metrics.messages_sent += 1;
@@ -89,18 +87,11 @@ impl Server {
                 if !self.publish_to_cluster(m.room, id, opcode, bytes) {
                     self.broadcast(m.room, id, opcode, bytes);
                 }
-                self.recycle(payload);
+                recycle(&mut self.pool, payload);
             }
         }
         if self.outbound > self.config.max_outbound_memory {
             self.shed_outbound();
-        }
-    }
-
-    /// Gives a message's own buffer back to the pool.
-    fn recycle(&mut self, payload: Payload) {
-        if let Payload::Owned(buf) = payload {
-            self.pool.put(buf);
         }
     }
 
@@ -195,5 +186,12 @@ impl Server {
         conn.inbuf = Vec::new();
         self.mark_dirty(key);
         self.set_deadline(key, self.clock.after(self.config.close_timeout));
+    }
+}
+
+/// Gives a message's own buffer back to the pool (one in place has none).
+fn recycle(pool: &mut BufferPool, payload: Payload) {
+    if let Payload::Owned(buf) = payload {
+        pool.put(buf);
     }
 }
