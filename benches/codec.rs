@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wschat::protocol::extension::CompressionMode;
+use wschat::config::CompressionMode;
 use wschat::protocol::frame::{decode_header, FrameHeader, OpCode};
 use wschat::protocol::handshake::{accept_key, find_head_end, parse_head};
 use wschat::protocol::mask::apply_mask;
@@ -147,7 +147,7 @@ fn handshake(c: &mut Criterion) {
             let req = black_box(CHROME_REQUEST);
             let end = find_head_end(req, 0).unwrap();
             let head = parse_head(&req[..end]).unwrap();
-            head.check_upgrade(&protocols, CompressionMode::default())
+            head.check_upgrade(&protocols, CompressionMode::default().takeover())
                 .unwrap()
         })
     });

@@ -1,12 +1,41 @@
 //! Everything an operator can set, with the defaults the README lists.
 //!
 //! `main.rs` fills this from flags; tests build it directly with small
-//! limits so that edge cases are cheap to reach.
+//! limits so that edge cases are cheap to reach. [`Config::validate`] is
+//! the one place where settings are checked and clamped: the server runs
+//! on what it returns.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use crate::protocol::extension::CompressionMode;
+use crate::protocol::extension::Takeover;
+
+/// How the server uses permessage-deflate (`--compression`): a memory
+/// policy, which the protocol code honours through [`Takeover`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompressionMode {
+    /// Never negotiated.
+    Off,
+    /// No context takeover either way: one deflater and one inflater serve
+    /// the whole loop, and a broadcast is compressed once for everyone.
+    #[default]
+    Shared,
+    /// Context takeover as the client asks, with a deflater and an inflater
+    /// per connection: the best ratio, at a memory cost per connection.
+    Dedicated,
+}
+
+impl CompressionMode {
+    /// What negotiation may agree to in this mode (`None`: nothing).
+    pub fn takeover(self) -> Option<Takeover> {
+        match self {
+            CompressionMode::Off => None,
+            CompressionMode::Shared => Some(Takeover::Never),
+            CompressionMode::Dedicated => Some(Takeover::AsOffered),
+        }
+    }
+}
 
 /// The largest `max_message_size` the server accepts (1 GiB): a frame must
 /// fit a write queue's chunk.
@@ -89,5 +118,106 @@ impl Default for Config {
             redis: None,
             reuse_port: false,
         }
+    }
+}
+
+/// A setting the server cannot run with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigError {
+    /// A size or count that must be at least one is zero.
+    Zero(&'static str),
+    /// A rate that must be a positive number is not.
+    NotPositive(&'static str),
+    /// A subprotocol name that is not an HTTP token.
+    InvalidProtocol(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Zero(name) => write!(f, "{name} must be at least 1"),
+            ConfigError::NotPositive(name) => write!(f, "{name} must be a positive number"),
+            ConfigError::InvalidProtocol(p) => write!(f, "subprotocol {p:?} is not a token"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks every setting once and returns the configuration the server
+    /// runs on: `max_message_size` is lowered to [`MAX_MESSAGE_SIZE`] (a
+    /// frame must fit a write queue's chunk).
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
+        for (name, value) in [
+            ("max_message_size", self.max_message_size),
+            ("max_head_bytes", self.max_head_bytes),
+            ("max_connections", self.max_connections),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        for (name, rate) in [
+            ("max_messages_per_second", self.max_messages_per_second),
+            (
+                "max_handshakes_per_ip_per_second",
+                self.max_handshakes_per_ip_per_second,
+            ),
+        ] {
+            if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+                return Err(ConfigError::NotPositive(name));
+            }
+        }
+        if let Some(bad) = self.protocols.iter().find(|p| !is_token(p)) {
+            return Err(ConfigError::InvalidProtocol(bad.clone()));
+        }
+        self.max_message_size = self.max_message_size.min(MAX_MESSAGE_SIZE);
+        Ok(self)
+    }
+}
+
+/// Whether `s` is an HTTP token (RFC 9110 section 5.6.2), as a
+/// subprotocol name must be (RFC 6455 section 4.1).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn message_size_is_clamped_and_nonsense_refused() {
+        let big = Config {
+            max_message_size: usize::MAX,
+            ..Config::default()
+        };
+        assert_eq!(big.validate().unwrap().max_message_size, MAX_MESSAGE_SIZE);
+        let zero = Config {
+            max_head_bytes: 0,
+            ..Config::default()
+        };
+        assert_eq!(
+            zero.validate().unwrap_err(),
+            ConfigError::Zero("max_head_bytes")
+        );
+        let rate = Config {
+            max_messages_per_second: Some(0.0),
+            ..Config::default()
+        };
+        assert!(rate.validate().is_err());
+        let protocol = Config {
+            protocols: vec!["a b".into()],
+            ..Config::default()
+        };
+        assert!(protocol.validate().is_err());
     }
 }

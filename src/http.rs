@@ -6,7 +6,7 @@
 use std::io::Write as _;
 
 use crate::protocol::handshake::Upgrade;
-use crate::protocol::HandshakeError;
+use crate::server::policy::Refusal;
 
 /// The chat page, embedded at build time so the binary is self-contained.
 pub const CHAT_HTML: &str = include_str!("../chat.html");
@@ -65,19 +65,15 @@ pub fn text(body: &str) -> Vec<u8> {
 
 /// The answer to a refused request: its status, the headers that status
 /// calls for, and the one-line reason as the body.
-pub fn error(err: HandshakeError) -> Vec<u8> {
-    let headers: &[(&str, &str)] = match err {
-        HandshakeError::MethodNotAllowed => &[("Allow", "GET")],
-        HandshakeError::UnsupportedVersion => &[("Sec-WebSocket-Version", "13")],
-        HandshakeError::UpgradeRequired => {
-            &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
-        }
-        HandshakeError::ServerFull | HandshakeError::TooManyFromAddress => &[("Retry-After", "1")],
-        _ => &[],
-    };
-    let mut body = err.reason().as_bytes().to_vec();
+pub fn error(refusal: Refusal) -> Vec<u8> {
+    let mut body = refusal.reason().as_bytes().to_vec();
     body.push(b'\n');
-    response(err.status(), headers, "text/plain; charset=utf-8", &body)
+    response(
+        refusal.status(),
+        refusal.headers(),
+        "text/plain; charset=utf-8",
+        &body,
+    )
 }
 
 /// The 101 that completes an upgrade (RFC 6455 section 4.2.2).
@@ -105,6 +101,7 @@ pub fn switching_protocols(upgrade: &Upgrade) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::HandshakeError;
 
     fn head_of(bytes: &[u8]) -> String {
         let text = String::from_utf8_lossy(bytes).into_owned();
@@ -123,14 +120,14 @@ mod tests {
 
     #[test]
     fn version_error_names_supported_version() {
-        let head = head_of(&error(HandshakeError::UnsupportedVersion));
+        let head = head_of(&error(HandshakeError::UnsupportedVersion.into()));
         assert!(head.starts_with("HTTP/1.1 426 Upgrade Required"));
         assert!(head.contains("Sec-WebSocket-Version: 13"));
     }
 
     #[test]
     fn method_error_names_allowed_method() {
-        let head = head_of(&error(HandshakeError::MethodNotAllowed));
+        let head = head_of(&error(HandshakeError::MethodNotAllowed.into()));
         assert!(head.starts_with("HTTP/1.1 405 "));
         assert!(head.contains("Allow: GET"));
     }

@@ -10,6 +10,7 @@ use wschat::protocol::utf8::Utf8Validator;
 
 const LIMITS: Limits = Limits {
     max_message_size: 1 << 20,
+    in_place_max: 64 * 1024,
 };
 
 fn opcode() -> impl Strategy<Value = OpCode> {

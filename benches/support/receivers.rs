@@ -5,6 +5,7 @@ use wschat::protocol::deflate::Deflater;
 use wschat::protocol::extension::Deflate;
 use wschat::protocol::frame::OpCode;
 use wschat::server::connection::{deliver, Compression};
+use wschat::server::hub::{classic_prefix, PREFIX_BYTES};
 use wschat::server::outgoing::Outgoing;
 use wschat::server::room::{Delivery, Fanout, Member, Rooms, LOBBY};
 use wschat::server::write_queue::{Flush, WriteQueue};
@@ -59,7 +60,7 @@ impl Lobby {
                 ),
                 dirty: false,
             });
-            room = rooms.join(LOBBY, key).room;
+            room = rooms.join(LOBBY, key);
         }
         Lobby {
             rooms,
@@ -76,10 +77,11 @@ impl Lobby {
 
     /// Broadcasts one message; returns the frames queued.
     pub fn broadcast(&mut self, sender: u64, payload: &[u8]) -> usize {
-        let prefix = format!("from{sender}:");
+        let mut buf = [0; PREFIX_BYTES];
+        let prefix = classic_prefix(sender, &mut buf);
         let mut message = Outgoing::new(
             OpCode::Text,
-            prefix.as_bytes(),
+            prefix,
             payload,
             64,
             &mut self.deflater,

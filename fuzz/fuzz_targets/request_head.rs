@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use wschat::protocol::handshake::{check_request_line, find_head_end, parse_head};
-use wschat::server::connection::route;
+use wschat::server::router::{route, Routes};
 use wschat::Config;
 
 fuzz_target!(|data: &[u8]| {
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
                 allowed_origins: vec!["https://a.example".to_string()],
                 ..Config::default()
             };
-            let _ = route(&head, &config);
+            let _ = route(&head, &Routes::from_config(&config));
         }
     }
 });

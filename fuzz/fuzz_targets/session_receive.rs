@@ -9,6 +9,7 @@ use wschat::protocol::session::{Event, Inflate, Input, Limits, Session};
 
 const LIMITS: Limits = Limits {
     max_message_size: 4096,
+    in_place_max: 64 * 1024,
 };
 
 /// Feeds `data` in pieces of `step` bytes, carrying unused bytes over the

@@ -2,9 +2,11 @@
 //!
 //! A [`ProtocolError`] happens after the upgrade and maps to exactly one
 //! close code; a [`HandshakeError`] happens before it and maps to exactly
-//! one HTTP status. Both tables live here and nowhere else, so a reader can
-//! check the whole policy in one screen. Reasons are static strings: nothing
-//! internal is ever sent to a peer.
+//! one HTTP status. Only broken rules of the RFCs (and the size limits a
+//! parser must have) are named here: what the server refuses or closes by
+//! its own policy (a full server, a slow consumer, an origin, a timeout) is
+//! `crate::server::policy`'s, whose table sits beside these. Reasons are
+//! static strings: nothing internal is ever sent to a peer.
 
 use std::fmt;
 
@@ -42,10 +44,6 @@ pub enum ProtocolError {
     CompressedControlOrContinuation,
     /// A compressed payload that does not inflate (RFC 7692 section 6.2).
     CorruptCompression,
-    /// The peer does not read what we send fast enough.
-    SlowConsumer,
-    /// The peer sends messages faster than the configured rate.
-    RateLimited,
 }
 
 impl ProtocolError {
@@ -66,7 +64,6 @@ impl ProtocolError {
             | CompressedControlOrContinuation => CloseCode::PROTOCOL_ERROR,
             InvalidUtf8 | CorruptCompression => CloseCode::INVALID_PAYLOAD,
             MessageTooLarge => CloseCode::MESSAGE_TOO_BIG,
-            SlowConsumer | RateLimited => CloseCode::POLICY_VIOLATION,
         }
     }
 
@@ -88,8 +85,6 @@ impl ProtocolError {
             MessageTooLarge => "message too large",
             CompressedControlOrContinuation => "RSV1 on a control or continuation frame",
             CorruptCompression => "invalid compressed data",
-            SlowConsumer => "slow consumer",
-            RateLimited => "rate limit exceeded",
         }
     }
 }
@@ -119,10 +114,6 @@ pub enum HandshakeError {
     UnsupportedHttpVersion,
     /// A method other than GET.
     MethodNotAllowed,
-    /// A path the server does not serve.
-    NotFound,
-    /// A `/room/{name}` path whose name breaks the naming rule.
-    InvalidRoomName,
     /// An upgrade over HTTP/1.0 (section 4.1: "HTTP/1.1 or higher").
     UpgradeNeedsHttp11,
     /// No Host header (section 4.1, item 4).
@@ -137,14 +128,6 @@ pub enum HandshakeError {
     UnsupportedVersion,
     /// A plain GET on a path that only speaks WebSocket.
     UpgradeRequired,
-    /// An `Origin` not in the allowed list.
-    ForbiddenOrigin,
-    /// The server is at its connection limit.
-    ServerFull,
-    /// One address has too many connections or handshakes.
-    TooManyFromAddress,
-    /// The request head did not complete in time.
-    Timeout,
 }
 
 impl HandshakeError {
@@ -158,16 +141,10 @@ impl HandshakeError {
             | MissingHost
             | MissingUpgradeWebsocket
             | MissingConnectionUpgrade
-            | InvalidKey
-            | InvalidRoomName => 400,
+            | InvalidKey => 400,
             UnsupportedHttpVersion => 505,
             MethodNotAllowed => 405,
-            NotFound => 404,
             UnsupportedVersion | UpgradeRequired => 426,
-            ForbiddenOrigin => 403,
-            ServerFull => 503,
-            TooManyFromAddress => 429,
-            Timeout => 408,
         }
     }
 
@@ -180,8 +157,6 @@ impl HandshakeError {
             Malformed => "malformed request",
             UnsupportedHttpVersion => "HTTP version not supported",
             MethodNotAllowed => "method not allowed",
-            NotFound => "not found",
-            InvalidRoomName => "room names are 1-64 letters, digits, '-', '_' or '.'",
             UpgradeNeedsHttp11 => "WebSocket upgrade requires HTTP/1.1",
             MissingHost => "missing Host header",
             MissingUpgradeWebsocket => "Upgrade header must contain websocket",
@@ -189,10 +164,6 @@ impl HandshakeError {
             InvalidKey => "Sec-WebSocket-Key must be 16 base64-encoded bytes",
             UnsupportedVersion => "unsupported Sec-WebSocket-Version",
             UpgradeRequired => "this endpoint speaks WebSocket only",
-            ForbiddenOrigin => "origin not allowed",
-            ServerFull => "server at connection limit",
-            TooManyFromAddress => "too many connections from this address",
-            Timeout => "request timeout",
         }
     }
 
@@ -205,8 +176,6 @@ impl HandshakeError {
             Malformed => "malformed",
             UnsupportedHttpVersion => "http_version",
             MethodNotAllowed => "method",
-            NotFound => "not_found",
-            InvalidRoomName => "room_name",
             UpgradeNeedsHttp11 => "upgrade_http10",
             MissingHost => "missing_host",
             MissingUpgradeWebsocket => "upgrade_header",
@@ -214,10 +183,6 @@ impl HandshakeError {
             InvalidKey => "key",
             UnsupportedVersion => "version",
             UpgradeRequired => "upgrade_required",
-            ForbiddenOrigin => "origin",
-            ServerFull => "server_full",
-            TooManyFromAddress => "per_address_limit",
-            Timeout => "timeout",
         }
     }
 }
@@ -257,8 +222,6 @@ mod tests {
             MessageTooLarge,
             CompressedControlOrContinuation,
             CorruptCompression,
-            SlowConsumer,
-            RateLimited,
         ] {
             assert!(e.reason().len() <= 123, "{e:?}");
             assert!(e.close_code().is_sendable(), "{e:?}");
@@ -269,7 +232,6 @@ mod tests {
     fn close_code_table() {
         assert_eq!(ProtocolError::UnmaskedFrame.close_code().0, 1002);
         assert_eq!(ProtocolError::InvalidUtf8.close_code().0, 1007);
-        assert_eq!(ProtocolError::SlowConsumer.close_code().0, 1008);
         assert_eq!(ProtocolError::MessageTooLarge.close_code().0, 1009);
         assert_eq!(ProtocolError::CorruptCompression.close_code().0, 1007);
     }
@@ -280,7 +242,5 @@ mod tests {
         assert_eq!(HandshakeError::UnsupportedVersion.status(), 426);
         assert_eq!(HandshakeError::InvalidKey.status(), 400);
         assert_eq!(HandshakeError::MethodNotAllowed.status(), 405);
-        assert_eq!(HandshakeError::NotFound.status(), 404);
-        assert_eq!(HandshakeError::ServerFull.status(), 503);
     }
 }

@@ -5,18 +5,16 @@
 //! repeated or out-of-range parameters, and answers the first one the
 //! server can honour, never with a parameter the client cannot accept.
 
-/// How the server uses permessage-deflate (`--compression`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CompressionMode {
-    /// Never negotiated.
-    Off,
-    /// No context takeover either way: one deflater and one inflater serve
-    /// the whole loop, and a broadcast is compressed once for everyone.
-    #[default]
-    Shared,
-    /// Context takeover as the client asks, with a deflater and an inflater
-    /// per connection: the best ratio, at a memory cost per connection.
-    Dedicated,
+/// Whether the server lets compression contexts outlive a message
+/// (RFC 7692 sections 7.1.1.1-2). Which to choose is the server's memory
+/// policy; this module only honours it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// No context takeover either way, whatever the client offers (a
+    /// server may always add both parameters).
+    Never,
+    /// Context takeover unless the client's offer declines it.
+    AsOffered,
 }
 
 /// The parameters of one permessage-deflate offer.
@@ -165,13 +163,10 @@ pub fn parse_offers<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<DeflateOf
     offers
 }
 
-/// Chooses the first offer the server can honour in `mode`.
-pub fn negotiate(offers: &[DeflateOffer], mode: CompressionMode) -> Option<Deflate> {
-    let offer = match mode {
-        CompressionMode::Off => return None,
-        _ => offers.first()?,
-    };
-    let shared = mode == CompressionMode::Shared;
+/// Chooses the first offer the server can honour under `takeover`.
+pub fn negotiate(offers: &[DeflateOffer], takeover: Takeover) -> Option<Deflate> {
+    let offer = offers.first()?;
+    let shared = takeover == Takeover::Never;
     Some(Deflate {
         // A server may always add these two (RFC 7692 sections 7.1.1.1-2).
         server_no_context_takeover: shared || offer.server_no_context_takeover,
@@ -191,8 +186,21 @@ mod tests {
         parse_offers(values.iter().map(|v| v.as_bytes()))
     }
 
+    /// The answer in each `--compression` mode, as the server maps them.
+    #[derive(Clone, Copy, PartialEq)]
+    enum CompressionMode {
+        Off,
+        Shared,
+        Dedicated,
+    }
+
     fn answer(values: &[&str], mode: CompressionMode) -> Option<String> {
-        negotiate(&offers(values), mode).map(|d| d.response_header())
+        let takeover = match mode {
+            CompressionMode::Off => return None,
+            CompressionMode::Shared => Takeover::Never,
+            CompressionMode::Dedicated => Takeover::AsOffered,
+        };
+        negotiate(&offers(values), takeover).map(|d| d.response_header())
     }
 
     #[test]
@@ -296,7 +304,7 @@ mod tests {
     fn eight_bit_server_window_is_accepted_but_never_compressed_to() {
         let d = negotiate(
             &offers(&["permessage-deflate; server_max_window_bits=8"]),
-            CompressionMode::Shared,
+            Takeover::Never,
         )
         .unwrap();
         assert_eq!(d.server_max_window_bits, 8);

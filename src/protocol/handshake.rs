@@ -8,7 +8,7 @@
 use base64::Engine as _;
 
 use super::error::HandshakeError;
-use super::extension::{negotiate, parse_offers, CompressionMode, Deflate};
+use super::extension::{negotiate, parse_offers, Deflate, Takeover};
 
 /// The GUID every accept key is derived with (section 1.3).
 pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -26,6 +26,63 @@ pub fn find_head_end(buf: &[u8], scanned: usize) -> Option<usize> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|i| start + i + 4)
+}
+
+/// Reads a request head as its bytes arrive, without keeping a copy: the
+/// caller keeps the bytes, this keeps how far it has searched them.
+///
+/// Each call searches only what earlier calls did not (a head arriving one
+/// byte per read is scanned once overall), refuses a head longer than the
+/// limit as soon as it is, and checks the request line as soon as it ends,
+/// so that an HTTP/0.9 request or garbage is refused at once instead of
+/// waiting for a blank line that will never come.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HeadReader {
+    /// Bytes of the buffer already searched for the end of the head.
+    scanned: usize,
+    /// The request line was complete and valid.
+    line_checked: bool,
+}
+
+/// How far a request head has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadStatus {
+    /// More bytes are needed; those so far are valid as far as they go.
+    Partial,
+    /// The head is `buf[..end]`, ending with its blank line.
+    Complete(usize),
+}
+
+impl HeadReader {
+    /// A reader at the start of a request.
+    pub fn new() -> HeadReader {
+        HeadReader::default()
+    }
+
+    /// Looks at `buf` (every byte of the request so far, the same buffer
+    /// grown since the last call) for a complete head of at most
+    /// `max_head_bytes`.
+    pub fn read(
+        &mut self,
+        buf: &[u8],
+        max_head_bytes: usize,
+    ) -> Result<HeadStatus, HandshakeError> {
+        match find_head_end(buf, self.scanned) {
+            Some(end) if end <= max_head_bytes => Ok(HeadStatus::Complete(end)),
+            None if buf.len() <= max_head_bytes => {
+                if !self.line_checked {
+                    // Only new bytes are searched: before, the line had no end.
+                    if let Some(at) = buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                        check_request_line(&buf[..=self.scanned + at])?;
+                        self.line_checked = true;
+                    }
+                }
+                self.scanned = buf.len();
+                Ok(HeadStatus::Partial)
+            }
+            _ => Err(HandshakeError::HeadTooLarge),
+        }
+    }
 }
 
 /// A parsed request head; every field borrows from the head's bytes.
@@ -134,11 +191,11 @@ impl<'h> RequestHead<'h> {
 
     /// Checks the upgrade rules of section 4.2.1, chooses a subprotocol
     /// from `protocols` (the first of the client's list the server speaks)
-    /// and negotiates permessage-deflate as `compression` allows.
+    /// and negotiates permessage-deflate under `deflate` (`None`: never).
     pub fn check_upgrade(
         &self,
         protocols: &[String],
-        compression: CompressionMode,
+        deflate: Option<Takeover>,
     ) -> Result<Upgrade, HandshakeError> {
         if self.method != "GET" {
             return Err(HandshakeError::MethodNotAllowed);
@@ -168,7 +225,7 @@ impl<'h> RequestHead<'h> {
         Ok(Upgrade {
             accept: accept_key(key),
             protocol: self.choose_protocol(protocols),
-            deflate: negotiate(&offers, compression),
+            deflate: deflate.and_then(|takeover| negotiate(&offers, takeover)),
         })
     }
 
@@ -220,7 +277,7 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
     }
 
     fn check(head: &[u8]) -> Result<Upgrade, HandshakeError> {
-        parse_head(head)?.check_upgrade(&protocols(), CompressionMode::Shared)
+        parse_head(head)?.check_upgrade(&protocols(), Some(Takeover::Never))
     }
 
     fn with_header(line: &str, replace: &str) -> Vec<u8> {
@@ -390,5 +447,49 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
         let head = parse_head(b"GET /room/a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
         assert_eq!(head.path(), "/room/a");
         assert!(!head.wants_upgrade());
+    }
+
+    #[test]
+    fn head_reader_finds_the_end_in_any_split() {
+        for step in 1..CHROME.len() {
+            let mut reader = HeadReader::new();
+            let mut got = None;
+            for end in (step..CHROME.len() + step).step_by(step) {
+                let buf = &CHROME[..end.min(CHROME.len())];
+                match reader.read(buf, 8192).unwrap() {
+                    HeadStatus::Partial => assert!(buf.len() < CHROME.len()),
+                    HeadStatus::Complete(at) => {
+                        got = Some(at);
+                        break;
+                    }
+                }
+            }
+            assert_eq!(got, Some(CHROME.len()), "step {step}");
+        }
+    }
+
+    #[test]
+    fn head_reader_refuses_early() {
+        let mut reader = HeadReader::new();
+        assert_eq!(reader.read(b"GET / HT", 8192), Ok(HeadStatus::Partial));
+        assert_eq!(
+            reader.read(b"GET / HTTP/1.1\r\nHost: a", 8192),
+            Ok(HeadStatus::Partial)
+        );
+        let mut garbage = HeadReader::new();
+        assert_eq!(
+            garbage.read(b"\x16\x03\x01\x02\x00\x01\n", 8192),
+            Err(HandshakeError::Malformed)
+        );
+        let mut long = HeadReader::new();
+        assert_eq!(
+            long.read(&[b'a'; 20], 16),
+            Err(HandshakeError::HeadTooLarge)
+        );
+        let mut complete = HeadReader::new();
+        assert_eq!(
+            complete.read(b"GET / HTTP/1.1\r\n\r\nextra", 16),
+            Err(HandshakeError::HeadTooLarge)
+        );
     }
 }

@@ -20,14 +20,6 @@ use super::frame::{decode_header, encode_frame, FrameHeader, OpCode, MAX_CONTROL
 use super::mask::apply_mask;
 use super::utf8::{self, Utf8Validator};
 
-/// Largest payload of a single-frame message left in the caller's buffer
-/// ([`Payload::InPlace`]) when the whole frame is there, rather than copied
-/// into a buffer of its own: no allocation, and the one copy left is the
-/// one the caller makes (into a write queue, into a broadcast frame). As
-/// large as the server's reads, so that any frame one read brings whole
-/// stays in place.
-pub const IN_PLACE_MAX: usize = 64 * 1024;
-
 /// Where the bytes of a received message are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
@@ -75,6 +67,13 @@ pub enum Event {
 pub struct Limits {
     /// Largest message (and frame) payload accepted, in bytes.
     pub max_message_size: usize,
+    /// Largest payload of a single-frame message left in the caller's
+    /// buffer ([`Payload::InPlace`]) when the whole frame is there, rather
+    /// than copied into a buffer of its own: no allocation, and the one copy
+    /// left is the one the caller makes (into a write queue, into a
+    /// broadcast frame). A caller sizes it by its reads, so that any frame
+    /// one read brings whole stays in place.
+    pub in_place_max: usize,
 }
 
 /// What a session needs on every call besides the bytes; shared by the
@@ -243,6 +242,22 @@ impl Session {
         })
     }
 
+    /// Fails the connection for a reason the server found outside the
+    /// protocol (a policy: slow consumer, message rate): like
+    /// [`Session::fail`], everything that arrives afterwards is discarded.
+    /// Returns the Close frame, or `None` if a Close was already sent.
+    pub fn abort(&mut self, code: CloseCode, reason: &str) -> Option<Vec<u8>> {
+        let frame = self.close_frame(code, reason)?;
+        self.state = CloseState::Failed;
+        Some(frame)
+    }
+
+    /// The Ping frame that asks a silent peer for a sign of life, or `None`
+    /// once a Close was sent (nothing may follow it).
+    pub fn ping(&self) -> Option<Vec<u8>> {
+        (self.state == CloseState::Open).then(|| control_frame(OpCode::Ping, b""))
+    }
+
     /// Starts a closing handshake of our own (shutdown, idle timeout):
     /// returns the Close frame, or `None` if a Close was already sent.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Option<Event> {
@@ -290,7 +305,7 @@ impl Session {
         }
         let len = header.payload_len as usize; // at most the message size limit
         let single = header.fin && header.opcode != OpCode::Continuation && !header.rsv1;
-        if single && self.state == CloseState::Open && len <= IN_PLACE_MAX {
+        if single && self.state == CloseState::Open && len <= input.limits.in_place_max {
             if let Some(payload) = buf.get_mut(header_len..header_len + len) {
                 apply_mask(payload, mask, 0);
                 if header.opcode == OpCode::Text && !utf8::is_valid(payload) {
@@ -518,6 +533,7 @@ mod tests {
 
     const LIMITS: Limits = Limits {
         max_message_size: 1024,
+        in_place_max: 64 * 1024,
     };
     const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
@@ -612,9 +628,10 @@ mod tests {
 
     #[test]
     fn split_fragmented_or_large_frames_get_a_buffer_of_their_own() {
-        let big = vec![b'x'; IN_PLACE_MAX + 1];
+        let big = vec![b'x'; LIMITS.in_place_max + 1];
         let limits = Limits {
-            max_message_size: IN_PLACE_MAX + 1,
+            max_message_size: LIMITS.in_place_max + 1,
+            ..LIMITS
         };
         let mut split = client_frame(true, OpCode::Text, b"Hello");
         let tail = split.split_off(8);

@@ -7,9 +7,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
-use super::timer::Millis;
-use crate::protocol::HandshakeError;
+use super::policy::Refusal;
+use super::timer::Time;
+
+/// The window handshakes per address are counted in.
+const SECOND: Duration = Duration::from_secs(1);
 
 /// A token bucket: `rate` messages per second, bursts up to `rate`.
 /// Eight bytes, since every connection carries one.
@@ -23,8 +27,9 @@ pub struct RateBucket {
 
 impl RateBucket {
     /// Takes one token at `now`; `false` when the client is over its rate.
-    pub fn take(&mut self, now: Millis, rate: f64) -> bool {
-        let now = (now as u32).max(1);
+    pub fn take(&mut self, now: Time, rate: f64) -> bool {
+        // Wrapping milliseconds: only differences of under 49 days matter.
+        let now = (now.as_millis() as u32).max(1);
         let burst = rate.max(1.0) as f32;
         if self.last == 0 {
             self.tokens = burst;
@@ -45,7 +50,7 @@ impl RateBucket {
 #[derive(Debug, Default, Clone, Copy)]
 struct AddressCount {
     connections: usize,
-    window_start: Millis,
+    window_start: Option<Time>,
     handshakes_in_window: u32,
 }
 
@@ -55,7 +60,7 @@ pub struct PerAddress {
     max_connections: Option<usize>,
     max_handshakes_per_second: Option<f64>,
     table: HashMap<IpAddr, AddressCount>,
-    last_sweep: Millis,
+    last_sweep: Option<Time>,
 }
 
 impl PerAddress {
@@ -73,13 +78,16 @@ impl PerAddress {
     }
 
     /// Counts a new connection from `ip`, or refuses it (429).
-    pub fn admit(&mut self, ip: IpAddr, now: Millis) -> Result<(), HandshakeError> {
+    pub fn admit(&mut self, ip: IpAddr, now: Time) -> Result<(), Refusal> {
         if !self.enabled() {
             return Ok(());
         }
         let entry = self.table.entry(ip).or_default();
-        if now.saturating_sub(entry.window_start) >= 1000 {
-            entry.window_start = now;
+        let window_over = !entry
+            .window_start
+            .is_some_and(|start| now.since(start) < SECOND);
+        if window_over {
+            entry.window_start = Some(now);
             entry.handshakes_in_window = 0;
         }
         let over_connections = self
@@ -89,7 +97,7 @@ impl PerAddress {
             .max_handshakes_per_second
             .is_some_and(|max| f64::from(entry.handshakes_in_window) >= max);
         if over_connections || over_rate {
-            return Err(HandshakeError::TooManyFromAddress);
+            return Err(Refusal::TooManyFromAddress);
         }
         entry.connections += 1;
         entry.handshakes_in_window += 1;
@@ -105,13 +113,15 @@ impl PerAddress {
 
     /// Drops addresses with no connection and no recent handshake, at most
     /// once a second, so the table only holds live addresses.
-    pub fn sweep(&mut self, now: Millis) {
-        if self.table.is_empty() || now.saturating_sub(self.last_sweep) < 1000 {
+    pub fn sweep(&mut self, now: Time) {
+        let swept_lately = self.last_sweep.is_some_and(|t| now.since(t) < SECOND);
+        if self.table.is_empty() || swept_lately {
             return;
         }
-        self.last_sweep = now;
-        self.table
-            .retain(|_, e| e.connections > 0 || now.saturating_sub(e.window_start) < 1000);
+        self.last_sweep = Some(now);
+        self.table.retain(|_, e| {
+            e.connections > 0 || e.window_start.is_some_and(|t| now.since(t) < SECOND)
+        });
     }
 
     /// Addresses in the table.
@@ -129,44 +139,48 @@ impl PerAddress {
 mod tests {
     use super::*;
 
+    fn t(ms: u64) -> Time {
+        Time::from_millis(ms)
+    }
+
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     #[test]
     fn bucket_allows_a_burst_then_the_rate() {
         let mut b = RateBucket::default();
-        let allowed = (0..20).filter(|_| b.take(1000, 10.0)).count();
+        let allowed = (0..20).filter(|_| b.take(t(1000), 10.0)).count();
         assert_eq!(allowed, 10, "burst of one second's worth");
-        assert!(!b.take(1000, 10.0));
-        assert!(b.take(1100, 10.0), "a token every 100 ms");
-        assert!(!b.take(1100, 10.0));
+        assert!(!b.take(t(1000), 10.0));
+        assert!(b.take(t(1100), 10.0), "a token every 100 ms");
+        assert!(!b.take(t(1100), 10.0));
     }
 
     #[test]
     fn connections_per_address() {
         let mut p = PerAddress::new(Some(2), None);
-        assert!(p.admit(IP, 1).is_ok());
-        assert!(p.admit(IP, 1).is_ok());
-        assert_eq!(p.admit(IP, 1), Err(HandshakeError::TooManyFromAddress));
+        assert!(p.admit(IP, t(1)).is_ok());
+        assert!(p.admit(IP, t(1)).is_ok());
+        assert_eq!(p.admit(IP, t(1)), Err(Refusal::TooManyFromAddress));
         p.release(IP);
-        assert!(p.admit(IP, 1).is_ok());
+        assert!(p.admit(IP, t(1)).is_ok());
     }
 
     #[test]
     fn handshakes_per_address_per_second() {
         let mut p = PerAddress::new(None, Some(3.0));
         for _ in 0..3 {
-            assert!(p.admit(IP, 10).is_ok());
+            assert!(p.admit(IP, t(10)).is_ok());
             p.release(IP);
         }
-        assert!(p.admit(IP, 500).is_err());
-        assert!(p.admit(IP, 1010).is_ok(), "a new window");
+        assert!(p.admit(IP, t(500)).is_err());
+        assert!(p.admit(IP, t(1010)).is_ok(), "a new window");
     }
 
     #[test]
     fn disabled_limits_keep_no_table() {
         let mut p = PerAddress::new(None, None);
         for _ in 0..100 {
-            assert!(p.admit(IP, 1).is_ok());
+            assert!(p.admit(IP, t(1)).is_ok());
         }
         assert!(p.is_empty());
     }
@@ -174,9 +188,9 @@ mod tests {
     #[test]
     fn sweep_forgets_idle_addresses() {
         let mut p = PerAddress::new(Some(5), None);
-        p.admit(IP, 1).unwrap();
+        p.admit(IP, t(1)).unwrap();
         p.release(IP);
-        p.sweep(5000);
+        p.sweep(t(5000));
         assert!(p.is_empty());
     }
 }

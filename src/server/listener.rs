@@ -1,15 +1,131 @@
-//! The listening socket, with `SO_REUSEPORT` when asked for.
+//! The listening socket and how it is drained.
 //!
 //! With `--reuse-port`, several processes bind the same address and the
 //! kernel spreads new connections between them (on Linux, by a hash of the
 //! connection's addresses): one single-threaded process per core behind one
 //! port, no proxy in front.
+//!
+//! An [`Acceptor`] accepts until `WouldBlock`; when the process is out of
+//! descriptors it pauses (the pending connections wait in the backlog)
+//! instead of spinning on the error, and warns at most once a second.
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use mio::net::TcpListener;
+use log::{debug, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
+
+use super::timer::Time;
+
+/// How long accepting pauses when the process is out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Descriptors kept free for the listener, the poller, logs and Redis.
+const RESERVED_DESCRIPTORS: u64 = 32;
+
+/// The listener, while it is open, and its pause after running out of
+/// descriptors.
+#[derive(Debug)]
+pub struct Acceptor {
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    paused_until: Option<Time>,
+    last_warning: Option<Time>,
+}
+
+impl Acceptor {
+    /// Registers `listener` under `token`.
+    pub fn new(
+        mut listener: TcpListener,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<Acceptor> {
+        registry.register(&mut listener, token, Interest::READABLE)?;
+        Ok(Acceptor {
+            local_addr: listener.local_addr()?,
+            listener: Some(listener),
+            paused_until: None,
+            last_warning: None,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The next pending connection, if one can be taken now. `None` when
+    /// the backlog is drained, the listener closed, or accepting paused.
+    pub fn accept(&mut self, now: Time) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            let listener = self.listener.as_ref()?;
+            if self.paused_until.is_some() {
+                return None;
+            }
+            match listener.accept() {
+                Ok(accepted) => return Some(accepted),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_out_of_descriptors(&e) => {
+                    self.paused_until = Some(now + ACCEPT_BACKOFF);
+                    let warned_lately = self
+                        .last_warning
+                        .is_some_and(|t| now.since(t) < Duration::from_secs(1));
+                    if !warned_lately {
+                        warn!("accept: {e}; pausing accepts");
+                        self.last_warning = Some(now);
+                    }
+                    return None;
+                }
+                // ECONNABORTED and the like concern one connection only.
+                Err(e) => debug!("accept: {e}"),
+            }
+        }
+    }
+
+    /// When a pause ends, if accepting is paused.
+    pub fn paused_until(&self) -> Option<Time> {
+        self.paused_until
+    }
+
+    /// Ends a pause that is over at `now`; returns whether it did.
+    pub fn resume(&mut self, now: Time) -> bool {
+        if self.paused_until.is_some_and(|until| now >= until) {
+            self.paused_until = None;
+            return true;
+        }
+        false
+    }
+
+    /// Stops listening (at shutdown).
+    pub fn close(&mut self, registry: &Registry) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = registry.deregister(&mut listener);
+        }
+    }
+}
+
+/// `wanted`, lowered so that every connection can have a descriptor.
+pub fn descriptor_bound(wanted: usize) -> usize {
+    match rlimit::Resource::NOFILE.get() {
+        Ok((soft, _)) => {
+            let fit = soft.saturating_sub(RESERVED_DESCRIPTORS) as usize;
+            if fit < wanted {
+                warn!("open-files limit {soft}: serving at most {fit} connections");
+            }
+            wanted.min(fit)
+        }
+        Err(_) => wanted,
+    }
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    // EMFILE (24) and ENFILE (23) on Linux and macOS alike.
+    matches!(e.raw_os_error(), Some(23) | Some(24))
+}
 
 /// Pending connections the kernel keeps for `accept`. mio's `bind` asks
 /// for 128, which drops a burst of connects (each then waits a 1 s SYN
@@ -34,6 +150,14 @@ pub fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListen
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_connections_fit_the_open_files_limit() {
+        let (soft, _) = rlimit::Resource::NOFILE.get().unwrap();
+        let bound = descriptor_bound(usize::MAX);
+        assert_eq!(bound as u64, soft.saturating_sub(RESERVED_DESCRIPTORS));
+        assert_eq!(descriptor_bound(10), 10.min(bound));
+    }
 
     #[test]
     fn two_listeners_share_a_port_only_when_both_ask() {

@@ -1,15 +1,29 @@
-//! Everything that owns a socket: the reactor, connections, write queues,
-//! rooms and the counters behind `/metrics`.
+//! Everything that owns a socket, and the server's policy: the reactor,
+//! connections over their transports, write queues, rooms, the Redis
+//! relay, and the counters behind `/metrics`.
+//!
+//! In the order data flows: [`listener`] accepts, [`reactor`] moves bytes
+//! and time, [`transport`] carries a [`connection`]'s bytes, [`router`]
+//! decides what a request asks for, [`hub`] and [`room`] decide who hears
+//! a message ([`outgoing`] frames it once), [`write_queue`] holds what is
+//! to be sent. [`policy`] names every refusal and close of the server's
+//! own; [`admission`] holds the per-address and rate limits; [`table`]
+//! keeps the connections and the work of each turn; [`timer`] the clock.
 
 pub mod admission;
 pub mod cluster;
 pub mod connection;
+pub mod hub;
 pub mod listener;
 pub mod metrics;
 pub mod outgoing;
+pub mod policy;
 pub mod reactor;
 pub mod room;
+pub mod router;
+pub mod table;
 pub mod timer;
+pub mod transport;
 pub mod write_queue;
 
 pub use reactor::{Server, ServerHandle};

@@ -1,6 +1,9 @@
 //! Rooms and broadcast: who hears what.
 //!
-//! A room is a list of connection tokens. A broadcast encodes its frame
+//! A room is a list of members, each known by its key (a connection's
+//! token). [`Rooms`] owns the membership both ways: the member lists and,
+//! for each member, where it sits, so a member leaves in O(1) without
+//! anyone else patching a moved member's slot. A broadcast encodes its frame
 //! once (once per form: plain, compressed) into an `Rc<[u8]>` and pushes a
 //! clone of that pointer to every member's queue: no copy and no
 //! allocation per receiver. A member whose
@@ -16,19 +19,33 @@ use super::outgoing::Outgoing;
 /// The room of `/`.
 pub const LOBBY: &str = "lobby";
 
-/// Where a connection sits in a room, so leaving is O(1).
+/// Where a member sits: its room's key and its index in the member list.
+/// `u32`s keep the table at 8 bytes per member key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Membership {
-    /// The room's key.
-    pub room: usize,
-    /// The connection's index in the room's member list.
-    pub slot: usize,
+struct Seat {
+    room: u32,
+    index: u32,
+}
+
+impl Seat {
+    const EMPTY: Seat = Seat {
+        room: u32::MAX,
+        index: u32::MAX,
+    };
 }
 
 #[derive(Debug)]
 struct Room {
     name: Box<str>,
     members: Vec<usize>,
+}
+
+impl Room {
+    /// Whether nothing keeps the room alive. (Rooms with history will
+    /// outlive their members; today a room is its members.)
+    fn is_unused(&self) -> bool {
+        self.members.is_empty()
+    }
 }
 
 /// Whether `name` may name a room: 1-64 letters, digits, `-`, `_` or `.`.
@@ -39,20 +56,23 @@ pub fn is_valid_room_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// Every room of the process, created on first join and dropped when empty.
+/// Every room of the process, created on first join and dropped when
+/// nothing keeps it.
 #[derive(Debug, Default)]
 pub struct Rooms {
     rooms: Slab<Room>,
     by_name: HashMap<Box<str>, usize>,
+    /// Indexed by member key: where each member sits.
+    seats: Vec<Seat>,
 }
 
 /// What became of a broadcast frame at one receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// Queued (this many bytes) behind bytes that already wait for a flush.
-    Queued(usize),
-    /// Queued (this many bytes) into an idle queue: it now needs a flush.
-    Woken(usize),
+    /// Queued behind bytes that already wait for a flush.
+    Queued,
+    /// Queued into an idle queue: it now needs a flush.
+    Woken,
     /// Refused: the queue would pass its bound (a slow consumer).
     Refused,
     /// Not for this receiver (it is closing).
@@ -77,8 +97,6 @@ pub struct Fanout {
     pub refused: Vec<usize>,
     /// Frames queued by the last broadcast.
     pub delivered: usize,
-    /// Bytes queued by the last broadcast, all receivers together.
-    pub queued_bytes: usize,
 }
 
 impl Rooms {
@@ -97,8 +115,9 @@ impl Rooms {
         self.rooms.is_empty()
     }
 
-    /// Adds connection `token` to the room called `name`.
-    pub fn join(&mut self, name: &str, token: usize) -> Membership {
+    /// Adds member `key` (which must not be in a room) to the room called
+    /// `name`, and returns the room's key.
+    pub fn join(&mut self, name: &str, key: usize) -> usize {
         let room = match self.by_name.get(name) {
             Some(&key) => key,
             None => {
@@ -111,24 +130,43 @@ impl Rooms {
             }
         };
         let members = &mut self.rooms[room].members;
-        members.push(token);
-        Membership {
-            room,
-            slot: members.len() - 1,
+        members.push(key);
+        if self.seats.len() <= key {
+            self.seats.resize(key + 1, Seat::EMPTY);
+        }
+        self.seats[key] = Seat {
+            room: room as u32,
+            index: (members.len() - 1) as u32,
+        };
+        room
+    }
+
+    /// The key of the room member `key` is in.
+    pub fn room_of(&self, key: usize) -> Option<usize> {
+        match self.seats.get(key) {
+            Some(seat) if *seat != Seat::EMPTY => Some(seat.room as usize),
+            _ => None,
         }
     }
 
-    /// Removes a member. Returns the token whose slot changed (it moved
-    /// into the freed slot) so the caller can update that connection.
-    pub fn leave(&mut self, m: Membership) -> Option<(usize, Membership)> {
-        let room = self.rooms.get_mut(m.room)?;
-        room.members.swap_remove(m.slot);
-        let moved = room.members.get(m.slot).map(|&token| (token, m));
-        if room.members.is_empty() {
-            let room = self.rooms.remove(m.room);
+    /// Removes member `key` from its room, if it is in one; returns the
+    /// room's key. The last member takes the freed index.
+    pub fn leave(&mut self, key: usize) -> Option<usize> {
+        let seat = std::mem::replace(self.seats.get_mut(key)?, Seat::EMPTY);
+        if seat == Seat::EMPTY {
+            return None;
+        }
+        let room_key = seat.room as usize;
+        let room = &mut self.rooms[room_key];
+        room.members.swap_remove(seat.index as usize);
+        if let Some(&moved) = room.members.get(seat.index as usize) {
+            self.seats[moved].index = seat.index;
+        }
+        if room.is_unused() {
+            let room = self.rooms.remove(room_key);
             self.by_name.remove(&room.name);
         }
-        moved
+        Some(room_key)
     }
 
     /// The key of the room called `name`, if it has members.
@@ -159,19 +197,14 @@ impl Rooms {
             return false;
         };
         fanout.delivered = 0;
-        fanout.queued_bytes = 0;
         for &token in &room.members {
             let Some(conn) = conns.get_mut(token) else {
                 continue;
             };
             match conn.push_broadcast(message, fanout.limit) {
-                Delivery::Queued(bytes) => {
+                Delivery::Queued => fanout.delivered += 1,
+                Delivery::Woken => {
                     fanout.delivered += 1;
-                    fanout.queued_bytes += bytes;
-                }
-                Delivery::Woken(bytes) => {
-                    fanout.delivered += 1;
-                    fanout.queued_bytes += bytes;
                     fanout.woken.push(token);
                 }
                 Delivery::Refused => fanout.refused.push(token),
@@ -202,8 +235,8 @@ mod tests {
                 return Delivery::Refused;
             }
             let frame = message.frame_for(None, None);
-            self.frames.push(frame.clone());
-            Delivery::Woken(frame.len())
+            self.frames.push(frame);
+            Delivery::Woken
         }
     }
 
@@ -238,13 +271,13 @@ mod tests {
         let a = conns.insert(Inbox::default());
         let b = conns.insert(Inbox::default());
         let c = conns.insert(Inbox::default());
-        let ma = rooms.join(LOBBY, a);
+        let lobby = rooms.join(LOBBY, a);
         rooms.join(LOBBY, b);
         rooms.join("other", c);
         let mut fanout = Fanout::default();
         send(
             &mut rooms,
-            ma.room,
+            lobby,
             OpCode::Text,
             b"hello",
             &mut conns,
@@ -267,12 +300,12 @@ mod tests {
             full: true,
             ..Inbox::default()
         });
-        let m = rooms.join(LOBBY, a);
+        let lobby = rooms.join(LOBBY, a);
         rooms.join(LOBBY, b);
         let mut fanout = Fanout::default();
         send(
             &mut rooms,
-            m.room,
+            lobby,
             OpCode::Binary,
             &[1, 2],
             &mut conns,
@@ -285,14 +318,17 @@ mod tests {
     #[test]
     fn leaving_moves_the_last_member_and_drops_empty_rooms() {
         let mut rooms = Rooms::new();
-        let m1 = rooms.join(LOBBY, 10);
-        let _m2 = rooms.join(LOBBY, 11);
-        let m3 = rooms.join(LOBBY, 12);
-        assert_eq!(rooms.leave(m1), Some((12, m1)));
+        let lobby = rooms.join(LOBBY, 10);
+        rooms.join(LOBBY, 11);
+        rooms.join(LOBBY, 12);
+        assert_eq!(rooms.leave(10), Some(lobby));
         assert_eq!(rooms.sizes().collect::<Vec<_>>(), [(LOBBY, 2)]);
-        let moved_m3 = Membership { slot: 0, ..m3 };
-        assert_eq!(rooms.leave(moved_m3), Some((11, moved_m3)));
-        assert_eq!(rooms.leave(Membership { slot: 0, ..m3 }), None);
+        assert_eq!(rooms.room_of(12), Some(lobby), "12 moved into 10's index");
+        assert_eq!(rooms.leave(10), None, "already gone");
+        assert_eq!(rooms.leave(12), Some(lobby));
+        assert_eq!(rooms.leave(11), Some(lobby));
+        assert_eq!(rooms.room_of(11), None);
         assert!(rooms.is_empty());
+        assert_eq!(rooms.find(LOBBY), None);
     }
 }

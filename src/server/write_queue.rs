@@ -7,7 +7,13 @@
 //! one buffer. Writes use `write_vectored` over the first chunks, so many
 //! queued frames go out in one system call. The byte bound itself is
 //! enforced by the caller, which knows the policy (close, pause or drop).
+//!
+//! Every queue of a server counts its bytes into one shared [`ByteGauge`]
+//! as they are queued, written, discarded or dropped with the queue, so the
+//! server's total (for `--max-outbound-memory`) is kept where bytes move
+//! and nowhere else.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::rc::Rc;
@@ -88,6 +94,31 @@ impl BufferPool {
 /// Buffers larger than this are freed rather than kept.
 const MAX_POOLED_BYTES: usize = 256 * 1024;
 
+/// The bytes held by a group of queues together (all connections of a
+/// server), kept up to date by the queues themselves.
+#[derive(Debug, Clone, Default)]
+pub struct ByteGauge(Rc<Cell<usize>>);
+
+impl ByteGauge {
+    /// A gauge at zero.
+    pub fn new() -> ByteGauge {
+        ByteGauge::default()
+    }
+
+    /// Bytes held now.
+    pub fn get(&self) -> usize {
+        self.0.get()
+    }
+
+    fn add(&self, n: usize) {
+        self.0.set(self.0.get() + n);
+    }
+
+    fn sub(&self, n: usize) {
+        self.0.set(self.0.get() - n);
+    }
+}
+
 /// How a flush ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flush {
@@ -107,12 +138,48 @@ pub struct WriteQueue {
     front_written: u32,
     queued: usize,
     sealed: bool,
+    /// Where this queue's bytes are counted with its siblings'.
+    gauge: Option<ByteGauge>,
+}
+
+impl Drop for WriteQueue {
+    fn drop(&mut self) {
+        if let Some(gauge) = &self.gauge {
+            gauge.sub(self.queued);
+        }
+    }
 }
 
 impl WriteQueue {
-    /// An empty queue; allocates nothing until the first push.
+    /// An empty queue counted by no gauge; allocates nothing until the
+    /// first push.
     pub fn new() -> WriteQueue {
         WriteQueue::default()
+    }
+
+    /// An empty queue whose bytes count into `gauge`.
+    pub fn with_gauge(gauge: ByteGauge) -> WriteQueue {
+        WriteQueue {
+            chunks: VecDeque::new(),
+            front_written: 0,
+            queued: 0,
+            sealed: false,
+            gauge: Some(gauge),
+        }
+    }
+
+    fn grow(&mut self, n: usize) {
+        self.queued += n;
+        if let Some(gauge) = &self.gauge {
+            gauge.add(n);
+        }
+    }
+
+    fn shrink(&mut self, n: usize) {
+        self.queued -= n;
+        if let Some(gauge) = &self.gauge {
+            gauge.sub(n);
+        }
     }
 
     /// Bytes queued and not yet written.
@@ -142,7 +209,7 @@ impl WriteQueue {
         if self.sealed || len == 0 {
             return 0;
         }
-        self.queued += len;
+        self.grow(len);
         self.chunks.push_back(Chunk::Shared(frame));
         len
     }
@@ -153,7 +220,7 @@ impl WriteQueue {
         if self.sealed || len == 0 {
             return 0;
         }
-        self.queued += len;
+        self.grow(len);
         if let Some(tail) = self.owned_tail(len) {
             tail.extend_from_slice(&bytes);
         } else {
@@ -168,7 +235,7 @@ impl WriteQueue {
     pub fn discard_unsent(&mut self) -> usize {
         let keep = usize::from(self.front_written > 0).min(self.chunks.len());
         let dropped: usize = self.chunks.drain(keep..).map(|c| c.bytes().len()).sum();
-        self.queued -= dropped;
+        self.shrink(dropped);
         dropped
     }
 
@@ -180,7 +247,7 @@ impl WriteQueue {
         }
         let len =
             FrameHeader::new(true, opcode, payload.len() as u64).encoded_len() + payload.len();
-        self.queued += len;
+        self.grow(len);
         if let Some(tail) = self.owned_tail(len) {
             encode_frame(true, opcode, false, &[payload], tail);
         } else {
@@ -225,7 +292,7 @@ impl WriteQueue {
             }
         }
         self.chunks.push_back(Chunk::Payload(payload));
-        self.queued += len;
+        self.grow(len);
         len
     }
 
@@ -275,7 +342,7 @@ impl WriteQueue {
     }
 
     fn advance(&mut self, mut written: usize, pool: &mut BufferPool) {
-        self.queued -= written;
+        self.shrink(written);
         while let Some(front) = self.chunks.front() {
             let left = front.bytes().len() - self.front_written as usize;
             if written < left {
@@ -493,5 +560,29 @@ mod tests {
         idle.push_shared(frame);
         assert_eq!(idle.discard_unsent(), 10);
         assert!(idle.is_empty());
+    }
+
+    #[test]
+    fn the_gauge_follows_every_byte() {
+        let gauge = ByteGauge::new();
+        let mut a = WriteQueue::with_gauge(gauge.clone());
+        let mut b = WriteQueue::with_gauge(gauge.clone());
+        a.push_shared(Rc::from(&b"0123456789"[..]));
+        a.push_frame(OpCode::Text, b"hi");
+        b.push_owned(b"xyz".to_vec());
+        assert_eq!(gauge.get(), 10 + 4 + 3);
+        let mut w = Throttled {
+            out: Vec::new(),
+            budget: vec![6],
+            calls: 0,
+        };
+        assert_eq!(a.write_to(&mut w).unwrap(), Flush::Blocked);
+        assert_eq!(gauge.get(), 8 + 3, "written bytes leave the gauge");
+        a.discard_unsent();
+        assert_eq!(gauge.get(), 4 + 3, "the partly written frame stays");
+        drop(b);
+        assert_eq!(gauge.get(), 4, "a dropped queue takes its bytes along");
+        drop(a);
+        assert_eq!(gauge.get(), 0);
     }
 }

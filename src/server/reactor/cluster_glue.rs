@@ -16,7 +16,7 @@ use super::Server;
 use crate::config::Config;
 use crate::protocol::OpCode;
 use crate::server::cluster::{Cluster, Inbound};
-use crate::server::timer::{Clock, Millis};
+use crate::server::timer::{Millis, Time};
 
 /// Rooms listed by `wschat_room_connections`: the largest ones only, so a
 /// server with many rooms still has a bounded number of series.
@@ -31,10 +31,10 @@ impl Server {
         Cluster::start(
             url,
             poll.registry(),
-            config.max_message_size.min(crate::config::MAX_MESSAGE_SIZE),
+            config.max_message_size,
             config.max_backpressure,
             // The loop's clock starts at its first millisecond.
-            Clock::new().now(),
+            millis(Time::START),
         )
         .map(Some)
     }
@@ -44,7 +44,7 @@ impl Server {
         let Some(mut cluster) = self.cluster.take() else {
             return;
         };
-        let now = self.clock.now();
+        let now = millis(self.clock.now());
         cluster.on_event(event, now, &mut |m| self.deliver_remote(m));
         self.cluster = Some(cluster);
     }
@@ -55,18 +55,20 @@ impl Server {
         let Some(mut cluster) = self.cluster.take() else {
             return;
         };
-        let now = self.clock.now();
+        let now = millis(self.clock.now());
         cluster.end_of_turn(now, &mut |m| self.deliver_remote(m));
         self.cluster = Some(cluster);
     }
 
     /// When the cluster next needs a turn (now, if it has work left).
-    pub(super) fn cluster_deadline(&self) -> Option<Millis> {
+    pub(super) fn cluster_deadline(&self) -> Option<Time> {
         let cluster = self.cluster.as_ref()?;
         if cluster.busy() {
             return Some(self.clock.now());
         }
-        cluster.next_deadline()
+        cluster
+            .next_deadline()
+            .map(|at| Time::from_millis(at.saturating_sub(1)))
     }
 
     /// The id of a new WebSocket connection, never repeated in this
@@ -89,10 +91,10 @@ impl Server {
         opcode: OpCode,
         payload: &[u8],
     ) -> bool {
-        let (Some(cluster), Some(name)) = (self.cluster.as_mut(), self.rooms.name(room)) else {
+        let (Some(cluster), Some(name)) = (self.cluster.as_mut(), self.hub.rooms.name(room)) else {
             return false;
         };
-        cluster.publish(name, sender, opcode, payload, self.clock.now())
+        cluster.publish(name, sender, opcode, payload, millis(self.clock.now()))
     }
 
     /// The body of `/healthz`: `degraded` while Redis is unreachable.
@@ -106,7 +108,7 @@ impl Server {
     /// Appends the largest rooms' sizes and, in cluster mode, the
     /// cluster's gauges and counters to a `/metrics` page.
     pub(super) fn render_extra_metrics(&self, page: &mut String) {
-        let mut sizes: Vec<(&str, usize)> = self.rooms.sizes().collect();
+        let mut sizes: Vec<(&str, usize)> = self.hub.rooms.sizes().collect();
         render_top_rooms(page, &mut sizes);
         if let Some(cluster) = &self.cluster {
             cluster.render_metrics(page);
@@ -115,10 +117,15 @@ impl Server {
 
     /// A room message from Redis, to this instance's members of its room.
     fn deliver_remote(&mut self, m: Inbound<'_>) {
-        if let Some(room) = self.rooms.find(m.room) {
+        if let Some(room) = self.hub.rooms.find(m.room) {
             self.broadcast(room, m.sender, m.opcode, m.payload);
         }
     }
+}
+
+/// The link's milliseconds for an instant of the loop.
+fn millis(t: Time) -> Millis {
+    t.as_millis() + 1
 }
 
 /// Appends `wschat_room_connections{room="…"}` for the [`TOP_ROOMS`]

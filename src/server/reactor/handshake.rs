@@ -1,60 +1,31 @@
-//! Handshakes and plain HTTP answers: the head of a request, and what it gets.
-//!
-//! A part of the reactor's `impl Server`, in a file of its own so that
-//! each file stays readable; it reaches the reactor's private state as a
-//! child module.
+//! A complete request head: routed, then answered with a plain response,
+//! a refusal, or the 101 of an upgrade.
 
-use super::*;
+use log::debug;
+
+use super::Server;
+use crate::http;
+use crate::protocol::handshake::{parse_head, Upgrade};
+use crate::protocol::session::Inflate;
+use crate::protocol::Session;
+use crate::server::connection::{AfterResponse, Compression, Endpoint, WebSocket};
+use crate::server::metrics::Gauges;
+use crate::server::policy::Refusal;
+use crate::server::router::{route, Request};
 
 impl Server {
-    pub(super) fn consume_head(
-        &mut self,
-        key: usize,
-        data: &mut [u8],
-        scanned: usize,
-        line_checked: bool,
-    ) -> usize {
-        let max = self.config.max_head_bytes;
-        let end = match find_head_end(data, scanned) {
-            Some(end) if end <= max => end,
-            None if data.len() <= max => {
-                // Only new bytes are searched: before, the line had no end.
-                let line_end = if line_checked {
-                    None
-                } else {
-                    data[scanned..].iter().position(|&b| b == b'\n')
-                };
-                if let Some(at) = line_end {
-                    if let Err(err) = check_request_line(&data[..=scanned + at]) {
-                        self.refuse(key, err);
-                        return data.len();
-                    }
-                }
-                let conn = &mut self.conns[key];
-                conn.phase = Phase::Handshake {
-                    scanned: data.len(),
-                    line_checked: line_checked || line_end.is_some(),
-                };
-                conn.ack_now();
-                return 0;
-            }
-            _ => {
-                self.refuse(key, HandshakeError::HeadTooLarge);
-                return data.len();
-            }
-        };
-        let request = parse_head(&data[..end]).and_then(|head| route(&head, &self.config));
+    /// Acts on the request head `data[..end]` of connection `key`; returns
+    /// the bytes of `data` used.
+    pub(super) fn on_head(&mut self, key: usize, data: &mut [u8], end: usize) -> usize {
+        let request = parse_head(&data[..end])
+            .map_err(Refusal::from)
+            .and_then(|head| route(&head, &self.settings.routes));
         match request {
-            Err(err) => self.refuse(key, err),
+            Err(refusal) => self.refuse(key, refusal),
             Ok(Request::Page) => self.respond(key, http::chat_page()),
             Ok(Request::Health) => self.respond(key, http::text(self.health())),
             Ok(Request::Metrics) => {
-                let mut page = self.metrics.render(Gauges {
-                    connections: self.conns.len(),
-                    rooms: self.rooms.len(),
-                    deflate_calls: self.deflater.calls(),
-                });
-                self.render_extra_metrics(&mut page);
+                let page = self.metrics_page();
                 self.respond(key, http::text(&page));
             }
             Ok(Request::Upgrade { upgrade, room }) => {
@@ -66,51 +37,66 @@ impl Server {
         data.len()
     }
 
-    pub(super) fn open(&mut self, key: usize, upgrade: &Upgrade, room: Option<&str>) {
+    /// The `/metrics` page.
+    fn metrics_page(&self) -> String {
+        let mut page = self.metrics.render(Gauges {
+            connections: self.table.len(),
+            rooms: self.hub.rooms.len(),
+            deflate_calls: self.hub.deflate_calls(),
+        });
+        self.render_extra_metrics(&mut page);
+        page
+    }
+
+    /// Completes an upgrade: the connection joins its room (or echoes)
+    /// and its 101 is queued.
+    fn open(&mut self, key: usize, upgrade: &Upgrade, room: Option<&str>) {
         let id = self.next_connection_id();
         let endpoint = match room {
-            Some(name) => Endpoint::Room(self.rooms.join(name, key)),
+            Some(name) => {
+                self.hub.rooms.join(name, key);
+                Endpoint::Room
+            }
             None => Endpoint::Echo,
         };
-        let conn = &mut self.conns[key];
-        debug!("client-{id} open from {} ({:?})", conn.peer, endpoint);
         let inflate = match upgrade.deflate {
             Some(d) => Inflate::On {
                 reset: d.client_no_context_takeover,
             },
             None => Inflate::Off,
         };
-        conn.phase = Phase::Open {
+        let ws = WebSocket {
             id,
             session: Session::with_inflate(inflate),
             endpoint,
-            compression: Compression::new(upgrade.deflate, self.config.compression),
+            compression: Compression::new(upgrade.deflate, self.settings.config.compression),
         };
-        self.outbound += conn.queue.push_owned(http::switching_protocols(upgrade));
+        let ping_at = self.clock.after(self.settings.config.ping_interval);
+        let Some(conn) = self.table.get_mut(key) else {
+            return;
+        };
+        debug!("client-{id} open from {} ({room:?})", conn.peer());
+        conn.upgrade(http::switching_protocols(upgrade), ws, ping_at);
+        self.table.track_timer(key);
         self.metrics.upgraded += 1;
-        self.mark_dirty(key);
-        self.set_deadline(key, self.clock.after(self.config.ping_interval));
+        self.table.mark_dirty(key);
     }
 
+    /// Queues a plain response, after which the connection ends.
     pub(super) fn respond(&mut self, key: usize, response: Vec<u8>) {
-        self.outbound += response.len();
-        self.conns[key].respond(response);
-        self.mark_dirty(key);
-        self.set_deadline(key, self.clock.after(self.config.close_timeout));
+        let close_by = self.clock.after(self.settings.config.close_timeout);
+        if let Some(conn) = self.table.get_mut(key) {
+            conn.respond(response, AfterResponse::Close, close_by);
+            self.table.track_timer(key);
+            self.table.mark_dirty(key);
+        }
     }
 
-    pub(super) fn refuse(&mut self, key: usize, err: HandshakeError) {
-        let peer = self.conns[key].peer;
-        self.count_refusal(err, peer);
-        self.respond(key, http::error(err));
-    }
-
-    pub(super) fn count_refusal(&mut self, err: HandshakeError, peer: SocketAddr) {
-        info!("{peer}: refused: {err}");
-        *self
-            .metrics
-            .handshake_failures
-            .entry(err.label())
-            .or_default() += 1;
+    /// Answers a request with a refusal, after which the connection ends.
+    pub(super) fn refuse(&mut self, key: usize, refusal: Refusal) {
+        if let Some(peer) = self.table.get(key).map(|c| c.peer()) {
+            self.count_refusal(refusal, peer);
+            self.respond(key, http::error(refusal));
+        }
     }
 }

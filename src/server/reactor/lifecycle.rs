@@ -1,146 +1,86 @@
-//! Deadlines, shutdown and removal: how connections end.
-//!
-//! A part of the reactor's `impl Server`, in a file of its own so that
-//! each file stays readable; it reaches the reactor's private state as a
-//! child module.
+//! How connections end: their timers, the server's shutdown, and removal
+//! at the end of a turn.
 
-use super::*;
+use log::{debug, info};
+
+use super::Server;
+use crate::http;
+use crate::server::connection::Expiry;
+use crate::server::policy::{PolicyClose, Refusal};
 
 impl Server {
-    pub(super) fn set_deadline(&mut self, key: usize, at: Millis) {
-        self.conns[key].deadline = at;
-        self.timers.push(at, key);
-    }
-
+    /// Handles every connection timer due now.
     pub(super) fn fire_timers(&mut self) {
-        while let Some((at, key)) = self.timers.pop_due(self.clock.now()) {
-            match self.conns.get_mut(key) {
-                Some(conn) if conn.deadline == at && !conn.flags.dead => {
-                    conn.deadline = 0;
-                    self.on_deadline(key);
-                }
-                _ => {} // stale: the deadline moved or the connection is gone
-            }
-        }
-    }
-
-    pub(super) fn on_deadline(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        let closing = conn.queue.is_sealed();
-        match &mut conn.phase {
-            Phase::Handshake { .. } => {
-                let peer = conn.peer;
-                self.metrics.timeouts += 1;
-                self.count_refusal(HandshakeError::Timeout, peer);
-                let conn = &mut self.conns[key];
-                // Best effort, then gone: a slow client gets no more time.
-                let _ = conn.stream.write(&http::error(HandshakeError::Timeout));
-                self.kill(key);
-            }
-            Phase::Responded => self.kill(key),
-            Phase::Open { .. } if closing => {
-                debug!("{}: close timeout", conn.peer);
-                self.metrics.timeouts += 1;
-                self.kill(key);
-            }
-            Phase::Open { id, session, .. } => {
-                let silent = self.clock.now() - conn.last_rx;
-                let idle_ms = to_millis(self.config.idle_timeout);
-                let ping_ms = to_millis(self.config.ping_interval);
-                if silent >= idle_ms {
-                    info!("client-{id} ({}): idle for {silent} ms, closing", conn.peer);
+        let now = self.clock.now();
+        while let Some(key) = self.table.pop_due(now) {
+            let timeouts = self.settings.timeouts;
+            let Some(conn) = self.table.get_mut(key) else {
+                continue;
+            };
+            match conn.handle_timeout(now, timeouts) {
+                Expiry::Handshake => {
+                    let peer = conn.peer();
+                    // Best effort, then gone: a slow client gets no more time.
+                    conn.write_once(&http::error(Refusal::Timeout));
                     self.metrics.timeouts += 1;
-                    if let Some(Event::Close { frame, error }) =
-                        session.close(CloseCode::GOING_AWAY, "idle timeout")
-                    {
-                        self.send_close(key, frame, error);
-                    }
-                } else if silent >= ping_ms {
-                    if !conn.flags.pinged {
-                        conn.flags.pinged = true;
-                        self.outbound += conn.queue.push_frame(OpCode::Ping, b"");
-                        self.mark_dirty(key);
-                    }
-                    let at = self.conns[key].last_rx + idle_ms;
-                    self.set_deadline(key, at);
-                } else {
-                    let at = conn.last_rx + ping_ms;
-                    self.set_deadline(key, at);
+                    self.count_refusal(Refusal::Timeout, peer);
+                    self.table.kill(key);
                 }
+                Expiry::Close => {
+                    if conn.websocket().is_some() {
+                        debug!("{}: close timeout", conn.peer());
+                        self.metrics.timeouts += 1;
+                    }
+                    self.table.kill(key);
+                }
+                Expiry::Idle(silent) => {
+                    let id = conn.id().unwrap_or(0);
+                    let ms = silent.as_millis();
+                    info!("client-{id} ({}): idle for {ms} ms, closing", conn.peer());
+                    self.metrics.timeouts += 1;
+                    self.close_for(key, PolicyClose::IdleTimeout);
+                }
+                Expiry::Pinged => {
+                    self.table.track_timer(key);
+                    self.table.mark_dirty(key);
+                }
+                Expiry::Rearmed => self.table.track_timer(key),
             }
         }
     }
 
+    /// Stops accepting and starts the closing handshake with every client.
     pub(super) fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        info!("shutting down: closing {} connections", self.conns.len());
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        self.shutdown_deadline = Some(self.clock.after(self.config.shutdown_timeout));
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            let conn = &mut self.conns[key];
-            match &mut conn.phase {
-                Phase::Handshake { .. } => self.kill(key),
-                Phase::Open { session, .. } => {
-                    if let Some(Event::Close { frame, error }) =
-                        session.close(CloseCode::GOING_AWAY, "server shutting down")
-                    {
-                        self.send_close(key, frame, error);
-                    }
-                }
-                Phase::Responded => {}
-            }
-        }
-    }
-
-    pub(super) fn kill(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.flags.dead {
-                conn.flags.dead = true;
-                self.dead.push(key);
+        info!("shutting down: closing {} connections", self.table.len());
+        self.acceptor.close(self.poll.registry());
+        self.shutdown_deadline = Some(self.clock.after(self.settings.config.shutdown_timeout));
+        for key in self.table.keys() {
+            let Some(conn) = self.table.get(key) else {
+                continue;
+            };
+            if conn.is_handshaking() {
+                self.table.kill(key);
+            } else if conn.websocket().is_some() {
+                self.close_for(key, PolicyClose::ShuttingDown);
             }
         }
     }
 
     /// Removes the connections that ended this turn.
     pub(super) fn reap(&mut self) {
-        // Each connection leaves stale deadlines behind; once they
-        // outnumber the live ones, drop them rather than wait for them.
-        if self.timers.len() > 2 * self.conns.len() + 1024 {
-            let conns = &self.conns;
-            self.timers
-                .retain(|at, key| conns.get(key).is_some_and(|c| c.deadline == at));
-        }
-        for key in std::mem::take(&mut self.dead) {
-            let mut conn = self.conns.remove(key);
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.outbound -= conn.queue.queued_bytes();
-            if let Phase::Open { session, .. } = &conn.phase {
-                self.inbound -= session.buffered_bytes();
-            }
-            self.per_address.release(conn.peer.ip());
-            if let Phase::Open { id, endpoint, .. } = conn.phase {
-                if let Endpoint::Room(m) = endpoint {
-                    if let Some((moved, slot)) = self.rooms.leave(m) {
-                        if let Some(Connection {
-                            phase:
-                                Phase::Open {
-                                    endpoint: Endpoint::Room(moved_m),
-                                    ..
-                                },
-                            ..
-                        }) = self.conns.get_mut(moved)
-                        {
-                            *moved_m = slot;
-                        }
-                    }
-                }
+        let registry = self.poll.registry();
+        let (hub, budgets, per_address) = (&mut self.hub, &mut self.budgets, &mut self.per_address);
+        self.table.reap(|key, mut conn| {
+            conn.deregister(registry);
+            budgets.inbound -= conn.buffered_bytes();
+            per_address.release(conn.peer().ip());
+            if let Some(id) = conn.id() {
+                hub.rooms.leave(key);
                 debug!("client-{id} closed");
             }
-        }
+        });
     }
 }

@@ -1,0 +1,100 @@
+//! permessage-deflate state of one connection, and how a broadcast reaches
+//! one receiver in the form it takes.
+
+use std::rc::Rc;
+
+use crate::config::CompressionMode;
+use crate::protocol::deflate::{Deflater, Inflater};
+use crate::protocol::extension::Deflate;
+use crate::server::outgoing::Outgoing;
+use crate::server::room::Delivery;
+use crate::server::write_queue::WriteQueue;
+
+/// permessage-deflate state of one connection.
+#[derive(Debug)]
+pub enum Compression {
+    /// Not negotiated.
+    Off,
+    /// Agreed without context takeover: the loop's shared deflater and
+    /// inflater serve, and this connection keeps no compression memory.
+    Shared(Deflate),
+    /// Agreed with context takeover (`--compression dedicated`).
+    Dedicated(Box<OwnDeflate>),
+}
+
+/// A connection's own compression contexts.
+#[derive(Debug)]
+pub struct OwnDeflate {
+    /// What was agreed.
+    pub agreed: Deflate,
+    /// Compresses what this connection is sent.
+    pub deflater: Deflater,
+    /// Inflates what this connection sends.
+    pub inflater: Inflater,
+}
+
+impl Compression {
+    /// The state for an agreement (or none) in the configured mode. In
+    /// `shared` mode no connection gets contexts of its own (a client that
+    /// narrowed the server's window is then sent plain frames).
+    pub fn new(agreed: Option<Deflate>, mode: CompressionMode) -> Compression {
+        match agreed {
+            None => Compression::Off,
+            Some(d) if mode != CompressionMode::Dedicated => Compression::Shared(d),
+            Some(d) => Compression::Dedicated(Box::new(OwnDeflate {
+                agreed: d,
+                deflater: Deflater::new(d.server_max_window_bits.max(9)),
+                inflater: Inflater::new(),
+            })),
+        }
+    }
+
+    /// Whether nothing was agreed.
+    pub fn is_off(&self) -> bool {
+        matches!(self, Compression::Off)
+    }
+
+    /// The connection's own inflater, if it keeps a context.
+    pub fn own_inflater(&mut self) -> Option<&mut Inflater> {
+        match self {
+            Compression::Dedicated(own) => Some(&mut own.inflater),
+            _ => None,
+        }
+    }
+
+    /// The frame of `message` this connection should be sent.
+    pub fn frame_of(&mut self, message: &mut Outgoing<'_>) -> Rc<[u8]> {
+        match self {
+            Compression::Off => message.frame_for(None, None),
+            Compression::Shared(d) => message.frame_for(Some(*d), None),
+            Compression::Dedicated(own) => {
+                message.frame_for(Some(own.agreed), Some(&mut own.deflater))
+            }
+        }
+    }
+}
+
+/// Queues a broadcast for one receiver: its queue, its compression, and
+/// whether it already waits for a flush. The part of a connection that a
+/// broadcast touches, so benches and tests can fan out to receivers
+/// without sockets.
+pub fn deliver(
+    queue: &mut WriteQueue,
+    compression: &mut Compression,
+    dirty: &mut bool,
+    message: &mut Outgoing<'_>,
+    limit: usize,
+) -> Delivery {
+    let queued = queue.queued_bytes();
+    // A message larger than the bound still goes to an idle receiver:
+    // the bound is on the backlog, not on one message.
+    if queued > 0 && queued + message.len() > limit {
+        return Delivery::Refused;
+    }
+    queue.push_shared(compression.frame_of(message));
+    if std::mem::replace(dirty, true) {
+        Delivery::Queued
+    } else {
+        Delivery::Woken
+    }
+}

@@ -1,0 +1,185 @@
+//! What the server refuses or closes by its own policy, and the one answer
+//! each gets.
+//!
+//! `protocol` names only broken rules of the RFCs ([`HandshakeError`],
+//! `ProtocolError`). A full server, a foreign origin, an address over its
+//! limits, a slow reader or a client over its message rate break no rule:
+//! the server decides them, so they are named here. With the tables in
+//! `protocol::error`, every refusal maps to exactly one HTTP status and
+//! every close to exactly one close code, each in one place.
+
+use std::fmt;
+
+use crate::protocol::{CloseCode, HandshakeError};
+
+/// Why a request gets an HTTP error instead of what it asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request breaks a rule of HTTP or of RFC 6455's handshake.
+    Protocol(HandshakeError),
+    /// A path the server does not serve.
+    NotFound,
+    /// A `/room/{name}` path whose name breaks the naming rule.
+    InvalidRoomName,
+    /// An `Origin` not in `--allowed-origin`.
+    ForbiddenOrigin,
+    /// The server is at `--max-connections`.
+    ServerFull,
+    /// One address has too many connections or handshakes.
+    TooManyFromAddress,
+    /// The request head did not complete within `--handshake-timeout`.
+    Timeout,
+}
+
+impl From<HandshakeError> for Refusal {
+    fn from(err: HandshakeError) -> Refusal {
+        Refusal::Protocol(err)
+    }
+}
+
+impl Refusal {
+    /// The HTTP status this refusal is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::Protocol(err) => err.status(),
+            Refusal::NotFound => 404,
+            Refusal::InvalidRoomName => 400,
+            Refusal::ForbiddenOrigin => 403,
+            Refusal::ServerFull => 503,
+            Refusal::TooManyFromAddress => 429,
+            Refusal::Timeout => 408,
+        }
+    }
+
+    /// The one-line reason sent as the response body.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Protocol(err) => err.reason(),
+            Refusal::NotFound => "not found",
+            Refusal::InvalidRoomName => "room names are 1-64 letters, digits, '-', '_' or '.'",
+            Refusal::ForbiddenOrigin => "origin not allowed",
+            Refusal::ServerFull => "server at connection limit",
+            Refusal::TooManyFromAddress => "too many connections from this address",
+            Refusal::Timeout => "request timeout",
+        }
+    }
+
+    /// A short stable label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Protocol(err) => err.label(),
+            Refusal::NotFound => "not_found",
+            Refusal::InvalidRoomName => "room_name",
+            Refusal::ForbiddenOrigin => "origin",
+            Refusal::ServerFull => "server_full",
+            Refusal::TooManyFromAddress => "per_address_limit",
+            Refusal::Timeout => "timeout",
+        }
+    }
+
+    /// The headers this status calls for, besides the usual ones.
+    pub fn headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Refusal::Protocol(HandshakeError::MethodNotAllowed) => &[("Allow", "GET")],
+            Refusal::Protocol(HandshakeError::UnsupportedVersion) => {
+                &[("Sec-WebSocket-Version", "13")]
+            }
+            Refusal::Protocol(HandshakeError::UpgradeRequired) => {
+                &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
+            }
+            Refusal::ServerFull | Refusal::TooManyFromAddress => &[("Retry-After", "1")],
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status(), self.reason())
+    }
+}
+
+/// Why the server closes an open WebSocket that broke no protocol rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyClose {
+    /// The client does not read what it is sent fast enough: its queue
+    /// passed `--max-backpressure`, or all queues passed
+    /// `--max-outbound-memory` and its was among the largest.
+    SlowConsumer,
+    /// The client sends more than `--max-messages-per-second`.
+    RateLimited,
+    /// The client stayed silent past `--idle-timeout`, even when pinged.
+    IdleTimeout,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+impl PolicyClose {
+    /// The close code this close is sent with.
+    pub fn close_code(self) -> CloseCode {
+        match self {
+            PolicyClose::SlowConsumer | PolicyClose::RateLimited => CloseCode::POLICY_VIOLATION,
+            PolicyClose::IdleTimeout | PolicyClose::ShuttingDown => CloseCode::GOING_AWAY,
+        }
+    }
+
+    /// The close reason: short and static.
+    pub fn reason(self) -> &'static str {
+        match self {
+            PolicyClose::SlowConsumer => "slow consumer",
+            PolicyClose::RateLimited => "rate limit exceeded",
+            PolicyClose::IdleTimeout => "idle timeout",
+            PolicyClose::ShuttingDown => "server shutting down",
+        }
+    }
+
+    /// Whether the connection is failed (its input discarded, the close
+    /// counted as an error) rather than closed with a handshake that waits
+    /// for the client's reply.
+    pub fn fails(self) -> bool {
+        matches!(self, PolicyClose::SlowConsumer | PolicyClose::RateLimited)
+    }
+}
+
+impl fmt::Display for PolicyClose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table() {
+        assert_eq!(Refusal::NotFound.status(), 404);
+        assert_eq!(Refusal::InvalidRoomName.status(), 400);
+        assert_eq!(Refusal::ForbiddenOrigin.status(), 403);
+        assert_eq!(Refusal::ServerFull.status(), 503);
+        assert_eq!(Refusal::TooManyFromAddress.status(), 429);
+        assert_eq!(Refusal::Timeout.status(), 408);
+        assert_eq!(Refusal::from(HandshakeError::InvalidKey).status(), 400);
+        assert_eq!(
+            Refusal::ServerFull.to_string(),
+            "503 server at connection limit"
+        );
+    }
+
+    #[test]
+    fn close_table() {
+        for close in [
+            PolicyClose::SlowConsumer,
+            PolicyClose::RateLimited,
+            PolicyClose::IdleTimeout,
+            PolicyClose::ShuttingDown,
+        ] {
+            assert!(close.reason().len() <= 123);
+            assert!(close.close_code().is_sendable());
+        }
+        assert_eq!(PolicyClose::SlowConsumer.close_code().0, 1008);
+        assert_eq!(PolicyClose::RateLimited.close_code().0, 1008);
+        assert_eq!(PolicyClose::IdleTimeout.close_code().0, 1001);
+        assert!(PolicyClose::SlowConsumer.fails() && !PolicyClose::ShuttingDown.fails());
+    }
+}

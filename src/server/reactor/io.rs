@@ -1,0 +1,189 @@
+//! Bytes in and out: sockets read into the loop's one read buffer, each
+//! connection fed what it sent, write queues flushed.
+
+use log::debug;
+
+use super::Server;
+use crate::protocol::ProtocolError;
+use crate::server::connection::{Received, Shared};
+use crate::server::transport::ReadResult;
+use crate::server::write_queue::Flush;
+
+/// Reads one connection gets per turn before others are served.
+const READS_PER_TURN: usize = 16;
+
+/// Queued bytes from which a connection's own replies are written as soon
+/// as its reads end, not at the end of the turn (see `Server::read_turn`).
+const WRITE_NOW_BYTES: usize = 16 * 1024;
+
+impl Server {
+    /// Reads a connection until it would block (or, unless `to_the_end`,
+    /// until its transport says a read drained it), or its budget runs out.
+    ///
+    /// What that queued for the connection itself (echoes, pongs) waits for
+    /// the end of the turn to share one write with what other connections
+    /// send it, unless it is already a large write on its own: then it goes
+    /// now, while its bytes are still in the CPU cache rather than after
+    /// every other connection's reads have pushed them out.
+    pub(super) fn read_turn(&mut self, key: usize, to_the_end: bool) {
+        self.read_socket(key, to_the_end);
+        if self
+            .table
+            .get(key)
+            .is_some_and(|c| c.needs_flush_of(WRITE_NOW_BYTES))
+        {
+            self.flush(key);
+        }
+    }
+
+    fn read_socket(&mut self, key: usize, to_the_end: bool) {
+        let mut scratch = std::mem::take(&mut self.buffers.scratch);
+        let capacity = scratch.len();
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.table.get_mut(key) else {
+                break;
+            };
+            if !conn.wants_read() {
+                break;
+            }
+            match conn.read(&mut scratch) {
+                Ok(ReadResult::Data(n)) => {
+                    let drained = conn.drained_by(n, capacity);
+                    self.on_data(key, &mut scratch[..n]);
+                    if drained && !to_the_end {
+                        self.buffers.scratch = scratch;
+                        return;
+                    }
+                }
+                Ok(ReadResult::WouldBlock) => {
+                    self.buffers.scratch = scratch;
+                    return;
+                }
+                Ok(ReadResult::Eof) => {
+                    if conn.on_eof() {
+                        self.table.kill(key);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    debug!("{key}: read: {e}");
+                    self.table.kill(key);
+                    break;
+                }
+            }
+        }
+        // Budget spent (or stopped): come back next turn if still readable.
+        if self.table.get(key).is_some_and(|c| c.wants_read()) {
+            self.table.read_again(key);
+        }
+        self.buffers.scratch = scratch;
+    }
+
+    /// Feeds freshly read bytes to the connection and keeps only the
+    /// unused tail.
+    fn on_data(&mut self, key: usize, fresh: &mut [u8]) {
+        let Some(conn) = self.table.get_mut(key) else {
+            return;
+        };
+        conn.on_activity(self.clock.now());
+        let mut carried = conn.take_unused();
+        let from_carried = !carried.is_empty();
+        let (used, len) = if from_carried {
+            carried.extend_from_slice(fresh);
+            let used = self.consume(key, &mut carried);
+            (used, carried.len())
+        } else {
+            (self.consume(key, fresh), fresh.len())
+        };
+        let Some(conn) = self.table.get_mut(key) else {
+            return;
+        };
+        if used == len || !conn.keeps_input() {
+            return;
+        }
+        if from_carried {
+            carried.drain(..used);
+            conn.keep_unused(carried);
+        } else {
+            conn.keep_unused(fresh[used..].to_vec());
+        }
+    }
+
+    /// Uses what it can of `data`; returns how many bytes it used.
+    pub(super) fn consume(&mut self, key: usize, data: &mut [u8]) -> usize {
+        let Some(conn) = self.table.get_mut(key) else {
+            return data.len();
+        };
+        let before = conn.buffered_bytes();
+        let mut shared = Shared {
+            max_head_bytes: self.settings.config.max_head_bytes,
+            limits: self.settings.limits,
+            inflater: &mut self.buffers.inflater,
+            spare: self.buffers.pool.buffers(),
+        };
+        match conn.receive(data, &mut shared, &mut self.buffers.events) {
+            Received::Partial => 0,
+            Received::Head(end) => self.on_head(key, data, end),
+            Received::Refused(err) => {
+                self.refuse(key, err.into());
+                data.len()
+            }
+            Received::Frames(used) => {
+                self.check_inbound(key, before);
+                self.dispatch(key, data);
+                // The reply to our Close arrived after our FIN went out.
+                if self.table.get(key).is_some_and(|c| c.is_done()) {
+                    self.table.kill(key);
+                }
+                used
+            }
+            Received::Ignored => data.len(),
+        }
+    }
+
+    /// Counts the bytes connection `key`'s session now holds (it held
+    /// `before`) into the inbound budget. All messages being received
+    /// together have one budget: the connection that takes it past the
+    /// budget is refused.
+    fn check_inbound(&mut self, key: usize, before: usize) {
+        let Some(conn) = self.table.get_mut(key) else {
+            return;
+        };
+        let after = conn.buffered_bytes();
+        self.budgets.inbound = self.budgets.inbound + after - before;
+        if after > 0 && self.budgets.inbound > self.settings.config.max_inbound_memory {
+            if let Some(ws) = conn.websocket_mut() {
+                if let Some(close) = ws.session.fail(ProtocolError::MessageTooLarge) {
+                    self.buffers.events.push(close);
+                }
+            }
+            self.budgets.inbound -= after;
+        }
+    }
+
+    /// Writes what connection `key` has queued, as far as its socket takes it.
+    pub(super) fn flush(&mut self, key: usize) {
+        let Some(conn) = self.table.get_mut(key) else {
+            return;
+        };
+        if !conn.can_write() {
+            return;
+        }
+        let before = conn.queued_bytes();
+        let result = conn.flush(&mut self.buffers.pool);
+        self.metrics.bytes_sent += (before - conn.queued_bytes()) as u64;
+        match result {
+            Ok(Flush::Done) if conn.is_done() => self.table.kill(key),
+            Ok(_) => {
+                let resume_at = self.settings.config.max_backpressure / 2;
+                if conn.resume_reading(resume_at) {
+                    self.table.read_again(key);
+                }
+            }
+            Err(e) => {
+                debug!("{}: write: {e}", conn.peer());
+                self.table.kill(key);
+            }
+        }
+    }
+}
