@@ -233,6 +233,7 @@ impl Session {
 
     /// Fails the connection (section 7.1.7): returns the Close frame to send,
     /// or `None` if a Close was already sent.
+    #[must_use]
     pub fn fail(&mut self, err: ProtocolError) -> Option<Event> {
         let frame = self.close_frame(err.close_code(), err.reason())?;
         self.state = CloseState::Failed;
@@ -246,6 +247,7 @@ impl Session {
     /// protocol (a policy: slow consumer, message rate): like
     /// [`Session::fail`], everything that arrives afterwards is discarded.
     /// Returns the Close frame, or `None` if a Close was already sent.
+    #[must_use]
     pub fn abort(&mut self, code: CloseCode, reason: &str) -> Option<Vec<u8>> {
         let frame = self.close_frame(code, reason)?;
         self.state = CloseState::Failed;
@@ -254,12 +256,14 @@ impl Session {
 
     /// The Ping frame that asks a silent peer for a sign of life, or `None`
     /// once a Close was sent (nothing may follow it).
+    #[must_use]
     pub fn ping(&self) -> Option<Vec<u8>> {
         (self.state == CloseState::Open).then(|| control_frame(OpCode::Ping, b""))
     }
 
     /// Starts a closing handshake of our own (shutdown, idle timeout):
     /// returns the Close frame, or `None` if a Close was already sent.
+    #[must_use]
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Option<Event> {
         let frame = self.close_frame(code, reason)?;
         self.state = CloseState::CloseSent;

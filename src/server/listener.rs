@@ -92,6 +92,7 @@ impl Acceptor {
     }
 
     /// Ends a pause that is over at `now`; returns whether it did.
+    #[must_use]
     pub fn resume(&mut self, now: Time) -> bool {
         if self.paused_until.is_some_and(|until| now >= until) {
             self.paused_until = None;

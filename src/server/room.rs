@@ -83,6 +83,7 @@ pub enum Delivery {
 pub trait Member {
     /// Queues the message's frame in the form this receiver takes, unless
     /// that would take the queue past `limit`.
+    #[must_use]
     fn push_broadcast(&mut self, message: &mut Outgoing<'_>, limit: usize) -> Delivery;
 }
 

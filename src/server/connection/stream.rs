@@ -1,0 +1,158 @@
+//! The connection's bytes: read through its transport, written from its
+//! queue.
+
+use std::io;
+
+use super::{Connection, State};
+use crate::protocol::session::CloseState;
+use crate::protocol::OpCode;
+use crate::server::timer::Time;
+use crate::server::transport::ReadResult;
+use crate::server::write_queue::{BufferPool, Flush};
+
+impl Connection {
+    /// Whether reading should go on: not dropped, not paused for
+    /// backpressure, and the peer has not finished.
+    pub fn wants_read(&self) -> bool {
+        !self.flags.dead && !self.flags.paused && !self.flags.read_eof
+    }
+
+    /// Reads once into `buf`.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<ReadResult> {
+        self.transport.read(buf)
+    }
+
+    /// Whether a read of `n` bytes into a buffer of `capacity` emptied the
+    /// transport (see [`Transport::drained_by`]).
+    pub fn drained_by(&self, n: usize, capacity: usize) -> bool {
+        self.transport.drained_by(n, capacity)
+    }
+
+    /// The peer sent FIN. Returns whether the connection is over: final
+    /// bytes still queued (a response or a Close) are worth sending to a
+    /// half-closed peer; anything else ends here.
+    #[must_use]
+    pub fn on_eof(&mut self) -> bool {
+        self.flags.read_eof = true;
+        !self.is_closing() || self.flags.write_shut
+    }
+
+    /// Notes that the peer spoke at `now` (any bytes count as a sign of life).
+    pub fn on_activity(&mut self, now: Time) {
+        self.last_rx = now;
+        self.flags.pinged = false;
+    }
+
+    /// The bytes kept from earlier reads, taken out so that new bytes can
+    /// be appended to them; give back what stays unused with
+    /// [`Connection::keep_unused`].
+    pub fn take_unused(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.inbuf)
+    }
+
+    /// Keeps `bytes` (unused input) for the next read.
+    pub fn keep_unused(&mut self, bytes: Vec<u8>) {
+        self.inbuf = bytes;
+    }
+
+    /// Takes one token of the message rate at `now`: `false` when the
+    /// client is over `rate` messages per second.
+    pub fn take_rate_token(&mut self, now: Time, rate: f64) -> bool {
+        self.rate.take(now, rate)
+    }
+
+    /// Stops reading until the queue drains (a client that sends but does
+    /// not read what it is sent).
+    pub fn pause_reading(&mut self) {
+        self.flags.paused = true;
+    }
+
+    /// Queues an echoed message: a payload of its own is moved, one read
+    /// in place is copied. Returns the bytes now queued.
+    pub fn echo(&mut self, opcode: OpCode, payload: Echo<'_>, pool: &mut BufferPool) -> usize {
+        match payload {
+            Echo::Owned(buf) => self.queue.push_frame_vec(opcode, buf, pool),
+            Echo::Borrowed(bytes) => self.queue.push_frame(opcode, bytes),
+        };
+        self.queue.queued_bytes()
+    }
+
+    /// Queues a frame shared with other receivers; returns the bytes now queued.
+    pub fn push_shared(&mut self, frame: std::rc::Rc<[u8]>) -> usize {
+        self.queue.push_shared(frame);
+        self.queue.queued_bytes()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.queued_bytes()
+    }
+
+    /// Writes the queue until it is empty or the transport would block.
+    /// Once the final bytes are out, sends FIN so the peer sees the end.
+    ///
+    /// Once both Close frames have been exchanged there is no FIN to send
+    /// here: the reactor drops the connection at once (see
+    /// [`Connection::is_done`]) and closing the socket sends the FIN.
+    pub fn flush(&mut self, pool: &mut BufferPool) -> io::Result<Flush> {
+        let last_bytes = self.queue.is_sealed() && !self.flags.write_shut;
+        if last_bytes {
+            self.transport.hold_for_fin();
+        }
+        let result = self.transport.write_queue(&mut self.queue, pool)?;
+        if result == Flush::Done && last_bytes {
+            self.flags.write_shut = true;
+            if !self.is_done() {
+                self.transport.shutdown_write();
+            }
+        }
+        Ok(result)
+    }
+
+    /// Whether a flush could write anything.
+    pub fn can_write(&self) -> bool {
+        !self.flags.dead && !self.flags.write_shut
+    }
+
+    /// Resumes reading a connection paused for backpressure once its queue
+    /// is down to `resume_at` bytes; returns whether it did.
+    #[must_use]
+    pub fn resume_reading(&mut self, resume_at: usize) -> bool {
+        if self.flags.paused && self.queue.queued_bytes() <= resume_at {
+            self.flags.paused = false;
+            return true;
+        }
+        false
+    }
+
+    /// Writes what fits of `bytes` outside the queue, for a connection
+    /// dropped right after (see [`Transport::write_once`]).
+    pub fn write_once(&mut self, bytes: &[u8]) {
+        self.transport.write_once(bytes);
+    }
+
+    /// Nothing is left to do but close the socket: everything queued is
+    /// written and either the peer sent FIN or the closing handshake is
+    /// complete. In the latter case the server closes TCP first without
+    /// waiting for the client's FIN (RFC 6455 section 7.1.1), so the
+    /// client's FIN later meets a socket nobody waits on.
+    pub fn is_done(&self) -> bool {
+        // Flags first: this is asked after every read.
+        self.flags.write_shut
+            && self.queue.is_empty()
+            && (self.flags.read_eof
+                || matches!(
+                    &self.state,
+                    State::WebSocket(ws) if ws.session.state() == CloseState::Closed
+                ))
+    }
+}
+
+/// The payload of a message to echo.
+#[derive(Debug)]
+pub enum Echo<'a> {
+    /// A buffer of its own, moved into the queue.
+    Owned(Vec<u8>),
+    /// Bytes read in place, copied into the queue.
+    Borrowed(&'a [u8]),
+}
