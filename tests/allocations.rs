@@ -7,7 +7,7 @@
 #[path = "../benches/support/receivers.rs"]
 mod receivers;
 
-mod common;
+mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
-use common::{test_config, RawClient};
 use receivers::Lobby;
+use support::{test_config, RawClient};
 
 /// Counts allocations and allocated bytes made on counting threads, then
 /// defers to the system.
@@ -116,7 +116,7 @@ fn broadcast_to_10000_receivers_allocates_nothing_per_receiver() {
 /// echo back.
 fn echo_small_messages(c: &mut RawClient, count: usize) {
     let text = "0123456789abcdef";
-    let frame = common::client_frame(true, common::op::TEXT, text.as_bytes());
+    let frame = support::client_frame(true, support::op::TEXT, text.as_bytes());
     for _ in 0..count / 100 {
         c.send_raw(&frame.repeat(100));
         for _ in 0..100 {

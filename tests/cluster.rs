@@ -5,42 +5,48 @@
 //! that need Redis print why they are skipped when `redis-server` is not
 //! installed, unless `WSCHAT_REQUIRE_REDIS` is set (CI sets it).
 
-mod cluster_support;
+mod support;
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use cluster_support::*;
+use support::{
+    free_port, health, op, redis_or_skip, redis_server_path, Daemon, Metrics, RawClient, Redis,
+};
 
 /// Longest wait for an instance to (re)connect to Redis.
 const CONNECT_LIMIT: Duration = Duration::from_secs(20);
+/// Longest wait for one message to reach a client. Longer than
+/// `support::IO_TIMEOUT`: a message goes through Redis and back, and the
+/// tests run up to three debug-build instances and `redis-server` at once.
+const DELIVERY_LIMIT: Duration = Duration::from_secs(10);
 
 /// Starts `n` instances on `redis` with `extra` flags, all connected.
-fn cluster(redis: &Redis, n: usize, extra: &[&str]) -> Vec<Instance> {
+fn cluster(redis: &Redis, n: usize, extra: &[&str]) -> Vec<Daemon> {
     let url = redis.url();
-    let instances: Vec<Instance> = (0..n)
+    let instances: Vec<Daemon> = (0..n)
         .map(|_| {
             let mut args = vec!["--redis", url.as_str()];
             args.extend_from_slice(extra);
-            Instance::start(&args)
+            Daemon::start(&args)
         })
         .collect();
     for instance in &instances {
-        wait_health(instance, "ok", CONNECT_LIMIT);
+        instance.wait_health("ok", CONNECT_LIMIT);
     }
     instances
 }
 
 /// Reads `count` text messages within `limit`.
-fn read_texts(client: &mut Client, count: usize, limit: Duration) -> Vec<String> {
+fn read_texts(client: &mut RawClient, count: usize, limit: Duration) -> Vec<String> {
     let deadline = Instant::now() + limit;
     let mut got = Vec::with_capacity(count);
     while got.len() < count {
-        match client.next_before(deadline) {
-            Some((TEXT, payload)) => got.push(String::from_utf8(payload).unwrap()),
-            Some((op, _)) => panic!("unexpected opcode {op}"),
+        match client.next_data_before(deadline) {
+            Some((op::TEXT, payload)) => got.push(String::from_utf8(payload).unwrap()),
+            Some((opcode, _)) => panic!("unexpected opcode {opcode}"),
             None => panic!(
                 "{} of {count} messages within {limit:?}; last: {:?}",
                 got.len(),
@@ -51,17 +57,35 @@ fn read_texts(client: &mut Client, count: usize, limit: Duration) -> Vec<String>
     got
 }
 
+/// The id in `from{id}:{text}`, checking the text.
+fn sender_of(message: &str, text: &str) -> u64 {
+    let (from, rest) = message
+        .split_once(':')
+        .unwrap_or_else(|| panic!("no ':' in {message:?}"));
+    assert_eq!(rest, text, "in {message:?}");
+    from.strip_prefix("from")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no from{{id}} in {message:?}"))
+}
+
+/// Sends `text` and reads its echo `from{id}:{text}` (the next message
+/// must be it); returns the id.
+fn hello(client: &mut RawClient, text: &str) -> u64 {
+    client.send_text(text);
+    sender_of(&client.next_text(DELIVERY_LIMIT), text)
+}
+
 #[test]
 fn without_redis_nothing_changes() {
-    let server = Instance::try_start(&[], "debug").unwrap();
-    let mut a = Client::connect(server.addr(), "/");
-    let mut b = Client::connect(server.addr(), "/");
-    let _other = Client::connect(server.addr(), "/room/side");
-    assert_eq!(a.hello("one"), 1, "ids are 1, 2, 3, … without Redis");
-    assert_eq!(sender_of(&b.expect_text(IO_TIMEOUT), "one"), 1);
-    assert_eq!(b.hello("two"), 2);
+    let server = Daemon::try_start(&[], "debug").unwrap();
+    let mut a = RawClient::connect(server.addr(), "/");
+    let mut b = RawClient::connect(server.addr(), "/");
+    let _other = RawClient::connect(server.addr(), "/room/side");
+    assert_eq!(hello(&mut a, "one"), 1, "ids are 1, 2, 3, … without Redis");
+    assert_eq!(sender_of(&b.next_text(DELIVERY_LIMIT), "one"), 1);
+    assert_eq!(hello(&mut b, "two"), 2);
     assert_eq!(health(server.addr()), "ok");
-    let (_, page) = get(server.addr(), "/metrics");
+    let page = Metrics::fetch(server.addr()).text;
     assert!(
         page.contains("wschat_room_connections{room=\"lobby\"} 2\n"),
         "{page}"
@@ -89,14 +113,14 @@ fn reuse_port_lets_two_instances_bind_one_port() {
     };
     let args = with_redis(&["--reuse-port"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let first = Instance::start(&args);
+    let first = Daemon::start(&args);
     let port = first.addr().to_string();
     let args = with_redis(&["--reuse-port", "--listen", &port]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let second = Instance::start(&args);
+    let second = Daemon::start(&args);
     assert_eq!(second.addr(), first.addr());
     // Without the flag, the port is taken.
-    let refused = Instance::try_start(&["--listen", &port], "info");
+    let refused = Daemon::try_start(&["--listen", &port], "info");
     let err = refused
         .err()
         .expect("a third instance without --reuse-port bound the port");
@@ -106,12 +130,12 @@ fn reuse_port_lets_two_instances_bind_one_port() {
         redis_or_skip("reuse_port_lets_two_instances_bind_one_port (cross-instance half)");
         return;
     }
-    wait_health(&first, "ok", CONNECT_LIMIT);
-    wait_health(&second, "ok", CONNECT_LIMIT);
+    first.wait_health("ok", CONNECT_LIMIT);
+    second.wait_health("ok", CONNECT_LIMIT);
     // The kernel spreads connections over both listeners; each instance
     // takes ids from its own block, so two blocks show two instances.
-    let mut clients: Vec<Client> = (0..20)
-        .map(|_| Client::connect(first.addr(), "/room/shared"))
+    let mut clients: Vec<RawClient> = (0..20)
+        .map(|_| RawClient::connect(first.addr(), "/room/shared"))
         .collect();
     let mut ids = Vec::new();
     for (i, client) in clients.iter_mut().enumerate() {
@@ -143,14 +167,14 @@ fn clients_on_different_instances_see_one_order() {
     let instances = cluster(&redis, 3, &[]);
     const PER_INSTANCE: usize = 3;
     const MESSAGES: usize = 20;
-    let mut clients: Vec<Client> = instances
+    let mut clients: Vec<RawClient> = instances
         .iter()
-        .flat_map(|i| (0..PER_INSTANCE).map(|_| Client::connect(i.addr(), "/room/order")))
+        .flat_map(|i| (0..PER_INSTANCE).map(|_| RawClient::connect(i.addr(), "/room/order")))
         .collect();
     // A lobby member on each instance hears nothing of the room.
-    let mut lobby: Vec<Client> = instances
+    let mut lobby: Vec<RawClient> = instances
         .iter()
-        .map(|i| Client::connect(i.addr(), "/"))
+        .map(|i| RawClient::connect(i.addr(), "/"))
         .collect();
     let total = clients.len() * MESSAGES;
     let barrier = Arc::new(Barrier::new(clients.len()));
@@ -169,7 +193,7 @@ fn clients_on_different_instances_see_one_order() {
             })
         })
         .collect();
-    let results: Vec<(Client, Vec<String>)> =
+    let results: Vec<(RawClient, Vec<String>)> =
         threads.into_iter().map(|t| t.join().unwrap()).collect();
     let first = &results[0].1;
     for (c, (_, got)) in results.iter().enumerate() {
@@ -188,23 +212,25 @@ fn clients_on_different_instances_see_one_order() {
         assert_eq!(seq, want);
     }
     // Binary messages cross instances unchanged.
-    let mut clients: Vec<Client> = results.into_iter().map(|(c, _)| c).collect();
+    let mut clients: Vec<RawClient> = results.into_iter().map(|(c, _)| c).collect();
     let bytes: Vec<u8> = (0..=255).collect();
     clients[0].send_binary(&bytes);
     for client in &mut clients {
-        let (op, payload) = client
-            .next_before(Instant::now() + IO_TIMEOUT)
+        let (opcode, payload) = client
+            .next_data_before(Instant::now() + DELIVERY_LIMIT)
             .expect("the binary message");
-        assert_eq!(op, BINARY);
+        assert_eq!(opcode, op::BINARY);
         let colon = payload.iter().position(|&b| b == b':').unwrap();
         assert!(payload.starts_with(b"from"));
         assert_eq!(&payload[colon + 1..], &bytes[..]);
     }
     for client in &mut lobby {
-        client.expect_silence(Duration::from_millis(300));
+        client.expect_no_message_within(Duration::from_millis(300));
     }
     for instance in &instances {
-        let received = metric(instance.addr(), "wschat_cluster_received_total").unwrap();
+        let received = Metrics::fetch(instance.addr())
+            .get("wschat_cluster_received_total")
+            .unwrap();
         assert_eq!(
             received as usize,
             total + 1,
@@ -226,8 +252,8 @@ fn three_instances_hundred_clients_fifty_messages_nothing_lost() {
     let redis = Redis::start(&exe);
     let instances = cluster(&redis, INSTANCES, &[]);
     let started = Instant::now();
-    let clients: Vec<Client> = (0..INSTANCES * CLIENTS)
-        .map(|c| Client::connect(instances[c % INSTANCES].addr(), "/room/big"))
+    let clients: Vec<RawClient> = (0..INSTANCES * CLIENTS)
+        .map(|c| RawClient::connect(instances[c % INSTANCES].addr(), "/room/big"))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     let barrier = Arc::new(Barrier::new(clients.len()));
@@ -249,7 +275,7 @@ fn three_instances_hundred_clients_fifty_messages_nothing_lost() {
                     let mut hasher = DefaultHasher::new();
                     let mut count = 0;
                     while count < TOTAL {
-                        let Some((_, payload)) = client.next_before(deadline) else {
+                        let Some((_, payload)) = client.next_data_before(deadline) else {
                             return Err(format!("client {c}: {count} of {TOTAL} messages"));
                         };
                         let text = std::str::from_utf8(&payload).unwrap();
@@ -288,12 +314,15 @@ fn three_instances_hundred_clients_fifty_messages_nothing_lost() {
     for instance in &instances {
         let addr = instance.addr();
         assert_eq!(
-            metric(addr, "wschat_cluster_publish_dropped_total"),
+            Metrics::fetch(addr).get("wschat_cluster_publish_dropped_total"),
             Some(0.0)
         );
-        assert_eq!(metric(addr, "wschat_redis_malformed_total"), Some(0.0));
         assert_eq!(
-            metric(addr, "wschat_cluster_received_total"),
+            Metrics::fetch(addr).get("wschat_redis_malformed_total"),
+            Some(0.0)
+        );
+        assert_eq!(
+            Metrics::fetch(addr).get("wschat_cluster_received_total"),
             Some(TOTAL as f64)
         );
     }
@@ -309,22 +338,22 @@ fn killing_redis_keeps_local_chat_and_restarting_it_restores_the_cluster() {
     let mut redis = Redis::start(&exe);
     let instances = cluster(&redis, 2, &[]);
     let (a, b) = (&instances[0], &instances[1]);
-    let mut a1 = Client::connect(a.addr(), "/");
-    let mut a2 = Client::connect(a.addr(), "/");
-    let mut b1 = Client::connect(b.addr(), "/");
-    let id_a1 = a1.hello("before");
+    let mut a1 = RawClient::connect(a.addr(), "/");
+    let mut a2 = RawClient::connect(a.addr(), "/");
+    let mut b1 = RawClient::connect(b.addr(), "/");
+    let id_a1 = hello(&mut a1, "before");
     for c in [&mut a2, &mut b1] {
-        assert_eq!(sender_of(&c.expect_text(IO_TIMEOUT), "before"), id_a1);
+        assert_eq!(sender_of(&c.next_text(DELIVERY_LIMIT), "before"), id_a1);
     }
 
     redis.kill();
-    wait_health(a, "degraded", Duration::from_secs(15));
-    wait_health(b, "degraded", Duration::from_secs(15));
-    assert_eq!(metric(a.addr(), "wschat_redis_up"), Some(0.0));
+    a.wait_health("degraded", Duration::from_secs(15));
+    b.wait_health("degraded", Duration::from_secs(15));
+    assert_eq!(Metrics::fetch(a.addr()).get("wschat_redis_up"), Some(0.0));
     // Local chat goes on; the other instance does not hear it.
-    assert_eq!(a1.hello("during"), id_a1);
-    assert_eq!(sender_of(&a2.expect_text(IO_TIMEOUT), "during"), id_a1);
-    b1.expect_silence(Duration::from_millis(500));
+    assert_eq!(hello(&mut a1, "during"), id_a1);
+    assert_eq!(sender_of(&a2.next_text(DELIVERY_LIMIT), "during"), id_a1);
+    b1.expect_no_message_within(Duration::from_millis(500));
     // Several reconnect attempts later, the outage is still logged once.
     std::thread::sleep(Duration::from_secs(3));
     for instance in [a, b] {
@@ -333,16 +362,16 @@ fn killing_redis_keeps_local_chat_and_restarting_it_restores_the_cluster() {
     }
 
     redis.restart();
-    wait_health(a, "ok", CONNECT_LIMIT);
-    wait_health(b, "ok", CONNECT_LIMIT);
-    assert_eq!(metric(b.addr(), "wschat_redis_up"), Some(1.0));
-    let id_b1 = b1.hello("after");
+    a.wait_health("ok", CONNECT_LIMIT);
+    b.wait_health("ok", CONNECT_LIMIT);
+    assert_eq!(Metrics::fetch(b.addr()).get("wschat_redis_up"), Some(1.0));
+    let id_b1 = hello(&mut b1, "after");
     for c in [&mut a1, &mut a2] {
-        assert_eq!(sender_of(&c.expect_text(IO_TIMEOUT), "after"), id_b1);
+        assert_eq!(sender_of(&c.next_text(DELIVERY_LIMIT), "after"), id_b1);
     }
     // New connections after the restart still get ids never seen before.
-    let mut a3 = Client::connect(a.addr(), "/");
-    let id_a3 = a3.hello("new");
+    let mut a3 = RawClient::connect(a.addr(), "/");
+    let id_a3 = hello(&mut a3, "new");
     assert!(![id_a1, id_b1].contains(&id_a3));
     for instance in [a, b] {
         assert_eq!(instance.log_lines_with("unreachable").len(), 1);
@@ -350,7 +379,7 @@ fn killing_redis_keeps_local_chat_and_restarting_it_restores_the_cluster() {
             .log_lines_with("connected; room messages go through Redis")
             .is_empty());
         assert_eq!(
-            metric(instance.addr(), "wschat_redis_outages_total"),
+            Metrics::fetch(instance.addr()).get("wschat_redis_outages_total"),
             Some(1.0)
         );
     }
@@ -364,29 +393,32 @@ fn redis_down_at_start_serves_locally_then_joins_the_cluster() {
     };
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    let a = Instance::start(&["--redis", &url]);
-    wait_health(&a, "degraded", Duration::from_secs(10));
-    let mut a1 = Client::connect(a.addr(), "/");
-    let mut a2 = Client::connect(a.addr(), "/");
-    let fallback_id = a1.hello("alone");
+    let a = Daemon::start(&["--redis", &url]);
+    a.wait_health("degraded", Duration::from_secs(10));
+    let mut a1 = RawClient::connect(a.addr(), "/");
+    let mut a2 = RawClient::connect(a.addr(), "/");
+    let fallback_id = hello(&mut a1, "alone");
     assert!(
         fallback_id > 1 << 52,
         "without Redis, ids come from the local range: {fallback_id}"
     );
-    assert_eq!(sender_of(&a2.expect_text(IO_TIMEOUT), "alone"), fallback_id);
+    assert_eq!(
+        sender_of(&a2.next_text(DELIVERY_LIMIT), "alone"),
+        fallback_id
+    );
 
     let _redis = Redis::start_on(&exe, port);
-    wait_health(&a, "ok", CONNECT_LIMIT);
-    let b = Instance::start(&["--redis", &url]);
-    wait_health(&b, "ok", CONNECT_LIMIT);
-    let mut b1 = Client::connect(b.addr(), "/");
-    let id_b1 = b1.hello("joined");
+    a.wait_health("ok", CONNECT_LIMIT);
+    let b = Daemon::start(&["--redis", &url]);
+    b.wait_health("ok", CONNECT_LIMIT);
+    let mut b1 = RawClient::connect(b.addr(), "/");
+    let id_b1 = hello(&mut b1, "joined");
     assert!(id_b1 < 1 << 52, "ids from Redis: {id_b1}");
     for c in [&mut a1, &mut a2] {
-        assert_eq!(sender_of(&c.expect_text(IO_TIMEOUT), "joined"), id_b1);
+        assert_eq!(sender_of(&c.next_text(DELIVERY_LIMIT), "joined"), id_b1);
     }
-    let mut a3 = Client::connect(a.addr(), "/");
-    let id_a3 = a3.hello("from-a");
+    let mut a3 = RawClient::connect(a.addr(), "/");
+    let id_a3 = hello(&mut a3, "from-a");
     assert!(id_a3 < 1 << 52 && id_a3 != id_b1, "{id_a3} vs {id_b1}");
     assert_eq!(a.log_lines_with("unreachable").len(), 1, "{:#?}", a.log());
 }
@@ -401,7 +433,7 @@ fn malformed_and_oversize_messages_from_redis_are_dropped_and_counted() {
     let redis = Redis::start(&exe);
     let mut instances = cluster(&redis, 1, &["--max-message-size", "100"]);
     let addr = instances[0].addr();
-    let mut client = Client::connect(addr, "/");
+    let mut client = RawClient::connect(addr, "/");
     let publish = |channel: &str, message: &[u8]| {
         let reply = redis.command(&[b"PUBLISH", channel.as_bytes(), message]);
         assert_eq!(reply, b":1\r\n", "one subscriber");
@@ -418,17 +450,28 @@ fn malformed_and_oversize_messages_from_redis_are_dropped_and_counted() {
     publish("wschat:room:lobby", &fits);
     publish("wschat:room:lobby", b"\x11\x2ahello");
     // Only the two good messages arrive, in order.
-    let (op, payload) = client.next_before(Instant::now() + IO_TIMEOUT).unwrap();
-    assert_eq!(op, BINARY);
+    let (opcode, payload) = client
+        .next_data_before(Instant::now() + DELIVERY_LIMIT)
+        .unwrap();
+    assert_eq!(opcode, op::BINARY);
     assert_eq!(payload, [b"from7:".as_slice(), &[b'x'; 100]].concat());
-    assert_eq!(client.expect_text(IO_TIMEOUT), "from42:hello");
-    assert_eq!(metric(addr, "wschat_redis_malformed_total"), Some(4.0));
-    assert_eq!(metric(addr, "wschat_redis_oversize_total"), Some(1.0));
-    assert_eq!(metric(addr, "wschat_cluster_received_total"), Some(2.0));
-    assert!(instances[0].is_running());
+    assert_eq!(client.next_text(DELIVERY_LIMIT), "from42:hello");
+    assert_eq!(
+        Metrics::fetch(addr).get("wschat_redis_malformed_total"),
+        Some(4.0)
+    );
+    assert_eq!(
+        Metrics::fetch(addr).get("wschat_redis_oversize_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        Metrics::fetch(addr).get("wschat_cluster_received_total"),
+        Some(2.0)
+    );
+    instances[0].assert_alive();
     assert_eq!(health(addr), "ok");
     // And local chat still goes through Redis.
-    let id = client.hello("still here");
+    let id = hello(&mut client, "still here");
     assert!(id < 1 << 52);
 }
 
@@ -440,37 +483,42 @@ fn a_stuck_redis_does_not_stall_local_clients() {
     let redis = Redis::start(&exe);
     let instances = cluster(&redis, 1, &[]);
     let a = &instances[0];
-    let mut a1 = Client::connect(a.addr(), "/");
-    let mut a2 = Client::connect(a.addr(), "/");
-    let id = a1.hello("first");
-    assert_eq!(sender_of(&a2.expect_text(IO_TIMEOUT), "first"), id);
+    let mut a1 = RawClient::connect(a.addr(), "/");
+    let mut a2 = RawClient::connect(a.addr(), "/");
+    let id = hello(&mut a1, "first");
+    assert_eq!(sender_of(&a2.next_text(DELIVERY_LIMIT), "first"), id);
 
     redis.signal("STOP");
     // Published, never answered: after the reply timeout the instance gives
     // the link up and delivers locally.
     a1.send_text("into the void");
-    wait_health(a, "degraded", Duration::from_secs(15));
+    a.wait_health("degraded", Duration::from_secs(15));
     let stalled = Instant::now();
     a1.send_text("local");
     for c in [&mut a1, &mut a2] {
-        assert_eq!(sender_of(&c.expect_text(IO_TIMEOUT), "local"), id);
+        assert_eq!(sender_of(&c.next_text(DELIVERY_LIMIT), "local"), id);
     }
     assert!(
         stalled.elapsed() < Duration::from_secs(5),
         "local delivery waited {:?}",
         stalled.elapsed()
     );
-    assert!(metric(a.addr(), "wschat_cluster_publish_lost_total").unwrap() >= 1.0);
+    assert!(
+        Metrics::fetch(a.addr())
+            .get("wschat_cluster_publish_lost_total")
+            .unwrap()
+            >= 1.0
+    );
 
     redis.signal("CONT");
-    wait_health(a, "ok", CONNECT_LIMIT);
+    a.wait_health("ok", CONNECT_LIMIT);
     a1.send_text("back");
     // Redis may still run the PUBLISH it had buffered from the given-up
     // link (it reaches whoever is subscribed by then); nothing else comes.
     for c in [&mut a1, &mut a2] {
-        let mut next = c.expect_text(IO_TIMEOUT);
+        let mut next = c.next_text(DELIVERY_LIMIT);
         if next.ends_with(":into the void") {
-            next = c.expect_text(IO_TIMEOUT);
+            next = c.next_text(DELIVERY_LIMIT);
         }
         assert_eq!(sender_of(&next, "back"), id);
     }

@@ -1,12 +1,12 @@
 //! Autobahn-style conformance, section 7: the closing handshake, against
 //! `/echo`, plus the server's own close timeout and graceful shutdown.
 
-mod common;
+mod support;
 
 use std::net::Shutdown;
 use std::time::Duration;
 
-use common::{
+use support::{
     check_all, client_frame, close_payload, op, start_server, test_config, RawClient, TestServer,
 };
 
@@ -206,7 +206,7 @@ fn s7_13_close_codes_5000_and_above_close_1002() {
 fn s7_close_then_client_fin_gets_close_reply_and_fin() {
     let (_server, mut c) = echo();
     c.send_close(Some(1000), b"done");
-    c.stream().shutdown(Shutdown::Write).unwrap();
+    c.stream.shutdown(Shutdown::Write).unwrap();
     c.expect_close(1000);
 }
 

@@ -1,10 +1,10 @@
 //! Autobahn-style conformance, section 5: fragmentation, against `/echo`.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{client_frame, op, start_server, test_config, RawClient, TestServer};
+use support::{client_frame, op, start_server, test_config, RawClient, TestServer};
 
 /// How long a test waits to be sure that nothing more comes.
 const QUIET: Duration = Duration::from_millis(300);
@@ -98,7 +98,7 @@ fn s5_7_ping_between_fragments_answered_before_message_completes() {
     let pong = c.read_frame_within(PROMPT);
     assert_eq!(
         pong.to_bytes(),
-        common::server_frame(true, op::PONG, b"ping payload")
+        support::server_frame(true, op::PONG, b"ping payload")
     );
     c.send_frame(true, 0, op::CONTINUATION, b"fragment2", true);
     c.expect_text("fragment1fragment2");
@@ -259,7 +259,7 @@ fn five_fragments_with_pings(octet_wise: bool) {
     let pong = c.read_frame_within(PROMPT);
     assert_eq!(
         pong.to_bytes(),
-        common::server_frame(true, op::PONG, b"pongme 1!")
+        support::server_frame(true, op::PONG, b"pongme 1!")
     );
     send(&mut c, client_frame(false, op::CONTINUATION, b"fragment3"));
     c.expect_no_frame_within(QUIET);
@@ -268,7 +268,7 @@ fn five_fragments_with_pings(octet_wise: bool) {
     let pong = c.read_frame_within(PROMPT);
     assert_eq!(
         pong.to_bytes(),
-        common::server_frame(true, op::PONG, b"pongme 2!")
+        support::server_frame(true, op::PONG, b"pongme 2!")
     );
     send(&mut c, client_frame(true, op::CONTINUATION, b"fragment5"));
     c.expect_text("fragment1fragment2fragment3fragment4fragment5");

@@ -1,11 +1,11 @@
 //! Autobahn-style conformance, sections 1-4: framing, ping/pong, reserved
 //! bits and reserved opcodes, against `/echo`, with hand-built frames.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{
+use support::{
     client_frame, encode_frame, encode_header, op, random_mask, rsv, server_frame, start_server,
     test_config, RawClient, TestServer,
 };

@@ -1,9 +1,9 @@
 //! Conformance of the opening handshake as the other conformance tests rely
 //! on it (RFC 6455 section 4.2.2), and a self-check of the test helper.
 
-mod common;
+mod support;
 
-use common::{
+use support::{
     accept_key, client_frame, handshake_request, op, random_key, start_server, test_config,
     RawClient,
 };
@@ -19,19 +19,19 @@ fn helper_accept_key_matches_rfc_6455_example() {
 #[test]
 fn helper_decoder_reads_rfc_6455_examples() {
     // Section 5.7: unmasked "Hello", and a 256-byte binary with 16-bit length.
-    let frames = common::decode_all(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+    let frames = support::decode_all(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
     assert_eq!(frames[0].payload, b"Hello");
     assert!(frames[0].fin && frames[0].opcode == op::TEXT);
     let masked = [
         0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
     ];
     assert_eq!(
-        common::encode_frame(true, 0, op::TEXT, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d])),
+        support::encode_frame(true, 0, op::TEXT, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d])),
         masked
     );
     let mut big = vec![0x82, 0x7E, 0x01, 0x00];
     big.extend([0u8; 256]);
-    assert_eq!(common::decode_all(&big)[0].payload.len(), 256);
+    assert_eq!(support::decode_all(&big)[0].payload.len(), 256);
 }
 
 #[test]
@@ -39,7 +39,7 @@ fn handshake_answers_101_with_accept_and_no_unrequested_headers() {
     let server = start_server(test_config());
     let c = RawClient::connect(server.addr(), "/echo");
     let head = c.handshake_response().unwrap();
-    assert_eq!(head.status(), 101);
+    assert_eq!(head.status, 101);
     assert_eq!(
         head.header("Sec-WebSocket-Extensions"),
         None,
@@ -62,7 +62,7 @@ fn handshake_pipelined_first_frame_in_same_write_is_processed() {
     bytes.extend(client_frame(true, op::PING, b"p"));
     c.send_raw(&bytes);
     let head = c.read_http_head();
-    common::check_101(&head, &key);
+    support::check_101(&head, &key);
     c.expect_text("pipelined");
     c.expect_pong(b"p");
 }
@@ -73,9 +73,9 @@ fn handshake_pipelined_invalid_frame_gets_close_after_101() {
     let mut c = RawClient::connect_tcp(server.addr());
     let key = random_key();
     let mut bytes = handshake_request(&server.addr().to_string(), "/echo", &key, &[]);
-    bytes.extend(common::encode_frame(true, 0, op::TEXT, b"unmasked", None));
+    bytes.extend(support::encode_frame(true, 0, op::TEXT, b"unmasked", None));
     c.send_raw(&bytes);
     let head = c.read_http_head();
-    common::check_101(&head, &key);
+    support::check_101(&head, &key);
     c.expect_close(1002);
 }

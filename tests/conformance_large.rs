@@ -2,11 +2,11 @@
 //! in time) and 10 (fragmentation at arbitrary sizes), plus the
 //! `max_message_size` limit (Close 1009), against `/echo`.
 
-mod common;
+mod support;
 
 use std::time::Instant;
 
-use common::{
+use support::{
     apply_mask, client_frame, encode_header, op, random_mask, start_server, test_config, RawClient,
     TestServer,
 };

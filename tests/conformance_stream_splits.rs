@@ -7,14 +7,14 @@
 //! cut into two writes at every offset, and cut at random offsets; every
 //! time the bytes after the 101 head must be exactly the expected frames.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{
+use support::{
     check_101, close_payload, encode_frame, handshake_request, hex, op, server_frame, start_server,
-    test_config, HttpHead, RawClient,
+    test_config, RawClient, Response,
 };
 
 /// RFC 6455 section 1.3's sample key.
@@ -78,16 +78,12 @@ fn run_cut(addr: SocketAddr, stream: &[u8], cuts: &[usize], pause: Duration) -> 
 /// Checks the 101 head, then compares the frames byte for byte; the close
 /// frame may carry a reason, so it is compared by code.
 fn check_response(response: &[u8], expected: &[u8], what: &str) {
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("{what}: no HTTP head in [{}]", hex(response)))
-        + 4;
-    let head = HttpHead::parse(&response[..end]);
-    assert_eq!(head.status(), 101, "{what}: {:?}", head.status_line);
+    let head = Response::parse(response)
+        .unwrap_or_else(|| panic!("{what}: no HTTP head in [{}]", hex(response)));
+    assert_eq!(head.status, 101, "{what}: {:?}", head.status_line());
     check_101(&head, KEY);
-    let frames = common::decode_all(&response[end..]);
-    let want = common::decode_all(expected);
+    let frames = support::decode_all(&head.body);
+    let want = support::decode_all(expected);
     assert_eq!(
         frames.len(),
         want.len(),
@@ -164,7 +160,7 @@ fn handshake_head_alone_then_frames_in_later_write() {
     check_101(&head, KEY);
     c.send_raw(&stream[head_end..]);
     let rest = c.read_until_eof(Duration::from_secs(10));
-    let mut full = head.raw.clone();
+    let mut full = head.head.into_bytes();
     full.extend(rest);
     check_response(&full, &expected, "head then frames");
 }

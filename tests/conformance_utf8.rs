@@ -5,12 +5,12 @@
 //! Close 1007 and no echo, and as soon as the invalid byte arrives (fail
 //! fast), not when the message ends.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{
+use support::{
     check_all, client_frame, encode_header, op, random_mask, start_server, test_config, RawClient,
 };
 
@@ -273,7 +273,7 @@ fn s6_4_surrogate_in_middle_of_large_frame_fails_before_frame_ends() {
     let mut bytes = encode_header(true, 0, op::TEXT, 65536, Some(key));
     let mut payload = vec![b'a'; 997];
     payload.extend_from_slice(b"\xed\xa0\x80");
-    common::apply_mask(&mut payload, key, 0);
+    support::apply_mask(&mut payload, key, 0);
     bytes.extend(payload);
     c.send_raw(&bytes);
     c.expect_close(1007);

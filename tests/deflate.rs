@@ -2,12 +2,12 @@
 //! codec written here on flate2 directly (not the crate's wrappers), in the
 //! spirit of the Autobahn testsuite's sections 12 and 13.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{op, rsv, start_server, test_config, HttpHead, RawClient};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use support::{op, rsv, start_server, test_config, RawClient, Response};
 use wschat::config::CompressionMode;
 
 const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
@@ -82,12 +82,12 @@ impl ClientCodec {
 fn connect(addr: std::net::SocketAddr, path: &str, offer: &str) -> (RawClient, Option<String>) {
     let client =
         RawClient::connect_with_headers(addr, path, &[("Sec-WebSocket-Extensions", offer)]);
-    let head: &HttpHead = client.handshake_response().unwrap();
+    let head: &Response = client.handshake_response().unwrap();
     let ext = head.header("sec-websocket-extensions").map(str::to_string);
     (client, ext)
 }
 
-fn server(mode: CompressionMode) -> common::TestServer {
+fn server(mode: CompressionMode) -> support::TestServer {
     let mut config = test_config();
     config.compression = mode;
     config.max_message_size = 1 << 20;

@@ -2,11 +2,11 @@
 //! Python's `websockets` (installed by `.ci/run`). Skipped with a clear line
 //! when it is missing, unless `WSCHAT_REQUIRE_PYTHON=1` (as in CI).
 
-mod common;
+mod support;
 
 use std::process::Command;
 
-use common::{start_server, test_config};
+use support::{start_server, test_config};
 
 fn python_websockets_available() -> bool {
     Command::new("python3")

@@ -2,15 +2,13 @@
 //! (tungstenite), and the real binary under SIGTERM (issue 2, points 1, 3,
 //! 4 and 10).
 
-mod common;
+mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{start_server, test_config};
+use support::{start_server, test_config, wait_for, Daemon};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
@@ -209,63 +207,12 @@ fn fragmented_message_is_reassembled() {
     assert_eq!(read_message(&mut ws), Message::text("fragmented ☃"));
 }
 
-/// The real binary, killed on drop whatever happens.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    /// Every line it wrote to stderr so far.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wschat"))
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "debug")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stderr).lines();
-            for line in lines.by_ref().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("startup line 'listening on ADDR:PORT'");
-        Daemon {
-            child,
-            addr: addr.parse().unwrap(),
-            log,
-        }
-    }
-
-    /// Waits (bounded) until a log line contains `text`.
-    fn wait_for_log(&self, text: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if self.log.lock().unwrap().iter().any(|l| l.contains(text)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits (bounded) until a log line of `daemon` contains `text`.
+fn wait_for_log(daemon: &Daemon, text: &str) -> bool {
+    wait_for(Duration::from_secs(5), || {
+        (!daemon.log_lines_with(text).is_empty()).then_some(())
+    })
+    .is_some()
 }
 
 #[test]
@@ -279,15 +226,15 @@ fn binary_sigint_closes_everyone_with_1001_then_exits_0() {
 }
 
 fn signal_closes_everyone_with_1001_then_exits_0(signal: &str) {
-    let mut daemon = Daemon::start();
-    let mut a = connect(daemon.addr, "/");
-    let mut b = connect(daemon.addr, "/");
+    let mut daemon = Daemon::try_start(&[], "debug").unwrap();
+    let mut a = connect(daemon.addr(), "/");
+    let mut b = connect(daemon.addr(), "/");
     let id = own_id(&mut a);
     assert_eq!(read_text(&mut b), format!("{id}:whoami"));
     let id_b = own_id(&mut b);
     assert_eq!(read_text(&mut a), format!("{id_b}:whoami"));
     let status = Command::new("kill")
-        .args([signal, &daemon.child.id().to_string()])
+        .args([signal, &daemon.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -301,30 +248,22 @@ fn signal_closes_everyone_with_1001_then_exits_0(signal: &str) {
     }
     drop(a);
     drop(b);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = daemon.child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "daemon did not exit after {signal}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let status = daemon
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("daemon did not exit after {signal}"));
+    assert!(status.success(), "exit status {status:?}");
     // Each connection's end is logged at debug level, Swoole style.
     for id in [&id, &id_b] {
         let closed = format!("client-{} closed", &id["from".len()..]);
-        assert!(daemon.wait_for_log(&closed), "no `{closed}` in the log");
+        assert!(wait_for_log(&daemon, &closed), "no `{closed}` in the log");
     }
 }
 
 #[test]
 fn refusals_and_error_closes_are_logged_with_the_peer_and_the_reason() {
     use std::io::{Read, Write};
-    let daemon = Daemon::start();
-    let mut refused = TcpStream::connect(daemon.addr).unwrap();
+    let daemon = Daemon::try_start(&[], "debug").unwrap();
+    let mut refused = TcpStream::connect(daemon.addr()).unwrap();
     let port = refused.local_addr().unwrap().port();
     refused
         .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n")
@@ -333,20 +272,21 @@ fn refusals_and_error_closes_are_logged_with_the_peer_and_the_reason() {
     refused.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 426"));
     assert!(
-        daemon.wait_for_log(&format!("127.0.0.1:{port}: refused: 426")),
+        wait_for_log(&daemon, &format!("127.0.0.1:{port}: refused: 426")),
         "refusal logged with the peer address"
     );
-    let mut ws = connect(daemon.addr, "/echo");
+    let mut ws = connect(daemon.addr(), "/echo");
     let port = ws.get_ref().local_addr().unwrap().port();
     // An unmasked frame, written under tungstenite's feet.
     ws.get_mut().write_all(&[0x81, 0x01, b'x']).unwrap();
     assert!(
-        daemon.wait_for_log(&format!(
-            "127.0.0.1:{port}): closing 1002: client frames must be masked"
-        )),
+        wait_for_log(
+            &daemon,
+            &format!("127.0.0.1:{port}): closing 1002: client frames must be masked")
+        ),
         "error close logged with the peer address and reason"
     );
-    let lines = daemon.log.lock().unwrap().clone();
+    let lines = daemon.log();
     let count = lines.iter().filter(|l| l.contains("closing 1002")).count();
     assert_eq!(count, 1, "logged once: {lines:?}");
 }

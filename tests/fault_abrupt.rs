@@ -4,7 +4,6 @@
 //! does not crash, and both the `wschat_connections` gauge and the process's
 //! open descriptors return to their baseline within a few seconds.
 
-#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::{self, Read, Write};
@@ -12,8 +11,8 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use support::{
-    assert_healthy, close_frame, frame_header, masked_frame, op, open_connections, reset,
-    tcp_connect, tcp_connect_small_rcvbuf, upgrade_request, wait_for, Daemon, Ws,
+    assert_healthy, encode_frame, encode_header, handshake_request, op, open_connections,
+    random_key, reset, tcp_connect, tcp_connect_small_rcvbuf, wait_for, Daemon, RawClient,
 };
 
 /// Rounds of every scenario.
@@ -64,10 +63,10 @@ fn abuse_round(addr: SocketAddr, round: usize) -> Vec<TcpStream> {
     } else {
         End::Drop
     };
-    let request = upgrade_request(addr, "/", &[]);
+    let request = handshake_request(&addr.to_string(), "/", &random_key(), &[]);
     let half_head = &request[..request.len() / 2];
     let payload = vec![b'z'; 1000];
-    let frame = masked_frame(op::TEXT, &payload, [1, 2, 3, 4]);
+    let frame = encode_frame(true, 0, op::TEXT, &payload, Some([1, 2, 3, 4]));
     let half_frame = &frame[..frame.len() / 2];
 
     // Mid-handshake: half a head, then RST or FIN.
@@ -88,39 +87,38 @@ fn abuse_round(addr: SocketAddr, round: usize) -> Vec<TcpStream> {
     kept.push(s);
 
     // Mid-frame: header and half a payload, then RST or FIN.
-    let mut ws = Ws::connect(addr, "/");
+    let mut ws = RawClient::connect(addr, "/");
     ws.stream.write_all(half_frame).unwrap();
     end(ws.stream, how);
 
     // Mid-frame, half-closed.
-    let mut ws = Ws::connect(addr, "/echo");
+    let mut ws = RawClient::connect(addr, "/echo");
     ws.stream.write_all(half_frame).unwrap();
     ws.stream.shutdown(Shutdown::Write).unwrap();
     expect_server_closes(&mut ws.stream, "half-closed mid-frame");
     kept.push(ws.stream);
 
     // A frame header announcing a large payload that never comes, then RST.
-    let mut ws = Ws::connect(addr, "/echo");
-    ws.stream
-        .write_all(&frame_header(op::BINARY, 1 << 20, Some([9, 9, 9, 9])))
-        .unwrap();
+    let mut ws = RawClient::connect(addr, "/echo");
+    let header = encode_header(true, 0, op::BINARY, 1 << 20, Some([9, 9, 9, 9]));
+    ws.stream.write_all(&header).unwrap();
     end(ws.stream, how);
 
     // Mid-close: our Close sent, gone before reading the answer.
-    let mut ws = Ws::connect(addr, "/");
-    ws.stream.write_all(&close_frame(1000)).unwrap();
+    let mut ws = RawClient::connect(addr, "/");
+    ws.send_close(Some(1000), b"");
     end(ws.stream, how);
 
     // Mid-close, silent: the answer read, but no FIN from us; the server
     // must drop it after its close timeout.
-    let mut ws = Ws::connect(addr, "/echo");
-    ws.stream.write_all(&close_frame(1000)).unwrap();
+    let mut ws = RawClient::connect(addr, "/echo");
+    ws.send_close(Some(1000), b"");
     let (opcode, _) = ws.next_message(Duration::from_secs(3));
     assert_eq!(opcode, op::CLOSE);
     kept.push(ws.stream);
 
     // The server's own Close (protocol error: unmasked frame), then RST.
-    let mut ws = Ws::connect(addr, "/");
+    let mut ws = RawClient::connect(addr, "/");
     ws.stream.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
     std::thread::sleep(Duration::from_millis(2));
     end(ws.stream, how);
@@ -151,12 +149,12 @@ fn resets_drops_and_half_closes_leave_no_connection_or_descriptor_behind() {
 
     // A chatter in the lobby keeps broadcasts going to the dying members,
     // and lobby members with queued broadcasts are reset.
-    let mut chatter = Ws::connect(addr, "/");
+    let mut chatter = RawClient::connect(addr, "/");
     let started = Instant::now();
     let mut kept = Vec::new();
     for round in 0..ROUNDS {
-        let stuffed: Vec<Ws> = (0..3)
-            .map(|_| Ws::over(tcp_connect_small_rcvbuf(addr, 4096), "/"))
+        let stuffed: Vec<RawClient> = (0..3)
+            .map(|_| RawClient::over(tcp_connect_small_rcvbuf(addr, 4096), "/"))
             .collect();
         for i in 0..4 {
             chatter.send(op::BINARY, &vec![round as u8; 16 * 1024 + i]);

@@ -5,7 +5,6 @@
 //! than the burst, the kernel drops the SYNs that do not fit and those
 //! clients wait for their 1 s SYN retransmission (3 s for a second drop).
 
-#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::{self, Read, Write};

@@ -10,14 +10,12 @@
 //! opened in the last 30 s. With 1 s timers that is a small steady state
 //! reached during the warm-up, and any growth after it is a leak.
 
-#[path = "fault_support/mod.rs"]
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{close_frame, mib, op, open_connections, reset, wait_for, Daemon, Metrics, Ws};
+use support::{mib, op, open_connections, reset, wait_for, Daemon, Metrics, RawClient};
 
 const THREADS: usize = 4;
 const CYCLES: usize = 5000;
@@ -38,7 +36,7 @@ fn cycle(addr: SocketAddr, t: usize, i: usize) {
     } else {
         format!("/room/churn-{t}-{}", i % 50)
     };
-    let mut ws = Ws::connect(addr, &path);
+    let mut ws = RawClient::connect(addr, &path);
     let text = format!("cycle {t}/{i}");
     ws.send_text(&text);
     let (opcode, got) = ws.next_message(Duration::from_secs(5));
@@ -46,8 +44,8 @@ fn cycle(addr: SocketAddr, t: usize, i: usize) {
     assert!(got.ends_with(text.as_bytes()), "{got:?}");
     match i % 3 {
         0 => {
-            ws.stream.write_all(&close_frame(1000)).unwrap();
-            ws.expect_close(1000, Duration::from_secs(5));
+            ws.send_close(Some(1000), b"");
+            ws.expect_close_within(1000, Duration::from_secs(5));
         }
         1 => drop(ws),
         _ => reset(ws.stream),

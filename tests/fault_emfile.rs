@@ -1,7 +1,6 @@
 //! The accept loop out of descriptors (EMFILE): no busy loop, a warning at
 //! most once a second, and accepting again as soon as descriptors free up.
 
-#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::{Read, Write};

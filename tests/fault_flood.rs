@@ -5,7 +5,6 @@
 //! trips stay fast; and once the flooders read, every frame they sent comes
 //! back, in order.
 
-#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::{self, Read, Write};
@@ -14,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{frame_header, mib, op, percentile, Daemon, Ws};
+use support::{encode_header, mib, op, percentile, Daemon, RawClient};
 
 const MAX_BACKPRESSURE: usize = 256 * 1024;
 const FLOOD_FOR: Duration = Duration::from_secs(3);
@@ -42,7 +41,8 @@ fn filler(len: usize) -> Vec<u8> {
 fn fill_batch(batch: &mut Vec<u8>, masked_filler: &[u8], frame_len: usize, mut seq: u64) -> u64 {
     batch.clear();
     while batch.is_empty() || batch.len() + frame_len <= 64 * 1024 {
-        batch.extend_from_slice(&frame_header(op::BINARY, frame_len as u64, Some(MASK)));
+        let header = encode_header(true, 0, op::BINARY, frame_len as u64, Some(MASK));
+        batch.extend_from_slice(&header);
         let mut number = seq.to_be_bytes();
         for (i, b) in number.iter_mut().enumerate() {
             *b ^= MASK[i % 4];
@@ -58,7 +58,7 @@ fn fill_batch(batch: &mut Vec<u8>, masked_filler: &[u8], frame_len: usize, mut s
 /// reading, then reads until every frame it sent has come back intact and
 /// in order.
 fn flood(addr: SocketAddr, frame_len: usize) -> Flood {
-    let mut ws = Ws::connect(addr, "/echo");
+    let mut ws = RawClient::connect(addr, "/echo");
     ws.stream.set_nonblocking(true).unwrap();
     let plain = filler(frame_len);
     let masked: Vec<u8> = plain
@@ -140,7 +140,7 @@ fn flood(addr: SocketAddr, frame_len: usize) -> Flood {
 /// Round trips of one well-behaved client on `path` every 10 ms until
 /// `stop`; returns their durations.
 fn round_trips(addr: SocketAddr, path: &'static str, stop: Arc<AtomicBool>) -> Vec<Duration> {
-    let mut ws = Ws::connect(addr, path);
+    let mut ws = RawClient::connect(addr, path);
     let mut rtts = Vec::new();
     let mut i = 0u32;
     while !stop.load(Ordering::SeqCst) {
@@ -161,7 +161,7 @@ fn round_trips(addr: SocketAddr, path: &'static str, stop: Arc<AtomicBool>) -> V
 fn echo_flooders_are_paused_while_others_stay_fast_and_memory_bounded() {
     let mut daemon = Daemon::start(&["--max-backpressure", &MAX_BACKPRESSURE.to_string()]);
     let addr = daemon.addr();
-    let mut warm = Ws::connect(addr, "/echo");
+    let mut warm = RawClient::connect(addr, "/echo");
     warm.send_text("warm");
     warm.next_message(Duration::from_secs(5));
     drop(warm);

@@ -4,17 +4,15 @@
 //! close code, never a crash: the server answers `/healthz` afterwards and
 //! stops cleanly.
 
-mod common;
-#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{start_server, test_config};
 use support::{
-    assert_healthy, read_to_eof, tcp_connect, Decoder, Metrics, Response, Rng, Ws, IO_TIMEOUT,
+    assert_healthy, read_to_eof, start_server, tcp_connect, test_config, Decoder, Metrics,
+    RawClient, Response, Rng, IO_TIMEOUT,
 };
 
 /// Sends `request` (from another thread, so a huge one cannot block the
@@ -102,7 +100,7 @@ fn random_frames_after_the_upgrade_get_a_protocol_close_or_are_ignored_at_eof() 
     let mut rng = Rng::new(0x00F4_A3E5);
     let mut closes = [0u32; 4];
     for case in 0..100 {
-        let mut ws = Ws::connect(addr, "/echo");
+        let mut ws = RawClient::connect(addr, "/echo");
         let len = 2 + rng.below(4096) as usize;
         let garbage = rng.bytes(len);
         let _ = ws.stream.write_all(&garbage);

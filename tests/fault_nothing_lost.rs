@@ -2,8 +2,6 @@
 //! member receives all 20000 broadcasts (its own included), each sender's in
 //! the order sent, and nobody is disconnected.
 
-mod common;
-#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;
@@ -11,8 +9,7 @@ use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{start_server, test_config};
-use support::{masked_frame, op, Metrics, Ws};
+use support::{encode_frame, op, start_server, test_config, Metrics, RawClient};
 
 const CLIENTS: usize = 200;
 const MESSAGES: usize = 100;
@@ -23,11 +20,17 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// reads until all `CLIENTS × MESSAGES` broadcasts are in, checking that
 /// every sender's come in order and that `from{id}` always names the same
 /// sender. Returns how many it got, and the still open client.
-fn member(index: usize, mut ws: Ws, start: Arc<Barrier>, deadline: Instant) -> (usize, Ws) {
+fn member(
+    index: usize,
+    mut ws: RawClient,
+    start: Arc<Barrier>,
+    deadline: Instant,
+) -> (usize, RawClient) {
     let frames: Vec<Vec<u8>> = (0..MESSAGES)
         .map(|seq| {
             let key = (index as u32 * 131 + seq as u32).to_be_bytes();
-            masked_frame(op::TEXT, format!("{index}:{seq}").as_bytes(), key)
+            let text = format!("{index}:{seq}");
+            encode_frame(true, 0, op::TEXT, text.as_bytes(), Some(key))
         })
         .collect();
     start.wait();
@@ -84,7 +87,9 @@ fn two_hundred_members_times_one_hundred_messages_all_arrive_in_order() {
     let server = start_server(test_config());
     let addr = server.addr();
     // Everyone joins before anyone speaks.
-    let members: Vec<Ws> = (0..CLIENTS).map(|_| Ws::connect(addr, "/")).collect();
+    let members: Vec<RawClient> = (0..CLIENTS)
+        .map(|_| RawClient::connect(addr, "/"))
+        .collect();
     let start = Arc::new(Barrier::new(CLIENTS));
     let started = Instant::now();
     let deadline = started + DEADLINE;
@@ -99,7 +104,7 @@ fn two_hundred_members_times_one_hundred_messages_all_arrive_in_order() {
                 .unwrap()
         })
         .collect();
-    let (counts, open): (Vec<usize>, Vec<Ws>) = threads
+    let (counts, open): (Vec<usize>, Vec<RawClient>) = threads
         .into_iter()
         .map(|t| t.join().expect("member"))
         .unzip();

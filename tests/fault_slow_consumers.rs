@@ -4,7 +4,6 @@
 //! its per-connection backpressure, and a member that reads gets every
 //! message, in order and intact.
 
-#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::{self, Read, Write};
@@ -14,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{
-    frame_header, mib, op, open_connections, tcp_connect_small_rcvbuf, wait_for, Daemon, Decoder,
-    Metrics, Ws,
+    encode_header, mib, op, open_connections, tcp_connect_small_rcvbuf, wait_for, Daemon, Decoder,
+    Metrics, RawClient,
 };
 
 const SLOW_CLIENTS: usize = 50;
@@ -77,7 +76,7 @@ fn fifty_clients_that_never_read_are_cut_while_memory_stays_bounded_and_a_reader
     ]);
     let addr = daemon.addr();
     // Warm up (one connection and message) before the baseline.
-    let mut warm = Ws::connect(addr, "/room/warmup");
+    let mut warm = RawClient::connect(addr, "/room/warmup");
     warm.send(op::BINARY, &[0; MESSAGE]);
     warm.next_message(Duration::from_secs(5));
     drop(warm);
@@ -90,11 +89,11 @@ fn fifty_clients_that_never_read_are_cut_while_memory_stays_bounded_and_a_reader
     let baseline_fds = daemon.fd_count();
     let baseline_kib = daemon.rss_kib();
 
-    let slow: Vec<Ws> = (0..SLOW_CLIENTS)
-        .map(|_| Ws::over(tcp_connect_small_rcvbuf(addr, 4096), "/"))
+    let slow: Vec<RawClient> = (0..SLOW_CLIENTS)
+        .map(|_| RawClient::over(tcp_connect_small_rcvbuf(addr, 4096), "/"))
         .collect();
-    let reader = Ws::connect(addr, "/");
-    let mut sender = Ws::connect(addr, "/");
+    let reader = RawClient::connect(addr, "/");
+    let mut sender = RawClient::connect(addr, "/");
 
     let reader_count = Arc::new(AtomicU64::new(0));
     let reader_thread = {
@@ -134,7 +133,7 @@ fn fifty_clients_that_never_read_are_cut_while_memory_stays_bounded_and_a_reader
             );
             std::thread::sleep(Duration::from_micros(200));
         }
-        let mut head = frame_header(op::BINARY, MESSAGE as u64, Some(MASK));
+        let mut head = encode_header(true, 0, op::BINARY, MESSAGE as u64, Some(MASK));
         let mut number = seq.to_be_bytes();
         for (i, b) in number.iter_mut().enumerate() {
             *b ^= MASK[i % 4];

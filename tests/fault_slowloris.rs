@@ -2,8 +2,6 @@
 //! second are all cut at the handshake timeout (408 or EOF), while normal
 //! clients upgrade and chat with fast round trips the whole time.
 
-mod common;
-#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::{self, Read, Write};
@@ -12,8 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{start_server, test_config};
-use support::{op, open_connections, percentile, tcp_connect, wait_for, Metrics, Ws};
+use support::{
+    op, open_connections, percentile, start_server, tcp_connect, test_config, wait_for, Metrics,
+    RawClient,
+};
 
 const SLOW_CLIENTS: usize = 500;
 /// Slow clients opened at once.
@@ -43,16 +43,16 @@ fn chat_until(
     stop: Arc<AtomicBool>,
 ) -> (Duration, Duration, Vec<Duration>) {
     let started = Instant::now();
-    let mut a = Ws::connect(addr, "/");
+    let mut a = RawClient::connect(addr, "/");
     let a_upgrade = started.elapsed();
-    let mut b: Option<Ws> = None;
+    let mut b: Option<RawClient> = None;
     let mut b_upgrade = Duration::ZERO;
     let mut rtts = Vec::new();
     let mut i = 0u32;
     while !stop.load(Ordering::SeqCst) {
         if b.is_none() && started.elapsed() > Duration::from_secs(1) {
             let t = Instant::now();
-            b = Some(Ws::connect(addr, "/"));
+            b = Some(RawClient::connect(addr, "/"));
             b_upgrade = t.elapsed();
         }
         let text = format!("round trip {i}");

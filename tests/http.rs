@@ -1,28 +1,23 @@
 //! Plain HTTP answers and refused upgrades, over real sockets
 //! (issue 2, points 2 and 5).
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{
+use support::{
     check_101, client_frame, handshake_request, op, random_key, start_server, test_config,
-    HttpHead, RawClient,
+    RawClient, Response,
 };
 
 /// Sends `request` on a fresh connection and returns the response head and
 /// body, after checking that the server closes the connection.
-fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> (HttpHead, Vec<u8>) {
+fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> (Response, Vec<u8>) {
     let mut client = RawClient::connect_tcp(addr);
     client.send_raw(request);
     let raw = client.read_until_eof(Duration::from_secs(10));
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response head")
-        + 4;
-    let head = HttpHead::parse(&raw[..split]);
-    let body = raw[split..].to_vec();
+    let mut head = Response::parse(&raw).expect("a complete response head");
+    let body = std::mem::take(&mut head.body);
     let length: usize = head
         .header("content-length")
         .expect("every response has Content-Length")
@@ -37,7 +32,7 @@ fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> (HttpHead, Vec<u8>) {
 fn get_root_serves_the_embedded_chat_page() {
     let server = start_server(test_config());
     let (head, body) = exchange(server.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(head.status(), 200);
+    assert_eq!(head.status, 200);
     assert_eq!(
         head.header("content-type"),
         Some("text/html; charset=utf-8")
@@ -51,21 +46,15 @@ fn healthz_unknown_paths_methods_and_garbage() {
     let server = start_server(test_config());
     let addr = server.addr();
     let (head, body) = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!((head.status(), body.as_slice()), (200, &b"ok"[..]));
-    assert_eq!(
-        exchange(addr, b"GET /nope HTTP/1.1\r\n\r\n").0.status(),
-        404
-    );
+    assert_eq!((head.status, body.as_slice()), (200, &b"ok"[..]));
+    assert_eq!(exchange(addr, b"GET /nope HTTP/1.1\r\n\r\n").0.status, 404);
     let (head, _) = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
-    assert_eq!(head.status(), 405);
+    assert_eq!(head.status, 405);
     assert_eq!(head.header("allow"), Some("GET"));
-    assert_eq!(
-        exchange(addr, b"PUT /echo HTTP/1.1\r\n\r\n").0.status(),
-        405
-    );
-    assert_eq!(exchange(addr, b"\x16\x03\x01 junk\r\n\r\n").0.status(), 400);
-    assert_eq!(exchange(addr, b"GET / HTTP/9.9\r\n\r\n").0.status(), 505);
-    assert_eq!(exchange(addr, b"GET /\r\n\r\n").0.status(), 400);
+    assert_eq!(exchange(addr, b"PUT /echo HTTP/1.1\r\n\r\n").0.status, 405);
+    assert_eq!(exchange(addr, b"\x16\x03\x01 junk\r\n\r\n").0.status, 400);
+    assert_eq!(exchange(addr, b"GET / HTTP/9.9\r\n\r\n").0.status, 505);
+    assert_eq!(exchange(addr, b"GET /\r\n\r\n").0.status, 400);
 }
 
 #[test]
@@ -113,12 +102,7 @@ fn each_invalid_upgrade_gets_its_status_and_a_reason() {
     ];
     for (request, status, reason) in cases {
         let (head, body) = exchange(addr, &request);
-        assert_eq!(
-            head.status(),
-            status,
-            "{}",
-            String::from_utf8_lossy(&request)
-        );
+        assert_eq!(head.status, status, "{}", String::from_utf8_lossy(&request));
         let body = String::from_utf8(body).unwrap();
         assert!(body.contains(reason), "body {body:?} names {reason:?}");
         assert_eq!(body.lines().count(), 1, "one-line reason");
@@ -134,7 +118,7 @@ fn head_over_8_kib_gets_431() {
     let mut request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     request.extend(std::iter::repeat_n(b'a', 9000));
     request.extend(b"\r\n\r\n");
-    assert_eq!(exchange(server.addr(), &request).0.status(), 431);
+    assert_eq!(exchange(server.addr(), &request).0.status, 431);
     // A head that never ends is cut off at the limit too.
     let mut client = RawClient::connect_tcp(server.addr());
     let _ = client.try_send_raw(&vec![b'G'; 20_000]);
@@ -180,7 +164,7 @@ fn head_written_in_pieces_by_a_nagle_client_is_answered_without_delay() {
         let key = random_key();
         let request = handshake_request("localhost", "/echo", &key, &[]);
         let mut client = RawClient::connect_tcp(server.addr());
-        client.stream().set_nodelay(false).unwrap();
+        client.stream.set_nodelay(false).unwrap();
         for piece in request.chunks(request.len() / 6 + 1) {
             client.send_raw(piece);
         }

@@ -9,18 +9,16 @@
 //! file builds before they land; until then those tests fail with the
 //! binary's "unexpected argument" error.
 
-mod common;
-#[path = "fault_support/mod.rs"]
 mod support;
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{start_server, test_config};
 use support::{
-    close_frame, frame_header, masked_frame, op, read_to_eof, tcp_connect, tcp_connect_from,
-    tcp_connect_small_rcvbuf, try_upgrade, wait_for, Daemon, Metrics, Response, Ws,
+    client_frame, encode_frame, encode_header, op, read_to_eof, start_server, tcp_connect,
+    tcp_connect_from, tcp_connect_small_rcvbuf, test_config, wait_for, Daemon, Metrics, RawClient,
+    ReadError, Response,
 };
 
 const SECOND_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -29,18 +27,18 @@ const SECOND_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// does) and reads the answer. Panics if the connection is reset before a
 /// complete response head arrives: a refusal the client never sees.
 fn refused_upgrade(addr: SocketAddr, source: Option<IpAddr>) -> Response {
-    let mut stream = match source {
+    let mut client = RawClient::from_stream(match source {
         Some(ip) => tcp_connect_from(ip, addr),
         None => tcp_connect(addr),
-    };
-    let (response, _) = try_upgrade(&mut stream, "/", &[]).unwrap_or_else(|e| {
+    });
+    let response = client.try_upgrade("/", &[]).unwrap_or_else(|e| {
         panic!(
             "no refusal reached the client ({e}): the server closed the socket with the \
              request unread, so the kernel sent a reset and dropped the response"
         )
     });
     // The refusal ends the connection.
-    match read_to_eof(&mut stream, Duration::from_secs(3)) {
+    match read_to_eof(&mut client.stream, Duration::from_secs(3)) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
         Err(e) => panic!("connection not closed after {response:?}: {e}"),
@@ -61,18 +59,14 @@ fn assert_retry_after(response: &Response, status: u16) {
 }
 
 /// Upgrades `path` until it works (a freed slot is reaped asynchronously).
-fn upgrade_eventually(addr: SocketAddr, source: Option<IpAddr>, limit: Duration) -> Ws {
+fn upgrade_eventually(addr: SocketAddr, source: Option<IpAddr>, limit: Duration) -> RawClient {
     wait_for(limit, || {
-        let mut stream = match source {
+        let mut client = RawClient::from_stream(match source {
             Some(ip) => tcp_connect_from(ip, addr),
             None => tcp_connect(addr),
-        };
-        match try_upgrade(&mut stream, "/", &[]) {
-            Ok((r, rest)) if r.status == 101 => {
-                let mut decoder = support::Decoder::default();
-                decoder.push(&rest);
-                Some(Ws { stream, decoder })
-            }
+        });
+        match client.try_upgrade("/", &[]) {
+            Ok(r) if r.status == 101 => Some(client),
             _ => None,
         }
     })
@@ -86,7 +80,7 @@ fn at_max_connections_a_new_client_gets_503_with_retry_after() {
         ..test_config()
     });
     let addr = server.addr();
-    let mut open: Vec<Ws> = (0..5).map(|_| Ws::connect(addr, "/")).collect();
+    let mut open: Vec<RawClient> = (0..5).map(|_| RawClient::connect(addr, "/")).collect();
     for _ in 0..3 {
         assert_retry_after(&refused_upgrade(addr, None), 503);
     }
@@ -99,8 +93,8 @@ fn at_max_connections_a_new_client_gets_503_with_retry_after() {
     }
     // A freed slot is usable again: it is a limit, not a failure.
     let mut leaving = open.pop().unwrap();
-    leaving.stream.write_all(&close_frame(1000)).unwrap();
-    leaving.expect_close(1000, Duration::from_secs(2));
+    leaving.send_close(Some(1000), b"");
+    leaving.expect_close_within(1000, Duration::from_secs(2));
     drop(leaving);
     let _again = upgrade_eventually(addr, None, Duration::from_secs(2));
     drop(open);
@@ -118,28 +112,25 @@ fn a_frame_announcing_more_than_max_message_size_is_closed_1009_before_its_paylo
         ..test_config()
     });
     // Exactly the limit is fine.
-    let mut ws = Ws::connect(server.addr(), "/echo");
+    let mut ws = RawClient::connect(server.addr(), "/echo");
     ws.send(op::BINARY, &[7u8; 1024]);
     assert_eq!(
         ws.next_message(Duration::from_secs(2)),
         (op::BINARY, vec![7u8; 1024])
     );
     // One more byte, announced by a header whose payload never comes.
-    ws.stream
-        .write_all(&frame_header(op::BINARY, 1025, Some([1, 2, 3, 4])))
-        .unwrap();
+    let header = encode_header(true, 0, op::BINARY, 1025, Some([1, 2, 3, 4]));
+    ws.stream.write_all(&header).unwrap();
     // The payload never comes, so a close can only come from the header.
-    ws.expect_close(1009, Duration::from_secs(3));
+    ws.expect_close_within(1009, Duration::from_secs(3));
 
     // A fragmented message: the second header takes the total over.
-    let mut ws = Ws::connect(server.addr(), "/echo");
-    let mut first = masked_frame(op::TEXT, &[b'a'; 600], [5, 6, 7, 8]);
-    first[0] &= 0x7F; // not final
+    let mut ws = RawClient::connect(server.addr(), "/echo");
+    let first = encode_frame(false, 0, op::TEXT, &[b'a'; 600], Some([5, 6, 7, 8]));
     ws.stream.write_all(&first).unwrap();
-    let mut cont = frame_header(0, 600, Some([1, 1, 1, 1]));
-    cont[0] = 0x80; // final continuation
+    let cont = encode_header(true, 0, op::CONTINUATION, 600, Some([1, 1, 1, 1]));
     ws.stream.write_all(&cont).unwrap();
-    ws.expect_close(1009, Duration::from_secs(2));
+    ws.expect_close_within(1009, Duration::from_secs(2));
     let m = Metrics::fetch(server.addr());
     assert_eq!(m.value("wschat_protocol_errors_total{code=\"1009\"}"), 2.0);
 }
@@ -153,14 +144,15 @@ fn a_foreign_origin_gets_403() {
         "http://chat.example",
         "https://chat.example.evil.example",
     ] {
-        let mut stream = tcp_connect(addr);
-        let (response, _) = try_upgrade(&mut stream, "/", &[("Origin", foreign)]).unwrap();
+        let mut client = RawClient::connect_tcp(addr);
+        let response = client.try_upgrade("/", &[("Origin", foreign)]).unwrap();
         assert_eq!(response.status, 403, "Origin {foreign}: {response:?}");
-        read_to_eof(&mut stream, Duration::from_secs(3)).unwrap();
+        read_to_eof(&mut client.stream, Duration::from_secs(3)).unwrap();
     }
-    let mut stream = tcp_connect(addr);
-    let (response, _) =
-        try_upgrade(&mut stream, "/", &[("Origin", "https://chat.example")]).unwrap();
+    let mut client = RawClient::connect_tcp(addr);
+    let response = client
+        .try_upgrade("/", &[("Origin", "https://chat.example")])
+        .unwrap();
     assert_eq!(response.status, 101, "allowed origin refused: {response:?}");
     let m = Metrics::fetch(addr);
     assert_eq!(
@@ -176,7 +168,7 @@ fn sending_over_max_messages_per_second_is_closed_1008() {
     let daemon = Daemon::start(&["--max-messages-per-second", "20"]);
     let addr = daemon.addr();
     // Well under the rate: 12 messages, one every 100 ms, all echoed.
-    let mut polite = Ws::connect(addr, "/echo");
+    let mut polite = RawClient::connect(addr, "/echo");
     for i in 0..12 {
         polite.send_text(&format!("polite {i}"));
         let (opcode, text) = polite.next_message(Duration::from_secs(2));
@@ -187,9 +179,9 @@ fn sending_over_max_messages_per_second_is_closed_1008() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // 200 at once: cut with 1008 before all come back.
-    let mut flood = Ws::connect(addr, "/echo");
+    let mut flood = RawClient::connect(addr, "/echo");
     let burst: Vec<u8> = (0..200)
-        .flat_map(|i| masked_frame(op::TEXT, format!("flood {i}").as_bytes(), [3, 1, 4, 1]))
+        .flat_map(|i| client_frame(true, op::TEXT, format!("flood {i}").as_bytes()))
         .collect();
     flood.stream.write_all(&burst).unwrap();
     let mut echoed = 0;
@@ -230,7 +222,7 @@ fn a_silent_client_is_pinged_then_closed_1001_while_a_ponging_one_stays() {
     });
     let addr = server.addr();
     let ponging = std::thread::spawn(move || {
-        let mut ws = Ws::connect(addr, "/echo");
+        let mut ws = RawClient::connect(addr, "/echo");
         let until = Instant::now() + Duration::from_millis(2500);
         let mut pings = 0;
         while Instant::now() < until {
@@ -240,7 +232,7 @@ fn a_silent_client_is_pinged_then_closed_1001_while_a_ponging_one_stays() {
                     ws.send(op::PONG, &payload);
                 }
                 Ok(other) => panic!("ponging client got {other:?}"),
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                Err(ReadError::Timeout) => {}
                 Err(e) => panic!("ponging client: {e}"),
             }
         }
@@ -251,7 +243,7 @@ fn a_silent_client_is_pinged_then_closed_1001_while_a_ponging_one_stays() {
         );
         pings
     });
-    let mut silent = Ws::connect(addr, "/echo");
+    let mut silent = RawClient::connect(addr, "/echo");
     let start = Instant::now();
     let (opcode, payload) = silent.next_frame(Duration::from_secs(3)).unwrap();
     let ping_at = start.elapsed();
@@ -261,7 +253,7 @@ fn a_silent_client_is_pinged_then_closed_1001_while_a_ponging_one_stays() {
         (Duration::from_millis(250)..Duration::from_millis(2000)).contains(&ping_at),
         "Ping after {ping_at:?}, ping_interval is 300 ms"
     );
-    let reason = silent.expect_close(1001, Duration::from_secs(3));
+    let reason = silent.expect_close_within(1001, Duration::from_secs(3));
     let closed_at = start.elapsed();
     assert_eq!(reason, "idle timeout");
     assert!(
@@ -276,14 +268,14 @@ fn a_silent_client_is_pinged_then_closed_1001_while_a_ponging_one_stays() {
 fn over_max_connections_per_ip_gets_429_but_other_addresses_connect() {
     let daemon = Daemon::start(&["--max-connections-per-ip", "3"]);
     let addr = daemon.addr();
-    let mut mine: Vec<Ws> = (0..3).map(|_| Ws::connect(addr, "/")).collect();
+    let mut mine: Vec<RawClient> = (0..3).map(|_| RawClient::connect(addr, "/")).collect();
     assert_retry_after(&refused_upgrade(addr, None), 429);
     // Another address is not affected.
-    let other = Ws::over(tcp_connect_from(SECOND_IP, addr), "/");
+    let other = RawClient::over(tcp_connect_from(SECOND_IP, addr), "/");
     // Freeing one slot lets 127.0.0.1 in again.
     let mut leaving = mine.pop().unwrap();
-    leaving.stream.write_all(&close_frame(1000)).unwrap();
-    leaving.expect_close(1000, Duration::from_secs(2));
+    leaving.send_close(Some(1000), b"");
+    leaving.expect_close_within(1000, Duration::from_secs(2));
     drop(leaving);
     let again = upgrade_eventually(addr, None, Duration::from_secs(2));
     drop((mine, other, again));
@@ -302,13 +294,14 @@ fn over_max_handshakes_per_ip_per_second_gets_429() {
     let start = Instant::now();
     let (mut accepted, mut refused) = (0u32, 0u32);
     for _ in 0..30 {
-        let mut stream = tcp_connect(addr);
-        let (response, _) = try_upgrade(&mut stream, "/echo", &[])
+        let mut client = RawClient::connect_tcp(addr);
+        let response = client
+            .try_upgrade("/echo", &[])
             .unwrap_or_else(|e| panic!("attempt {}: no answer: {e}", accepted + refused + 1));
         match response.status {
             101 => {
                 accepted += 1;
-                stream.write_all(&close_frame(1000)).unwrap();
+                client.send_close(Some(1000), b"");
             }
             429 => {
                 refused += 1;
@@ -330,15 +323,15 @@ fn over_max_handshakes_per_ip_per_second_gets_429() {
         "{accepted} accepted in {elapsed:.2} s at 5/s"
     );
     // Per address: 127.0.0.2 is not limited by 127.0.0.1's handshakes.
-    let _other = Ws::over(tcp_connect_from(SECOND_IP, addr), "/echo");
+    let _other = RawClient::over(tcp_connect_from(SECOND_IP, addr), "/echo");
     // And the bucket refills.
     std::thread::sleep(Duration::from_millis(1200));
-    let _later = Ws::connect(addr, "/echo");
+    let _later = RawClient::connect(addr, "/echo");
 }
 
 /// Sends `payload` into the room on `sender` and reads the sender's own
 /// copy back, so the sender never lags.
-fn broadcast_and_wait(sender: &mut Ws, opcode: u8, payload: &[u8]) {
+fn broadcast_and_wait(sender: &mut RawClient, opcode: u8, payload: &[u8]) {
     sender.send(opcode, payload);
     let (got, body) = sender.next_message(Duration::from_secs(5));
     assert_eq!(got, opcode);
@@ -352,8 +345,8 @@ fn a_slow_consumer_is_closed_1008_after_everything_before_it_and_counted() {
         ..test_config()
     });
     let addr = server.addr();
-    let mut slow = Ws::over(tcp_connect_small_rcvbuf(addr, 4096), "/room/r");
-    let mut sender = Ws::connect(addr, "/room/r");
+    let mut slow = RawClient::over(tcp_connect_small_rcvbuf(addr, 4096), "/room/r");
+    let mut sender = RawClient::connect(addr, "/room/r");
     let mut sent = 0u32;
     let mut payload = vec![b'x'; 8 * 1024];
     while sent < 4000 {
@@ -406,8 +399,8 @@ fn past_max_outbound_memory_queues_are_closed_1008() {
         "1073741824",
     ]);
     let addr = daemon.addr();
-    let mut slow = Ws::over(tcp_connect_small_rcvbuf(addr, 4096), "/");
-    let mut sender = Ws::connect(addr, "/");
+    let mut slow = RawClient::over(tcp_connect_small_rcvbuf(addr, 4096), "/");
+    let mut sender = RawClient::connect(addr, "/");
     let payload = vec![b'y'; 64 * 1024];
     let mut sent = 0;
     while sent < 400 {
@@ -443,21 +436,21 @@ fn messages_being_received_share_one_budget_past_which_1009() {
     let key = [9, 8, 7, 6];
     // Each client announces 512 KiB and sends 400 KiB of it: two fit in
     // the 1 MiB budget, the third does not.
-    let partial = |ws: &mut Ws| {
-        let frame = masked_frame(op::BINARY, &vec![3u8; 512 * 1024], key);
-        let head = frame_header(op::BINARY, 512 * 1024, Some(key)).len();
+    let partial = |ws: &mut RawClient| {
+        let frame = encode_frame(true, 0, op::BINARY, &vec![3u8; 512 * 1024], Some(key));
+        let head = encode_header(true, 0, op::BINARY, 512 * 1024, Some(key)).len();
         ws.stream.write_all(&frame[..head + 400 * 1024]).unwrap();
         frame[head + 400 * 1024..].to_vec()
     };
-    let mut a = Ws::connect(server.addr(), "/echo");
+    let mut a = RawClient::connect(server.addr(), "/echo");
     let rest_a = partial(&mut a);
-    let mut b = Ws::connect(server.addr(), "/echo");
+    let mut b = RawClient::connect(server.addr(), "/echo");
     let rest_b = partial(&mut b);
     // Let the server take in both before the third arrives.
     std::thread::sleep(Duration::from_millis(300));
-    let mut c = Ws::connect(server.addr(), "/echo");
+    let mut c = RawClient::connect(server.addr(), "/echo");
     let _ = partial(&mut c);
-    c.expect_close(1009, Duration::from_secs(3));
+    c.expect_close_within(1009, Duration::from_secs(3));
     // The two within the budget finish their messages normally.
     for (ws, rest) in [(&mut a, rest_a), (&mut b, rest_b)] {
         ws.stream.write_all(&rest).unwrap();
@@ -467,7 +460,7 @@ fn messages_being_received_share_one_budget_past_which_1009() {
         );
     }
     // Finished messages give their share back: a new one fits again.
-    let mut d = Ws::connect(server.addr(), "/echo");
+    let mut d = RawClient::connect(server.addr(), "/echo");
     d.send(op::BINARY, &vec![4u8; 900 * 1024]);
     assert_eq!(
         d.next_message(Duration::from_secs(3)),

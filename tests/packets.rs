@@ -14,13 +14,13 @@
 //! (as in CI).
 #![cfg(target_os = "linux")]
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{close_payload, op, start_server, test_config, RawClient};
+use support::{close_payload, op, start_server, test_config, RawClient};
 
 /// Segments the socket bound to `local` has received, from `ss -ti`.
 fn segments_received(local: SocketAddr) -> Option<u64> {
@@ -64,7 +64,7 @@ fn one_short_life(server: SocketAddr) -> u64 {
     // Exactly the Close reply, then FIN.
     c.expect_frame(op::CLOSE, &close_payload(Some(1000), b""));
     c.expect_eof();
-    segments_received(c.stream().local_addr().unwrap()).expect("ss shows our socket")
+    segments_received(c.stream.local_addr().unwrap()).expect("ss shows our socket")
 }
 
 #[test]
