@@ -307,21 +307,10 @@ impl Session {
             self.on_control(header.opcode, frame, events)?;
             return Ok(total);
         }
-        let len = header.payload_len as usize; // at most the message size limit
-        let single = header.fin && header.opcode != OpCode::Continuation && !header.rsv1;
-        if single && self.state == CloseState::Open && len <= input.limits.in_place_max {
-            if let Some(payload) = buf.get_mut(header_len..header_len + len) {
-                apply_mask(payload, mask, 0);
-                if header.opcode == OpCode::Text && !utf8::is_valid(payload) {
-                    return Err(ProtocolError::InvalidUtf8);
-                }
-                let start = at + header_len;
-                events.push(Event::Message {
-                    opcode: header.opcode,
-                    payload: Payload::InPlace(start..start + len),
-                });
-                return Ok(header_len + len);
-            }
+        let limit = input.limits.in_place_max;
+        let start = at + header_len;
+        if let Some(end) = self.take_in_place(&header, mask, whole, start, limit, events)? {
+            return Ok(end - at);
         }
         if header.opcode != OpCode::Continuation {
             self.message_opcode = Some(header.opcode);
@@ -349,6 +338,38 @@ impl Session {
             }
         }
         Ok(header_len)
+    }
+
+    /// Takes a whole single-frame message whose payload starts at
+    /// `whole[start..]` if it is complete there, unmasked where it lies
+    /// ([`Payload::InPlace`]); returns where it ends, or `None` if the
+    /// message does not qualify.
+    fn take_in_place(
+        &self,
+        header: &FrameHeader,
+        mask: [u8; 4],
+        whole: &mut [u8],
+        start: usize,
+        in_place_max: usize,
+        events: &mut Vec<Event>,
+    ) -> Result<Option<usize>, ProtocolError> {
+        let len = header.payload_len as usize; // at most the message size limit
+        let single = header.fin && header.opcode != OpCode::Continuation && !header.rsv1;
+        if !single || self.state != CloseState::Open || len > in_place_max {
+            return Ok(None);
+        }
+        let Some(payload) = whole.get_mut(start..start + len) else {
+            return Ok(None);
+        };
+        apply_mask(payload, mask, 0);
+        if header.opcode == OpCode::Text && !utf8::is_valid(payload) {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        events.push(Event::Message {
+            opcode: header.opcode,
+            payload: Payload::InPlace(start..start + len),
+        });
+        Ok(Some(start + len))
     }
 
     /// Checks the rules a header must follow in this session's state and

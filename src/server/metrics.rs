@@ -47,64 +47,77 @@ impl Metrics {
     /// Renders every counter and gauge.
     pub fn render(&self, gauges: Gauges) -> String {
         let mut out = String::with_capacity(2048);
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        counter(
-            "wschat_connections_accepted_total",
-            "Connections accepted.",
-            self.accepted,
+        let counters = [
+            (
+                "wschat_connections_accepted_total",
+                "Connections accepted.",
+                self.accepted,
+            ),
+            (
+                "wschat_upgrades_total",
+                "WebSocket upgrades completed.",
+                self.upgraded,
+            ),
+            (
+                "wschat_messages_received_total",
+                "Messages received.",
+                self.messages_received,
+            ),
+            (
+                "wschat_bytes_received_total",
+                "Message payload bytes received.",
+                self.bytes_received,
+            ),
+            (
+                "wschat_messages_sent_total",
+                "Message frames queued to receivers.",
+                self.messages_sent,
+            ),
+            (
+                "wschat_bytes_sent_total",
+                "Bytes written to sockets.",
+                self.bytes_sent,
+            ),
+            (
+                "wschat_slow_consumer_disconnects_total",
+                "Connections closed as slow consumers.",
+                self.slow_consumers,
+            ),
+            (
+                "wschat_rate_limit_disconnects_total",
+                "Connections closed for their message rate.",
+                self.rate_limited,
+            ),
+            (
+                "wschat_timeouts_total",
+                "Connections closed by a timeout.",
+                self.timeouts,
+            ),
+        ];
+        for (name, help, value) in counters {
+            series(&mut out, name, help, "counter", value);
+        }
+        series(
+            &mut out,
+            "wschat_connections",
+            "Connections open now.",
+            "gauge",
+            gauges.connections as u64,
         );
-        counter(
-            "wschat_upgrades_total",
-            "WebSocket upgrades completed.",
-            self.upgraded,
+        series(
+            &mut out,
+            "wschat_rooms",
+            "Rooms with members.",
+            "gauge",
+            gauges.rooms as u64,
         );
-        counter(
-            "wschat_messages_received_total",
-            "Messages received.",
-            self.messages_received,
+        series(
+            &mut out,
+            "wschat_deflate_calls_total",
+            "Messages compressed by the shared deflater.",
+            "counter",
+            gauges.deflate_calls,
         );
-        counter(
-            "wschat_bytes_received_total",
-            "Message payload bytes received.",
-            self.bytes_received,
-        );
-        counter(
-            "wschat_messages_sent_total",
-            "Message frames queued to receivers.",
-            self.messages_sent,
-        );
-        counter(
-            "wschat_bytes_sent_total",
-            "Bytes written to sockets.",
-            self.bytes_sent,
-        );
-        counter(
-            "wschat_slow_consumer_disconnects_total",
-            "Connections closed as slow consumers.",
-            self.slow_consumers,
-        );
-        counter(
-            "wschat_rate_limit_disconnects_total",
-            "Connections closed for their message rate.",
-            self.rate_limited,
-        );
-        counter(
-            "wschat_timeouts_total",
-            "Connections closed by a timeout.",
-            self.timeouts,
-        );
-        let _ = writeln!(out, "# HELP wschat_connections Connections open now.\n# TYPE wschat_connections gauge\nwschat_connections {}", gauges.connections);
-        let _ = writeln!(
-            out,
-            "# HELP wschat_rooms Rooms with members.\n# TYPE wschat_rooms gauge\nwschat_rooms {}",
-            gauges.rooms
-        );
-        let _ = writeln!(out, "# HELP wschat_deflate_calls_total Messages compressed by the shared deflater.\n# TYPE wschat_deflate_calls_total counter\nwschat_deflate_calls_total {}", gauges.deflate_calls);
         let _ = writeln!(out, "# HELP wschat_handshake_failures_total Refused requests by reason.\n# TYPE wschat_handshake_failures_total counter");
         for (reason, n) in &self.handshake_failures {
             let _ = writeln!(
@@ -118,6 +131,15 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Appends one unlabelled series with its help and type lines.
+fn series(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 #[cfg(test)]

@@ -7,12 +7,29 @@
 //! other receiver gets a clone of the same `Rc<[u8]>`. Receivers with a
 //! compression context of their own (`--compression dedicated`) compress
 //! for themselves.
+//!
+//! Each shared form is a [`Form`] with a slot of its own: a receiver that
+//! takes a message in another form (a later transport's event, say) adds
+//! a variant and its encoding, and still gets it built once per message.
 
 use std::rc::Rc;
 
 use crate::protocol::deflate::Deflater;
 use crate::protocol::extension::Deflate;
 use crate::protocol::frame::{encode_frame, FrameHeader, OpCode};
+
+/// A form a message is sent in, shared by every receiver that takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// An uncompressed WebSocket frame.
+    Frame,
+    /// A WebSocket frame compressed by the loop's shared deflater, without
+    /// context takeover and with a 15-bit window (RSV1 set).
+    DeflatedFrame,
+}
+
+/// How many forms there are (the slots of [`Outgoing`]'s cache).
+const FORMS: usize = 2;
 
 /// A message to frame: `prefix` then `payload`, as one text or binary frame.
 #[derive(Debug)]
@@ -22,8 +39,8 @@ pub struct Outgoing<'a> {
     payload: &'a [u8],
     /// Messages shorter than this are never compressed.
     min_compress: usize,
-    plain: Option<Rc<[u8]>>,
-    compressed: Option<Rc<[u8]>>,
+    /// Each form, once built.
+    built: [Option<Rc<[u8]>>; FORMS],
     deflater: &'a mut Deflater,
     scratch: &'a mut Vec<u8>,
 }
@@ -43,8 +60,7 @@ impl<'a> Outgoing<'a> {
             prefix,
             payload,
             min_compress,
-            plain: None,
-            compressed: None,
+            built: [None, None],
             deflater,
             scratch,
         }
@@ -60,22 +76,28 @@ impl<'a> Outgoing<'a> {
         self.len() == 0
     }
 
-    /// The uncompressed frame, built on first use.
-    pub fn plain(&mut self) -> Rc<[u8]> {
-        if let Some(frame) = &self.plain {
-            return frame.clone();
+    /// The message in `form`, built on first use and shared after.
+    pub fn form(&mut self, form: Form) -> Rc<[u8]> {
+        let slot = form as usize;
+        if let Some(bytes) = &self.built[slot] {
+            return bytes.clone();
         }
         self.scratch.clear();
-        encode_frame(
-            true,
-            self.opcode,
-            false,
-            &[self.prefix, self.payload],
-            self.scratch,
-        );
-        let frame: Rc<[u8]> = Rc::from(&self.scratch[..]);
-        self.plain = Some(frame.clone());
-        frame
+        let parts = [self.prefix, self.payload];
+        match form {
+            Form::Frame => encode_frame(true, self.opcode, false, &parts, self.scratch),
+            Form::DeflatedFrame => {
+                compressed_frame(self.opcode, &parts, self.deflater, true, self.scratch)
+            }
+        }
+        let bytes: Rc<[u8]> = Rc::from(&self.scratch[..]);
+        self.built[slot] = Some(bytes.clone());
+        bytes
+    }
+
+    /// The uncompressed frame, built on first use.
+    pub fn plain(&mut self) -> Rc<[u8]> {
+        self.form(Form::Frame)
     }
 
     /// The frame for a receiver with the agreement `deflate` (if any):
@@ -96,29 +118,12 @@ impl<'a> Outgoing<'a> {
                     );
                     Rc::from(frame)
                 }
-                None if d.server_max_window_bits == 15 => self.shared_compressed(),
+                None if d.server_max_window_bits == 15 => self.form(Form::DeflatedFrame),
                 // The shared deflater uses a 15-bit window: too wide here.
                 None => self.plain(),
             },
             _ => self.plain(),
         }
-    }
-
-    fn shared_compressed(&mut self) -> Rc<[u8]> {
-        if let Some(frame) = &self.compressed {
-            return frame.clone();
-        }
-        self.scratch.clear();
-        compressed_frame(
-            self.opcode,
-            &[self.prefix, self.payload],
-            self.deflater,
-            true,
-            self.scratch,
-        );
-        let frame: Rc<[u8]> = Rc::from(&self.scratch[..]);
-        self.compressed = Some(frame.clone());
-        frame
     }
 }
 

@@ -284,9 +284,9 @@ impl Server {
 
     /// Work that follows every batch of events, in order.
     fn end_of_turn(&mut self) {
-        for key in self.table.take_unread() {
+        for key in self.table.take_read_again() {
             if let Some(conn) = self.table.get_mut(key) {
-                conn.clear_unread();
+                conn.clear_read_again();
                 self.read_turn(key, true);
             }
         }

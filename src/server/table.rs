@@ -22,7 +22,7 @@ pub struct Table {
     /// Connections to remove at the end of the turn.
     dead: Vec<usize>,
     /// Connections whose read budget ran out, to read again next turn.
-    unread: Vec<usize>,
+    read_again: Vec<usize>,
     timers: Timers,
 }
 
@@ -139,23 +139,27 @@ impl Table {
 
     /// Lists connection `key` to be read again next turn.
     pub fn read_again(&mut self, key: usize) {
-        if self.conns.get_mut(key).is_some_and(Connection::mark_unread) {
-            self.unread.push(key);
+        if self
+            .conns
+            .get_mut(key)
+            .is_some_and(Connection::mark_read_again)
+        {
+            self.read_again.push(key);
         }
     }
 
     /// Takes the connections listed to be read again.
-    pub fn take_unread(&mut self) -> Vec<usize> {
-        std::mem::take(&mut self.unread)
+    pub fn take_read_again(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.read_again)
     }
 
     /// Whether work is listed that must not wait for events.
     pub fn has_pending_work(&self) -> bool {
-        !self.unread.is_empty() || !self.dirty.is_empty()
+        !self.read_again.is_empty() || !self.dirty.is_empty()
     }
 
     /// Lists connection `key` for removal at the end of the turn.
-    pub fn kill(&mut self, key: usize) {
+    pub fn remove_at_turn_end(&mut self, key: usize) {
         if self.conns.get_mut(key).is_some_and(Connection::mark_dead) {
             self.dead.push(key);
         }

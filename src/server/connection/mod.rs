@@ -50,7 +50,7 @@ struct Flags {
     /// A Ping was sent and nothing has arrived since.
     pinged: bool,
     /// Listed in the reactor's list of connections to read again.
-    unread: bool,
+    read_again: bool,
 }
 
 /// A client connection and everything the server keeps for it.
@@ -158,13 +158,13 @@ impl Connection {
 
     /// Marks the connection to be read again next turn; `false` if it already was.
     #[must_use]
-    pub fn mark_unread(&mut self) -> bool {
-        !std::mem::replace(&mut self.flags.unread, true)
+    pub fn mark_read_again(&mut self) -> bool {
+        !std::mem::replace(&mut self.flags.read_again, true)
     }
 
     /// Clears the read-again mark.
-    pub fn clear_unread(&mut self) {
-        self.flags.unread = false;
+    pub fn clear_read_again(&mut self) {
+        self.flags.read_again = false;
     }
 
     /// Marks the connection for removal; `false` if it already was.

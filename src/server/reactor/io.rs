@@ -61,13 +61,13 @@ impl Server {
                 }
                 Ok(ReadResult::Eof) => {
                     if conn.on_eof() {
-                        self.table.kill(key);
+                        self.table.remove_at_turn_end(key);
                     }
                     break;
                 }
                 Err(e) => {
                     debug!("{key}: read: {e}");
-                    self.table.kill(key);
+                    self.table.remove_at_turn_end(key);
                     break;
                 }
             }
@@ -133,7 +133,7 @@ impl Server {
                 self.dispatch(key, data);
                 // The reply to our Close arrived after our FIN went out.
                 if self.table.get(key).is_some_and(|c| c.is_done()) {
-                    self.table.kill(key);
+                    self.table.remove_at_turn_end(key);
                 }
                 used
             }
@@ -173,7 +173,7 @@ impl Server {
         let result = conn.flush(&mut self.buffers.pool);
         self.metrics.bytes_sent += (before - conn.queued_bytes()) as u64;
         match result {
-            Ok(Flush::Done) if conn.is_done() => self.table.kill(key),
+            Ok(Flush::Done) if conn.is_done() => self.table.remove_at_turn_end(key),
             Ok(_) => {
                 let resume_at = self.settings.config.max_backpressure / 2;
                 if conn.resume_reading(resume_at) {
@@ -182,7 +182,7 @@ impl Server {
             }
             Err(e) => {
                 debug!("{}: write: {e}", conn.peer());
-                self.table.kill(key);
+                self.table.remove_at_turn_end(key);
             }
         }
     }

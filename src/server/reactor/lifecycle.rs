@@ -24,14 +24,14 @@ impl Server {
                     conn.write_once(&http::error(Refusal::Timeout));
                     self.metrics.timeouts += 1;
                     self.count_refusal(Refusal::Timeout, peer);
-                    self.table.kill(key);
+                    self.table.remove_at_turn_end(key);
                 }
                 Expiry::Close => {
                     if conn.websocket().is_some() {
                         debug!("{}: close timeout", conn.peer());
                         self.metrics.timeouts += 1;
                     }
-                    self.table.kill(key);
+                    self.table.remove_at_turn_end(key);
                 }
                 Expiry::Idle(silent) => {
                     let id = conn.id().unwrap_or(0);
@@ -62,7 +62,7 @@ impl Server {
                 continue;
             };
             if conn.is_handshaking() {
-                self.table.kill(key);
+                self.table.remove_at_turn_end(key);
             } else if conn.websocket().is_some() {
                 self.close_for(key, PolicyClose::ShuttingDown);
             }
