@@ -72,82 +72,98 @@ struct Common {
 #[derive(Debug, Subcommand)]
 enum Scenario {
     /// Handshake rate: open, upgrade, close, with C cycles in flight.
-    Connect {
-        /// ws://HOST:PORT/PATH (or tcp://HOST:PORT with --tcp).
-        #[arg(long)]
-        url: String,
-        /// Cycles in flight at once.
-        #[arg(long, short, default_value_t = 50)]
-        concurrency: usize,
-        /// Seconds to run.
-        #[arg(long, short, default_value_t = 10.0)]
-        duration: f64,
-        /// Plain TCP connect, wait for the server to close, close (the
-        /// baseline; the server must hang up on its own).
-        #[arg(long)]
-        tcp: bool,
-        /// With --tcp: shut down writing right after connecting, for a
-        /// server that closes only at end of stream (e.g. an echo server).
-        #[arg(long)]
-        half_close: bool,
-    },
+    Connect(ConnectFlags),
     /// Echo throughput and round trip with P messages in flight per connection.
-    Echo {
-        /// ws://HOST:PORT/PATH of an endpoint that echoes every message.
-        #[arg(long)]
-        url: String,
-        /// Connections.
-        #[arg(long, short = 'n', default_value_t = 100)]
-        conns: usize,
-        /// Payload bytes per message.
-        #[arg(long, short, default_value_t = 16)]
-        size: usize,
-        /// Messages in flight per connection.
-        #[arg(long, short, default_value_t = 16)]
-        pipeline: usize,
-        /// Seconds to measure, after all connections are open.
-        #[arg(long, short, default_value_t = 10.0)]
-        duration: f64,
-        /// Binary messages instead of text.
-        #[arg(long)]
-        binary: bool,
-        /// Plain TCP bytes, no WebSocket (against a TCP echo server).
-        #[arg(long)]
-        tcp: bool,
-    },
+    Echo(EchoFlags),
     /// Fan-out: N members read, K of them send R messages/s each.
-    Broadcast {
-        /// ws://HOST:PORT/PATH of a room that relays every message to all members.
-        #[arg(long)]
-        url: String,
-        /// Connections in the room.
-        #[arg(long, short = 'n', default_value_t = 100)]
-        conns: usize,
-        /// How many of them send.
-        #[arg(long, short = 'k', default_value_t = 10)]
-        senders: usize,
-        /// Messages per second per sender.
-        #[arg(long, short, default_value_t = 10.0)]
-        rate: f64,
-        /// Seconds to send.
-        #[arg(long, short, default_value_t = 10.0)]
-        duration: f64,
-        /// Seconds to wait for deliveries after the last send.
-        #[arg(long, default_value_t = 2.0)]
-        drain: f64,
-    },
+    Broadcast(BroadcastFlags),
     /// Open N connections and hold them idle, answering pings.
-    Hold {
-        /// ws://HOST:PORT/PATH.
-        #[arg(long)]
-        url: String,
-        /// Connections.
-        #[arg(long, short = 'n', default_value_t = 1000)]
-        conns: usize,
-        /// Seconds to hold them.
-        #[arg(long, short, default_value_t = 10.0)]
-        seconds: f64,
-    },
+    Hold(HoldFlags),
+}
+
+/// The flags of `connect` (its description is the variant's).
+#[derive(Debug, Args)]
+struct ConnectFlags {
+    /// ws://HOST:PORT/PATH (or tcp://HOST:PORT with --tcp).
+    #[arg(long)]
+    url: String,
+    /// Cycles in flight at once.
+    #[arg(long, short, default_value_t = 50)]
+    concurrency: usize,
+    /// Seconds to run.
+    #[arg(long, short, default_value_t = 10.0)]
+    duration: f64,
+    /// Plain TCP connect, wait for the server to close, close (the
+    /// baseline; the server must hang up on its own).
+    #[arg(long)]
+    tcp: bool,
+    /// With --tcp: shut down writing right after connecting, for a
+    /// server that closes only at end of stream (e.g. an echo server).
+    #[arg(long)]
+    half_close: bool,
+}
+
+/// The flags of `echo` (its description is the variant's).
+#[derive(Debug, Args)]
+struct EchoFlags {
+    /// ws://HOST:PORT/PATH of an endpoint that echoes every message.
+    #[arg(long)]
+    url: String,
+    /// Connections.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    conns: usize,
+    /// Payload bytes per message.
+    #[arg(long, short, default_value_t = 16)]
+    size: usize,
+    /// Messages in flight per connection.
+    #[arg(long, short, default_value_t = 16)]
+    pipeline: usize,
+    /// Seconds to measure, after all connections are open.
+    #[arg(long, short, default_value_t = 10.0)]
+    duration: f64,
+    /// Binary messages instead of text.
+    #[arg(long)]
+    binary: bool,
+    /// Plain TCP bytes, no WebSocket (against a TCP echo server).
+    #[arg(long)]
+    tcp: bool,
+}
+
+/// The flags of `broadcast` (its description is the variant's).
+#[derive(Debug, Args)]
+struct BroadcastFlags {
+    /// ws://HOST:PORT/PATH of a room that relays every message to all members.
+    #[arg(long)]
+    url: String,
+    /// Connections in the room.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    conns: usize,
+    /// How many of them send.
+    #[arg(long, short = 'k', default_value_t = 10)]
+    senders: usize,
+    /// Messages per second per sender.
+    #[arg(long, short, default_value_t = 10.0)]
+    rate: f64,
+    /// Seconds to send.
+    #[arg(long, short, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds to wait for deliveries after the last send.
+    #[arg(long, default_value_t = 2.0)]
+    drain: f64,
+}
+
+/// The flags of `hold` (its description is the variant's).
+#[derive(Debug, Args)]
+struct HoldFlags {
+    /// ws://HOST:PORT/PATH.
+    #[arg(long)]
+    url: String,
+    /// Connections.
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    conns: usize,
+    /// Seconds to hold them.
+    #[arg(long, short, default_value_t = 10.0)]
+    seconds: f64,
 }
 
 /// Seconds from the command line as a `Duration`.
@@ -187,76 +203,77 @@ fn open_files_limit() -> Option<usize> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+impl ConnectFlags {
+    /// The scenario's options; `settings` tells whether this is plain TCP.
+    fn options(&self, settings: &Settings) -> Result<connect::Options, String> {
+        if self.half_close && !settings.plain_tcp {
+            return Err("--half-close needs --tcp (or a tcp:// URL)".into());
+        }
+        Ok(connect::Options {
+            concurrency: self.concurrency.max(1),
+            duration: secs("duration", self.duration)?,
+            half_close: self.half_close,
+        })
+    }
+}
+
+impl EchoFlags {
+    /// The scenario's options.
+    fn options(&self) -> Result<echo::Options, String> {
+        Ok(echo::Options {
+            conns: self.conns,
+            size: self.size,
+            pipeline: self.pipeline.max(1),
+            duration: secs("duration", self.duration)?,
+            binary: self.binary,
+        })
+    }
+}
+
+impl BroadcastFlags {
+    /// The scenario's options.
+    fn options(&self) -> Result<broadcast::Options, String> {
+        Ok(broadcast::Options {
+            conns: self.conns,
+            senders: self.senders,
+            rate: self.rate,
+            duration: secs("duration", self.duration)?,
+            drain: secs("drain", self.drain)?,
+        })
+    }
+}
+
+impl HoldFlags {
+    /// The scenario's options.
+    fn options(&self) -> Result<hold::Options, String> {
+        Ok(hold::Options {
+            conns: self.conns,
+            seconds: secs("seconds", self.seconds)?,
+        })
+    }
+}
+
 /// Parses the flags and runs one scenario.
 fn run(cli: Cli) -> Result<bool, String> {
     let common = &cli.common;
-    let outcome = match cli.scenario {
-        Scenario::Connect {
-            url,
-            concurrency,
-            duration,
-            tcp,
-            half_close,
-        } => {
-            let settings = settings(common, &url, tcp, concurrency)?;
-            if half_close && !settings.plain_tcp {
-                return Err("--half-close needs --tcp (or a tcp:// URL)".into());
-            }
-            let opts = connect::Options {
-                concurrency: concurrency.max(1),
-                duration: secs("duration", duration)?,
-                half_close,
-            };
-            connect::run(&settings, &opts)
+    // Settings come first: their checks (and the open-files warning) are
+    // reported before those of the scenario's own flags.
+    let outcome = match &cli.scenario {
+        Scenario::Connect(f) => {
+            let settings = settings(common, &f.url, f.tcp, f.concurrency)?;
+            connect::run(&settings, &f.options(&settings)?)
         }
-        Scenario::Echo {
-            url,
-            conns,
-            size,
-            pipeline,
-            duration,
-            binary,
-            tcp,
-        } => {
-            let settings = settings(common, &url, tcp, conns)?;
-            let opts = echo::Options {
-                conns,
-                size,
-                pipeline: pipeline.max(1),
-                duration: secs("duration", duration)?,
-                binary,
-            };
-            echo::run(&settings, &opts)
+        Scenario::Echo(f) => {
+            let settings = settings(common, &f.url, f.tcp, f.conns)?;
+            echo::run(&settings, &f.options()?)
         }
-        Scenario::Broadcast {
-            url,
-            conns,
-            senders,
-            rate,
-            duration,
-            drain,
-        } => {
-            let settings = settings(common, &url, false, conns)?;
-            let opts = broadcast::Options {
-                conns,
-                senders,
-                rate,
-                duration: secs("duration", duration)?,
-                drain: secs("drain", drain)?,
-            };
-            broadcast::run(&settings, &opts)
+        Scenario::Broadcast(f) => {
+            let settings = settings(common, &f.url, false, f.conns)?;
+            broadcast::run(&settings, &f.options()?)
         }
-        Scenario::Hold {
-            url,
-            conns,
-            seconds,
-        } => {
-            let settings = settings(common, &url, false, conns)?;
-            let opts = hold::Options {
-                conns,
-                seconds: secs("seconds", seconds)?,
-            };
-            hold::run(&settings, &opts)
+        Scenario::Hold(f) => {
+            let settings = settings(common, &f.url, false, f.conns)?;
+            hold::run(&settings, &f.options()?)
         }
     };
     let (report, passed) = outcome.map_err(|e| e.to_string())?;

@@ -15,9 +15,10 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::conn::{ConnError, Event, Status};
+use crate::conn::{ConnError, Event, Readiness, Status};
 use crate::report::{CpuMeter, Errors, Latency, Progress, Report};
-use crate::scenario::{fmt_p99, Fleet, Settings};
+use crate::rng::Rng;
+use crate::scenario::{fmt_p99, Fleet, Peer, Settings};
 
 /// After the deadline, cycles in flight get this long to finish.
 const GRACE: Duration = Duration::from_secs(1);
@@ -40,108 +41,185 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
     // Per connection: has its handshake completed?
     let mut fleet: Fleet<bool> = Fleet::new(settings)?;
     let mut progress = Progress::new(settings.progress);
-    let mut errors = Errors::default();
-    let mut latency = Latency::new();
-    let (mut handshakes, mut cycles, mut interval_handshakes) = (0u64, 0u64, 0u64);
     let cpu = CpuMeter::start();
     let start = Instant::now();
-    let deadline = start + opts.duration;
-    let plain_tcp = settings.plain_tcp;
-    let mut ready = Vec::new();
-    loop {
-        let now = Instant::now();
-        if now >= deadline + GRACE || (now >= deadline && fleet.conns.is_empty()) {
-            break;
-        }
-        while now < deadline && fleet.conns.len() < opts.concurrency {
-            if let Err(e) = fleet.open(false) {
-                // Out of ports or fds: try again after the next poll rather
-                // than spinning here.
-                errors.add(&e);
-                break;
-            }
-        }
-        let wake = if now < deadline {
-            progress.deadline().min(deadline)
-        } else {
-            deadline + GRACE
-        };
-        fleet.wait(wake, &mut ready)?;
-        let now = Instant::now();
-        for &(key, readiness) in &ready {
-            let Some(peer) = fleet.conns.get_mut(key) else {
-                continue;
-            };
-            let was_done = peer.state;
-            let mut opened = false;
-            let result = peer.conn.on_ready(readiness, &mut fleet.rng, |event, out| {
-                if let Event::Opened = event {
-                    opened = true;
-                    if !plain_tcp || opts.half_close {
-                        out.close(1000);
-                    }
-                }
-            });
-            if opened && !was_done {
-                peer.state = true;
-                latency.record(now.duration_since(peer.started));
-                if now <= deadline {
-                    handshakes += 1;
-                    interval_handshakes += 1;
-                }
-            }
-            match result {
-                Ok(Status::Alive) => continue,
-                Ok(Status::Finished { .. }) if peer.state => cycles += 1,
-                Ok(Status::Finished { code }) => errors.add(&ConnError::Closed(code)),
-                Err(e) => errors.add(&e),
-            }
-            fleet.remove(key);
-        }
-        if let Some(secs) = progress.tick(now) {
-            for key in fleet.timed_out(now) {
-                let what = if fleet.conns[key].state {
-                    "close"
-                } else {
-                    "handshake"
-                };
-                errors.add(&ConnError::Timeout(what));
-                fleet.remove(key);
-            }
-            progress.print(
-                now,
-                format_args!(
-                    "{:.0} handshakes/s, {} in flight, p99 {}, {} errors{}",
-                    interval_handshakes as f64 / secs,
-                    fleet.conns.len(),
-                    fmt_p99(latency.take_interval_p99()),
-                    errors.total(),
-                    errors.top().map(|e| format!(" ({e})")).unwrap_or_default(),
-                ),
-            );
-            interval_handshakes = 0;
-        }
-    }
+    let close_first = !settings.plain_tcp || opts.half_close;
+    let mut cycles = Cycles::new(start + opts.duration, close_first);
+    cycles.run(&mut fleet, &mut progress, opts.concurrency)?;
     progress.finish();
     let client_cpu = cpu.percent();
     let unfinished = fleet.conns.len() as u64;
-    let secs = opts.duration.as_secs_f64();
-    let mut report = settings.report("connect");
-    report.int("concurrency", "", opts.concurrency as u64);
-    if plain_tcp {
-        report.text(
-            "closes first",
-            if opts.half_close { "client" } else { "server" },
-        );
+    Ok(cycles.report(settings, opts, client_cpu, unfinished))
+}
+
+/// The cycles of one run and what they counted.
+#[derive(Debug)]
+struct Cycles {
+    /// No new cycle starts after this; the ones in flight get [`GRACE`].
+    deadline: Instant,
+    /// Close as soon as a cycle opens (WebSocket, or `--half-close`)
+    /// rather than wait for the server to hang up.
+    close_first: bool,
+    errors: Errors,
+    latency: Latency,
+    /// Handshakes completed before the deadline.
+    handshakes: u64,
+    /// Cycles that ended with a clean close after their handshake.
+    closed: u64,
+    interval_handshakes: u64,
+}
+
+impl Cycles {
+    /// Nothing counted yet.
+    fn new(deadline: Instant, close_first: bool) -> Cycles {
+        Cycles {
+            deadline,
+            close_first,
+            errors: Errors::default(),
+            latency: Latency::new(),
+            handshakes: 0,
+            closed: 0,
+            interval_handshakes: 0,
+        }
     }
-    report.float("duration", "s", secs);
-    report.int("handshakes", "", handshakes);
-    report.float("handshakes", "/s", handshakes as f64 / secs);
-    latency.report(&mut report, "handshake");
-    report.int("cycles closed cleanly", "", cycles);
-    report.float("client cpu", "%", client_cpu);
-    report.int("unfinished at end", "", unfinished);
-    errors.report(&mut report);
-    let passed = handshakes > 0 && errors.total() == 0;
-    Ok((report, passed))
+
+    /// Keeps `concurrency` cycles in flight until the deadline, then lets
+    /// the last ones finish.
+    fn run(
+        &mut self,
+        fleet: &mut Fleet<bool>,
+        progress: &mut Progress,
+        concurrency: usize,
+    ) -> io::Result<()> {
+        let deadline = self.deadline;
+        loop {
+            let now = Instant::now();
+            if now >= deadline + GRACE || (now >= deadline && fleet.conns.is_empty()) {
+                return Ok(());
+            }
+            let wake = if now < deadline {
+                self.start_more(fleet, concurrency);
+                progress.deadline().min(deadline)
+            } else {
+                deadline + GRACE
+            };
+            fleet.wait(wake)?;
+            let now = Instant::now();
+            fleet.for_each_ready(|peer, rng, readiness| self.on_ready(peer, rng, readiness, now));
+            if let Some(secs) = progress.tick(now) {
+                self.drop_timed_out(fleet, now);
+                self.print_progress(progress, fleet.conns.len(), now, secs);
+            }
+        }
+    }
+
+    /// Starts cycles until `concurrency` are in flight.
+    fn start_more(&mut self, fleet: &mut Fleet<bool>, concurrency: usize) {
+        while fleet.conns.len() < concurrency {
+            if let Err(e) = fleet.open(false) {
+                // Out of ports or fds: try again after the next poll rather
+                // than spinning here.
+                self.errors.add(&e);
+                break;
+            }
+        }
+    }
+
+    /// Handles one readiness event of a cycle at `now`; returns whether
+    /// the cycle is over.
+    fn on_ready(
+        &mut self,
+        peer: &mut Peer<bool>,
+        rng: &mut Rng,
+        readiness: Readiness,
+        now: Instant,
+    ) -> bool {
+        let was_done = peer.state;
+        let mut opened = false;
+        let close_first = self.close_first;
+        let result = peer.conn.on_ready(readiness, rng, |event, out| {
+            if let Event::Opened = event {
+                opened = true;
+                if close_first {
+                    out.close(1000);
+                }
+            }
+        });
+        if opened && !was_done {
+            peer.state = true;
+            self.latency.record(now.duration_since(peer.started));
+            if now <= self.deadline {
+                self.handshakes += 1;
+                self.interval_handshakes += 1;
+            }
+        }
+        match result {
+            Ok(Status::Alive) => return false,
+            Ok(Status::Finished { .. }) if peer.state => self.closed += 1,
+            Ok(Status::Finished { code }) => self.errors.add(&ConnError::Closed(code)),
+            Err(e) => self.errors.add(&e),
+        }
+        true
+    }
+
+    /// Gives up on cycles past the timeout, in whichever half they are.
+    fn drop_timed_out(&mut self, fleet: &mut Fleet<bool>, now: Instant) {
+        for key in fleet.timed_out(now) {
+            let what = if fleet.conns[key].state {
+                "close"
+            } else {
+                "handshake"
+            };
+            self.errors.add(&ConnError::Timeout(what));
+            fleet.remove(key);
+        }
+    }
+
+    /// The progress line; `secs` since the previous one.
+    fn print_progress(&mut self, progress: &Progress, in_flight: usize, now: Instant, secs: f64) {
+        progress.print(
+            now,
+            format_args!(
+                "{:.0} handshakes/s, {} in flight, p99 {}, {} errors{}",
+                self.interval_handshakes as f64 / secs,
+                in_flight,
+                fmt_p99(self.latency.take_interval_p99()),
+                self.errors.total(),
+                self.errors
+                    .top()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default(),
+            ),
+        );
+        self.interval_handshakes = 0;
+    }
+
+    /// The summary, and whether the run passed.
+    fn report(
+        &self,
+        settings: &Settings,
+        opts: &Options,
+        client_cpu: f64,
+        unfinished: u64,
+    ) -> (Report, bool) {
+        let secs = opts.duration.as_secs_f64();
+        let mut report = settings.report("connect");
+        report.int("concurrency", "", opts.concurrency as u64);
+        if settings.plain_tcp {
+            report.text(
+                "closes first",
+                if opts.half_close { "client" } else { "server" },
+            );
+        }
+        report.float("duration", "s", secs);
+        report.int("handshakes", "", self.handshakes);
+        report.float("handshakes", "/s", self.handshakes as f64 / secs);
+        self.latency.report(&mut report, "handshake");
+        report.int("cycles closed cleanly", "", self.closed);
+        report.float("client cpu", "%", client_cpu);
+        report.int("unfinished at end", "", unfinished);
+        self.errors.report(&mut report);
+        let passed = self.handshakes > 0 && self.errors.total() == 0;
+        (report, passed)
+    }
 }

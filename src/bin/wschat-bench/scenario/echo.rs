@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use crate::conn::{Event, Outbox};
 use crate::report::{CpuMeter, Errors, Latency, Progress, Report};
 use crate::rng::Rng;
-use crate::scenario::{close_all, ended, establish, fmt_p99, Fleet, Settings};
+use crate::scenario::{
+    close_all, ended, establish, fmt_p99, invalid_input, report_fleet, Fleet, Settings,
+};
 
 /// Options of the `echo` scenario.
 #[derive(Debug, Clone)]
@@ -129,6 +131,23 @@ struct Tally {
     mismatched: u64,
     interval_messages: u64,
     pings: u64,
+    /// Connections lost after opening, by cause.
+    errors: Errors,
+}
+
+impl Tally {
+    /// Nothing counted yet.
+    fn new() -> Tally {
+        Tally {
+            latency: Latency::new(),
+            messages: 0,
+            bytes: 0,
+            mismatched: 0,
+            interval_messages: 0,
+            pings: 0,
+            errors: Errors::default(),
+        }
+    }
 }
 
 /// The scenario's fixed inputs, shared by all connections.
@@ -210,10 +229,7 @@ impl Plan {
 /// none differed, no connection failed).
 pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
     if settings.plain_tcp && opts.size == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "--tcp needs --size of at least 1",
-        ));
+        return Err(invalid_input("--tcp needs --size of at least 1"));
     }
     let mut fleet: Fleet<Echo> = Fleet::new(settings)?;
     let plan = Plan {
@@ -221,73 +237,12 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
         binary: opts.binary,
     };
     let setup = establish(&mut fleet, opts.conns, |_, _| {})?;
-    let mut tally = Tally {
-        latency: Latency::new(),
-        messages: 0,
-        bytes: 0,
-        mismatched: 0,
-        interval_messages: 0,
-        pings: 0,
-    };
-    let mut errors = Errors::default();
+    let mut tally = Tally::new();
     let mut progress = Progress::new(settings.progress);
     let cpu = CpuMeter::start();
     let start = Instant::now();
-    let deadline = start + opts.duration;
-
-    // Fill every pipeline, one write per connection.
-    let keys: Vec<usize> = fleet.conns.iter().map(|(k, _)| k).collect();
-    for key in keys {
-        let peer = &mut fleet.conns[key];
-        let st = &mut peer.state;
-        let sent = peer.conn.send(&mut fleet.rng, |out| {
-            for _ in 0..opts.pipeline {
-                st.send(out, &plan.payload, plan.binary, start);
-            }
-        });
-        if let Err(e) = sent {
-            errors.add(&e);
-            fleet.remove(key);
-        }
-    }
-
-    let mut ready = Vec::new();
-    while !fleet.conns.is_empty() && Instant::now() < deadline {
-        fleet.wait(progress.deadline().min(deadline), &mut ready)?;
-        for &(key, readiness) in &ready {
-            let Some(peer) = fleet.conns.get_mut(key) else {
-                continue;
-            };
-            let st = &mut peer.state;
-            let now = Instant::now();
-            let measuring = (now < deadline).then_some(now);
-            let result = peer.conn.on_ready(readiness, &mut fleet.rng, |event, out| {
-                plan.on_event(st, &mut tally, event, out, measuring)
-            });
-            let Some(failure) = ended(result) else {
-                continue;
-            };
-            errors.add(&failure);
-            fleet.remove(key);
-        }
-        let now = Instant::now();
-        if let Some(secs) = progress.tick(now) {
-            let rate = tally.interval_messages as f64 / secs;
-            progress.print(
-                now,
-                format_args!(
-                    "{rate:.0} msg/s, {:.1} MB/s, p99 {}, {} open, {} mismatched, {} errors",
-                    rate * opts.size as f64 / 1e6,
-                    fmt_p99(tally.latency.take_interval_p99()),
-                    fleet.conns.len(),
-                    tally.mismatched,
-                    errors.total(),
-                ),
-            );
-            tally.interval_messages = 0;
-        }
-    }
-    progress.finish();
+    fill_pipelines(&mut fleet, &plan, &mut tally, opts.pipeline, start);
+    measure(&mut fleet, &plan, &mut tally, &mut progress, opts, start)?;
     let client_cpu = cpu.percent();
     let open_at_end = fleet.conns.len();
     // Echoes still in flight are checked too, but no longer timed.
@@ -310,13 +265,77 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
     report.float("client cpu", "%", client_cpu);
     report.int("pings answered", "", tally.pings);
     report.int("open at end", "", open_at_end as u64);
-    setup.report(&mut report, opts.conns);
-    teardown.report(&mut report);
-    let mut all_errors = setup.errors;
-    all_errors.merge(errors);
-    all_errors.report(&mut report);
-    let passed = tally.messages > 0 && tally.mismatched == 0 && all_errors.total() == 0;
+    let errors = report_fleet(&mut report, opts.conns, setup, &teardown, tally.errors);
+    let passed = tally.messages > 0 && tally.mismatched == 0 && errors == 0;
     Ok((report, passed))
+}
+
+/// Puts `pipeline` messages in flight on every connection, one write per
+/// connection.
+fn fill_pipelines(
+    fleet: &mut Fleet<Echo>,
+    plan: &Plan,
+    tally: &mut Tally,
+    pipeline: usize,
+    start: Instant,
+) {
+    let keys: Vec<usize> = fleet.conns.iter().map(|(k, _)| k).collect();
+    for key in keys {
+        let peer = &mut fleet.conns[key];
+        let st = &mut peer.state;
+        let sent = peer.conn.send(&mut fleet.rng, |out| {
+            for _ in 0..pipeline {
+                st.send(out, &plan.payload, plan.binary, start);
+            }
+        });
+        if let Err(e) = sent {
+            tally.errors.add(&e);
+            fleet.remove(key);
+        }
+    }
+}
+
+/// Answers every echo with a new message until the measured window that
+/// began at `start` is over, with a progress line a second.
+fn measure(
+    fleet: &mut Fleet<Echo>,
+    plan: &Plan,
+    tally: &mut Tally,
+    progress: &mut Progress,
+    opts: &Options,
+    start: Instant,
+) -> io::Result<()> {
+    let deadline = start + opts.duration;
+    while !fleet.conns.is_empty() && Instant::now() < deadline {
+        fleet.wait(progress.deadline().min(deadline))?;
+        fleet.for_each_ready(|peer, rng, readiness| {
+            let st = &mut peer.state;
+            let now = Instant::now();
+            let measuring = (now < deadline).then_some(now);
+            let result = peer.conn.on_ready(readiness, rng, |event, out| {
+                plan.on_event(st, tally, event, out, measuring)
+            });
+            ended(result, &mut tally.errors)
+        });
+        let now = Instant::now();
+        if let Some(secs) = progress.tick(now) {
+            let rate = tally.interval_messages as f64 / secs;
+            progress.print(
+                now,
+                format_args!(
+                    "{rate:.0} msg/s, {:.1} MB/s, p99 {}, {} open, {} mismatched, {} errors",
+                    rate * opts.size as f64 / 1e6,
+                    fmt_p99(tally.latency.take_interval_p99()),
+                    fleet.conns.len(),
+                    tally.mismatched,
+                    tally.errors.total(),
+                ),
+            );
+            tally.interval_messages = 0;
+        }
+    }
+    progress.finish();
+    Ok(())
 }
 
 #[cfg(test)]

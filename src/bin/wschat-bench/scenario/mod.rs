@@ -56,14 +56,22 @@ impl Settings {
     }
 }
 
-/// Why a connection ended, from what one readiness event did to it;
-/// `None` while it is still alive.
-pub fn ended(result: Result<Status, ConnError>) -> Option<ConnError> {
-    match result {
-        Ok(Status::Alive) => None,
-        Ok(Status::Finished { code }) => Some(ConnError::Closed(code)),
-        Err(e) => Some(e),
-    }
+/// Whether one readiness event ended a connection, counting why in
+/// `errors`: while a scenario runs, even a clean close by the server is a
+/// connection lost.
+pub fn ended(result: Result<Status, ConnError>, errors: &mut Errors) -> bool {
+    let failure = match result {
+        Ok(Status::Alive) => return false,
+        Ok(Status::Finished { code }) => ConnError::Closed(code),
+        Err(e) => e,
+    };
+    errors.add(&failure);
+    true
+}
+
+/// Options that cannot work together, refused before any connection opens.
+pub fn invalid_input(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
 /// A p99 for a progress line: `1.23ms`, `850µs`, or `-` with no samples.
@@ -96,6 +104,8 @@ pub struct Fleet<S> {
     pub rng: Rng,
     poll: Poll,
     events: Events,
+    /// What the last wait found ready, so handling needs no allocation.
+    ready: Vec<(usize, Readiness)>,
     settings: Settings,
     next_source: usize,
 }
@@ -108,6 +118,7 @@ impl<S> Fleet<S> {
             rng: Rng::from_entropy(),
             poll: Poll::new()?,
             events: Events::with_capacity(1024),
+            ready: Vec::new(),
             settings: settings.clone(),
             next_source: 0,
         })
@@ -155,14 +166,11 @@ impl<S> Fleet<S> {
         self.conns.remove(key);
     }
 
-    /// Waits for readiness until `deadline` (at most [`MAX_POLL`]) and puts
-    /// the keys of ready connections, with what their event said, in `ready`.
-    pub fn wait(
-        &mut self,
-        deadline: Instant,
-        ready: &mut Vec<(usize, Readiness)>,
-    ) -> io::Result<()> {
-        ready.clear();
+    /// Waits for readiness until `deadline` (at most [`MAX_POLL`]) and
+    /// keeps the keys of ready connections, with what their event said,
+    /// for [`for_each_ready`](Fleet::for_each_ready).
+    pub fn wait(&mut self, deadline: Instant) -> io::Result<()> {
+        self.ready.clear();
         let timeout = deadline
             .saturating_duration_since(Instant::now())
             .min(MAX_POLL);
@@ -171,8 +179,26 @@ impl<S> Fleet<S> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        ready.extend(self.events.iter().map(|e| (e.token().0, Readiness::of(e))));
+        self.ready
+            .extend(self.events.iter().map(|e| (e.token().0, Readiness::of(e))));
         Ok(())
+    }
+
+    /// Hands each connection the last wait found ready to `handle`, and
+    /// drops those for which it returns `true` (the connection ended).
+    /// Keys dropped earlier in the same round are skipped.
+    pub fn for_each_ready(
+        &mut self,
+        mut handle: impl FnMut(&mut Peer<S>, &mut Rng, Readiness) -> bool,
+    ) {
+        for &(key, readiness) in &self.ready {
+            let Some(peer) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if handle(peer, &mut self.rng, readiness) {
+                self.conns.remove(key);
+            }
+        }
     }
 
     /// Keys of connections still connecting or upgrading for longer than
@@ -209,6 +235,93 @@ impl Setup {
     }
 }
 
+/// Counts kept while a fleet opens.
+#[derive(Debug)]
+struct Opening {
+    wanted: usize,
+    started: usize,
+    open: usize,
+    in_flight: usize,
+    errors: Errors,
+    latency: Latency,
+}
+
+impl Opening {
+    /// Nothing started yet out of `wanted`.
+    fn new(wanted: usize) -> Opening {
+        Opening {
+            wanted,
+            started: 0,
+            open: 0,
+            in_flight: 0,
+            errors: Errors::default(),
+            latency: Latency::new(),
+        }
+    }
+
+    /// Whether connections are still to start or still connecting.
+    fn busy(&self) -> bool {
+        self.started < self.wanted || self.in_flight > 0
+    }
+
+    /// Starts connections until `ramp` are in flight or all have started.
+    fn start_more<S: Default>(&mut self, fleet: &mut Fleet<S>) {
+        while self.started < self.wanted && self.in_flight < fleet.settings.ramp {
+            self.started += 1;
+            match fleet.open(S::default()) {
+                Ok(_) => self.in_flight += 1,
+                Err(e) => self.errors.add(&e),
+            }
+        }
+    }
+
+    /// Handles one readiness event of `peer` at `now`; returns whether the
+    /// connection ended.
+    fn on_ready<S>(
+        &mut self,
+        peer: &mut Peer<S>,
+        rng: &mut Rng,
+        readiness: Readiness,
+        now: Instant,
+        on_open: &mut impl FnMut(&mut S, usize),
+    ) -> bool {
+        let was_open = peer.conn.is_open();
+        let mut opened = false;
+        let result = peer.conn.on_ready(readiness, rng, |event, _| {
+            if let Event::Opened = event {
+                opened = true;
+            }
+        });
+        if opened {
+            self.in_flight -= 1;
+            on_open(&mut peer.state, self.open);
+            self.open += 1;
+            self.latency.record(now.duration_since(peer.started));
+        }
+        if !ended(result, &mut self.errors) {
+            return false;
+        }
+        // One that opened and failed in the same event was counted open.
+        if was_open || opened {
+            self.open -= 1;
+        } else {
+            self.in_flight -= 1;
+        }
+        true
+    }
+
+    /// Gives up on handshakes that have taken longer than the timeout.
+    fn drop_timed_out<S>(&mut self, fleet: &mut Fleet<S>, now: Instant) {
+        for key in fleet.timed_out(now) {
+            if !fleet.conns[key].conn.is_open() {
+                self.errors.add(&ConnError::Timeout("handshake"));
+                fleet.remove(key);
+                self.in_flight -= 1;
+            }
+        }
+    }
+}
+
 /// Opens `n` connections with at most `settings.ramp` connects in flight,
 /// until all are open or failed. `on_open` gives each connection its state
 /// as it opens, with its rank in opening order (0, 1, ...).
@@ -219,70 +332,32 @@ pub fn establish<S: Default>(
 ) -> io::Result<Setup> {
     let start = Instant::now();
     let mut progress = Progress::new(fleet.settings.progress);
-    let mut errors = Errors::default();
-    let mut latency = Latency::new();
-    let (mut started, mut open, mut in_flight) = (0usize, 0usize, 0usize);
-    let mut ready = Vec::new();
-    while started < n || in_flight > 0 {
-        while started < n && in_flight < fleet.settings.ramp {
-            started += 1;
-            match fleet.open(S::default()) {
-                Ok(_) => in_flight += 1,
-                Err(e) => errors.add(&e),
-            }
-        }
-        fleet.wait(progress.deadline(), &mut ready)?;
+    let mut opening = Opening::new(n);
+    while opening.busy() {
+        opening.start_more(fleet);
+        fleet.wait(progress.deadline())?;
         let now = Instant::now();
-        for &(key, readiness) in &ready {
-            let Some(peer) = fleet.conns.get_mut(key) else {
-                continue;
-            };
-            let was_open = peer.conn.is_open();
-            let mut opened = false;
-            let result = peer.conn.on_ready(readiness, &mut fleet.rng, |event, _| {
-                if let Event::Opened = event {
-                    opened = true;
-                }
-            });
-            if opened {
-                in_flight -= 1;
-                on_open(&mut peer.state, open);
-                open += 1;
-                latency.record(now.duration_since(peer.started));
-            }
-            let Some(failure) = ended(result) else {
-                continue;
-            };
-            errors.add(&failure);
-            if was_open || opened {
-                open -= 1;
-            } else {
-                in_flight -= 1;
-            }
-            fleet.remove(key);
-        }
+        fleet.for_each_ready(|peer, rng, readiness| {
+            opening.on_ready(peer, rng, readiness, now, &mut on_open)
+        });
         if progress.tick(now).is_some() {
-            for key in fleet.timed_out(now) {
-                if !fleet.conns[key].conn.is_open() {
-                    errors.add(&ConnError::Timeout("handshake"));
-                    fleet.remove(key);
-                    in_flight -= 1;
-                }
-            }
+            opening.drop_timed_out(fleet, now);
             progress.print(
                 now,
                 format_args!(
-                    "opening: {open}/{n} open, {in_flight} in flight, {} failed",
-                    errors.total()
+                    "opening: {}/{n} open, {} in flight, {} failed",
+                    opening.open,
+                    opening.in_flight,
+                    opening.errors.total()
                 ),
             );
         }
     }
     progress.finish();
     Ok(Setup {
-        open,
-        errors,
-        latency,
+        open: opening.open,
+        errors: opening.errors,
+        latency: opening.latency,
         elapsed: start.elapsed(),
     })
 }
@@ -321,23 +396,20 @@ pub fn close_all<S>(
         }
     }
     let deadline = Instant::now() + fleet.settings.timeout;
-    let mut ready = Vec::new();
     while !fleet.conns.is_empty() && Instant::now() < deadline {
-        fleet.wait(deadline, &mut ready)?;
-        for &(key, readiness) in &ready {
-            let Some(peer) = fleet.conns.get_mut(key) else {
-                continue;
-            };
+        fleet.wait(deadline)?;
+        fleet.for_each_ready(|peer, rng, readiness| {
             let state = &mut peer.state;
-            match peer.conn.on_ready(readiness, &mut fleet.rng, |event, out| {
-                on_message(state, event, out)
-            }) {
-                Ok(Status::Alive) => continue,
+            match peer
+                .conn
+                .on_ready(readiness, rng, |event, out| on_message(state, event, out))
+            {
+                Ok(Status::Alive) => return false,
                 Ok(Status::Finished { .. }) => teardown.clean += 1,
                 Err(e) => teardown.errors.add(&e),
             }
-            fleet.remove(key);
-        }
+            true
+        });
     }
     let left: Vec<usize> = fleet.conns.iter().map(|(k, _)| k).collect();
     for key in left {
@@ -345,4 +417,22 @@ pub fn close_all<S>(
         fleet.remove(key);
     }
     Ok(teardown)
+}
+
+/// Adds the rows every fleet scenario ends with (opening, closing, and the
+/// errors of all phases, `errors` being those after opening) and returns
+/// the error count, which decides most scenarios' verdict.
+pub fn report_fleet(
+    report: &mut Report,
+    wanted: usize,
+    setup: Setup,
+    teardown: &Teardown,
+    errors: Errors,
+) -> u64 {
+    setup.report(report, wanted);
+    teardown.report(report);
+    let mut all_errors = setup.errors;
+    all_errors.merge(errors);
+    all_errors.report(report);
+    all_errors.total()
 }

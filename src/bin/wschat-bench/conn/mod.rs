@@ -6,200 +6,33 @@
 //! puts 16 frames in one syscall. Pings are answered here, so no scenario
 //! can forget to; everything else (what to send, what to measure) is the
 //! scenario's business.
+//!
+//! The state machine lives here; the socket, the receive buffer, the send
+//! queue and the error kinds each live in their own module.
 
-use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr};
+mod error;
+mod recv;
+mod send;
+mod socket;
+
+use std::io;
+use std::net::IpAddr;
 
 use mio::net::TcpStream;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use wschat::protocol::frame::OpCode;
 
-use crate::codec::{
-    write_close, write_frame, ClientHandshake, Decoded, Frame, FrameReader, HandshakeFailure,
-    Violation,
-};
+use crate::codec::{ClientHandshake, Decoded, Frame, FrameReader};
 use crate::rng::Rng;
 use crate::target::Target;
 
+pub use error::ConnError;
+use recv::RecvBuf;
+pub use send::Outbox;
+use send::SendBuf;
+use socket::open_socket;
+pub use socket::Readiness;
+
 /// Largest message the client accepts from a server.
 const MAX_MESSAGE: usize = 64 << 20;
-
-/// Receive buffer to start with: enough for a handshake and small frames,
-/// and small enough that 20000 idle connections stay cheap.
-const INITIAL_RECV: usize = 8 * 1024;
-
-/// A full read doubles the buffer up to this, so a busy connection drains
-/// its socket in few syscalls.
-const MAX_RECV_STEP: usize = 256 * 1024;
-
-/// Linux's `EINPROGRESS`: a non-blocking connect has started.
-const EINPROGRESS: i32 = 115;
-
-/// Opens a non-blocking TCP connection to `addr`, from `source` if given.
-///
-/// std cannot bind before connecting, so the socket is made with socket2:
-/// created non-blocking (`SOCK_NONBLOCK`, no extra syscall), bound (with
-/// `SO_REUSEADDR`, so ports of closed connections in TIME_WAIT can be taken
-/// again), connected, then handed to mio. `TCP_NODELAY` is set since every
-/// write here is a complete batch.
-pub fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking(),
-        Some(Protocol::TCP),
-    )?;
-    socket.set_tcp_nodelay(true)?;
-    if let Some(ip) = source {
-        socket.set_reuse_address(true)?;
-        socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
-    }
-    match socket.connect(&SockAddr::from(addr)) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(socket.into()))
-}
-
-/// Received bytes not yet decoded, in one growable buffer.
-///
-/// Bytes live in `buf[start..end]`; the space after `end` is read into
-/// directly, and consumed bytes are only moved when room runs out.
-#[derive(Debug)]
-pub struct RecvBuf {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl RecvBuf {
-    /// An empty buffer of [`INITIAL_RECV`] bytes.
-    fn new() -> RecvBuf {
-        RecvBuf {
-            buf: vec![0; INITIAL_RECV],
-            start: 0,
-            end: 0,
-        }
-    }
-
-    /// The bytes received and not yet consumed.
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    /// Drops `n` bytes from the front.
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Makes room for at least `total` unconsumed bytes and one more read.
-    fn reserve(&mut self, total: usize) {
-        if self.start > 0 && (self.end == self.buf.len() || self.start + total > self.buf.len()) {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        let wanted = total.max(self.end + 1);
-        if wanted > self.buf.len() {
-            let grown = wanted
-                .max(self.buf.len() * 2)
-                .min(wanted.max(MAX_RECV_STEP));
-            self.buf.resize(grown, 0);
-        }
-    }
-
-    /// One `read` into the free space: the bytes read (`0` is end of
-    /// stream) and whether they filled all of it (more may be waiting).
-    fn read_from(&mut self, r: &mut impl Read) -> io::Result<(usize, bool)> {
-        self.reserve(0);
-        let free = self.buf.len() - self.end;
-        let n = r.read(&mut self.buf[self.end..])?;
-        self.end += n;
-        if n == free && self.buf.len() < MAX_RECV_STEP {
-            // The read filled the buffer: more is likely waiting, read bigger.
-            let doubled = (self.buf.len() * 2).min(MAX_RECV_STEP);
-            self.buf.resize(doubled, 0);
-        }
-        Ok((n, n == free))
-    }
-}
-
-/// What a readiness event says about the socket's receive side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Readiness {
-    /// New bytes may have arrived.
-    pub readable: bool,
-    /// The send buffer has room (for a connecting socket: it connected).
-    pub writable: bool,
-    /// The peer closed its side, or the socket has an error: read to the
-    /// end whatever else the event says.
-    pub closed: bool,
-    /// The peer's FIN is in and nothing went wrong: once a read leaves
-    /// buffer space free, the end of stream is next.
-    pub fin: bool,
-}
-
-impl Readiness {
-    /// The receive-side facts of one mio event.
-    pub fn of(event: &mio::event::Event) -> Readiness {
-        Readiness {
-            readable: event.is_readable(),
-            writable: event.is_writable(),
-            closed: event.is_read_closed() || event.is_error(),
-            fin: event.is_read_closed() && !event.is_error(),
-        }
-    }
-}
-
-/// Why a connection failed. Its `Display` text is the key errors are
-/// counted under, so it names the cause without per-connection details.
-#[derive(Debug)]
-pub enum ConnError {
-    /// Creating the socket or the TCP connect failed.
-    Connect(io::Error),
-    /// A read or write failed after connecting (e.g. reset by the server).
-    Io(io::Error),
-    /// The server's answer to the upgrade was not a valid 101.
-    Handshake(HandshakeFailure),
-    /// The server broke RFC 6455 after the upgrade.
-    Protocol(Violation),
-    /// The server closed TCP without a close handshake (1006).
-    UnexpectedEof(&'static str),
-    /// The scenario gave up waiting (handshake or close).
-    Timeout(&'static str),
-    /// The server closed the connection (with this close code, if it sent
-    /// one) while the scenario still needed it.
-    Closed(Option<u16>),
-}
-
-impl fmt::Display for ConnError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnError::Connect(e) => write!(f, "connect: {}", io_kind(e)),
-            ConnError::Io(e) => write!(f, "io: {}", io_kind(e)),
-            ConnError::Handshake(h) => h.fmt(f),
-            ConnError::Protocol(v) => v.fmt(f),
-            ConnError::UnexpectedEof(when) => write!(f, "eof {when}"),
-            ConnError::Timeout(what) => write!(f, "timeout: {what}"),
-            ConnError::Closed(Some(code)) => write!(f, "closed by server: {code}"),
-            ConnError::Closed(None) => f.write_str("closed by server"),
-        }
-    }
-}
-
-/// An io error without its OS error number, so equal causes count together.
-fn io_kind(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
-}
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -249,36 +82,6 @@ pub enum Status {
     },
 }
 
-/// Where a scenario queues what it sends; written out in one batch.
-#[derive(Debug)]
-pub struct Outbox<'a> {
-    tx: &'a mut Vec<u8>,
-    rng: &'a mut Rng,
-    plain_tcp: bool,
-    close: &'a mut Option<u16>,
-}
-
-impl Outbox<'_> {
-    /// Queues one message whose payload is `parts` joined: a masked text
-    /// or binary frame, or on plain TCP just the bytes.
-    pub fn message(&mut self, binary: bool, parts: &[&[u8]]) {
-        if self.plain_tcp {
-            for part in parts {
-                self.tx.extend_from_slice(part);
-            }
-        } else {
-            let opcode = if binary { OpCode::Binary } else { OpCode::Text };
-            write_frame(self.tx, self.rng, opcode, parts);
-        }
-    }
-
-    /// Starts the closing handshake with `code` after what is queued
-    /// (on plain TCP: shuts down writing once the queue is flushed).
-    pub fn close(&mut self, code: u16) {
-        *self.close = Some(code);
-    }
-}
-
 /// One client connection.
 #[derive(Debug)]
 pub struct Conn {
@@ -286,11 +89,7 @@ pub struct Conn {
     phase: Phase,
     plain_tcp: bool,
     rx: RecvBuf,
-    tx: Vec<u8>,
-    /// Bytes of `tx` already written.
-    tx_pos: usize,
-    /// Plain TCP: shut down writing as soon as `tx` is flushed.
-    shutdown_pending: bool,
+    tx: SendBuf,
     frames: FrameReader,
     /// The close code the server sent, once its close frame arrived.
     server_close: Option<u16>,
@@ -315,9 +114,7 @@ impl Conn {
             phase: Phase::Connecting(handshake),
             plain_tcp,
             rx: RecvBuf::new(),
-            tx,
-            tx_pos: 0,
-            shutdown_pending: false,
+            tx: SendBuf::with(tx),
             frames: FrameReader::new(MAX_MESSAGE),
             server_close: None,
         })
@@ -373,13 +170,7 @@ impl Conn {
         fill: impl FnOnce(&mut Outbox<'_>),
     ) -> Result<(), ConnError> {
         let mut close = None;
-        let mut outbox = Outbox {
-            tx: &mut self.tx,
-            rng,
-            plain_tcp: self.plain_tcp,
-            close: &mut close,
-        };
-        fill(&mut outbox);
+        fill(&mut self.tx.outbox(rng, self.plain_tcp, &mut close));
         if let Some(code) = close {
             self.start_close(rng, code);
         }
@@ -425,15 +216,7 @@ impl Conn {
         F: FnMut(Event<'_>, &mut Outbox<'_>),
     {
         let mut close = None;
-        handler(
-            event,
-            &mut Outbox {
-                tx: &mut self.tx,
-                rng,
-                plain_tcp: self.plain_tcp,
-                close: &mut close,
-            },
-        );
+        handler(event, &mut self.tx.outbox(rng, self.plain_tcp, &mut close));
         if let Some(code) = close {
             self.start_close(rng, code);
         }
@@ -444,11 +227,11 @@ impl Conn {
     fn start_close(&mut self, rng: &mut Rng, code: u16) {
         match self.phase {
             Phase::Open if self.plain_tcp => {
-                self.shutdown_pending = true;
+                self.tx.shutdown_when_flushed();
                 self.phase = Phase::CloseSent;
             }
             Phase::Open => {
-                write_close(&mut self.tx, rng, Some(code));
+                self.tx.queue_close(rng, Some(code));
                 self.phase = Phase::CloseSent;
             }
             _ => {}
@@ -460,26 +243,7 @@ impl Conn {
         if let Phase::Connecting(_) = self.phase {
             return Ok(());
         }
-        while self.tx_pos < self.tx.len() {
-            match self.stream.write(&self.tx[self.tx_pos..]) {
-                Ok(0) => return Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.tx_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ConnError::Io(e)),
-            }
-        }
-        self.tx.clear();
-        self.tx_pos = 0;
-        if self.shutdown_pending {
-            self.shutdown_pending = false;
-            match self.stream.shutdown(Shutdown::Write) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-                Err(e) => return Err(ConnError::Io(e)),
-            }
-        }
-        Ok(())
+        self.tx.flush(&mut self.stream)
     }
 
     /// Reads until the socket is drained, decoding after every read.
@@ -555,12 +319,7 @@ impl Conn {
             let mut close = None;
             handler(
                 Event::Bytes(self.rx.data()),
-                &mut Outbox {
-                    tx: &mut self.tx,
-                    rng,
-                    plain_tcp: true,
-                    close: &mut close,
-                },
+                &mut self.tx.outbox(rng, true, &mut close),
             );
             let len = self.rx.data().len();
             self.rx.consume(len);
@@ -591,19 +350,14 @@ impl Conn {
                 }
                 Decoded::Frame { consumed, frame } => (consumed, frame),
             };
-            let mut outbox = Outbox {
-                tx: &mut self.tx,
-                rng,
-                plain_tcp: false,
-                close: &mut close,
-            };
+            let mut outbox = self.tx.outbox(rng, false, &mut close);
             match frame {
                 None => {}
                 Some(Frame::Message { binary, data }) => {
                     handler(Event::Message { binary, data }, &mut outbox)
                 }
                 Some(Frame::Ping(payload)) => {
-                    write_frame(outbox.tx, outbox.rng, OpCode::Pong, &[payload]);
+                    outbox.pong(payload);
                     handler(Event::Ping, &mut outbox);
                 }
                 Some(Frame::Pong) => {}
@@ -611,7 +365,7 @@ impl Conn {
                     // Section 5.5.1: answer with a close frame, echoing the
                     // code, unless ours already went out.
                     if let Phase::Open = self.phase {
-                        write_close(outbox.tx, outbox.rng, code);
+                        outbox.close_reply(code);
                     }
                     self.phase = Phase::CloseReceived;
                     self.server_close = code;
@@ -629,12 +383,13 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::thread;
     use std::time::{Duration, Instant};
 
     use mio::{Events, Interest, Poll, Token};
-    use wschat::protocol::frame::{decode_header, encode_frame};
+    use wschat::protocol::frame::{decode_header, encode_frame, OpCode};
     use wschat::protocol::handshake::accept_key;
     use wschat::protocol::mask::apply_mask;
 
@@ -770,18 +525,5 @@ mod tests {
         let event = events.iter().next().expect("an event");
         let result = conn.on_ready(Readiness::of(event), &mut rng, |_, _| {});
         assert!(matches!(result, Err(ConnError::Connect(_))), "{result:?}");
-    }
-
-    #[test]
-    fn receive_buffer_grows_for_a_large_frame_and_compacts() {
-        let mut rx = RecvBuf::new();
-        let mut src: &[u8] = &[1u8; 100];
-        assert_eq!(rx.read_from(&mut src).unwrap(), (100, false));
-        rx.consume(60);
-        rx.reserve(100_000);
-        assert_eq!(rx.data(), &[1u8; 40][..]);
-        assert!(rx.buf.len() >= 100_000);
-        rx.consume(40);
-        assert!(rx.data().is_empty());
     }
 }

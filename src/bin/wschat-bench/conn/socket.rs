@@ -1,0 +1,64 @@
+//! The TCP socket under a connection: how it is opened, and what mio's
+//! readiness events say about it.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use mio::net::TcpStream;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// Linux's `EINPROGRESS`: a non-blocking connect has started.
+const EINPROGRESS: i32 = 115;
+
+/// Opens a non-blocking TCP connection to `addr`, from `source` if given.
+///
+/// std cannot bind before connecting, so the socket is made with socket2:
+/// created non-blocking (`SOCK_NONBLOCK`, no extra syscall), bound (with
+/// `SO_REUSEADDR`, so ports of closed connections in TIME_WAIT can be taken
+/// again), connected, then handed to mio. `TCP_NODELAY` is set since every
+/// write here is a complete batch.
+pub fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(ip) = source {
+        socket.set_reuse_address(true)?;
+        socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
+    }
+    match socket.connect(&SockAddr::from(addr)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// What a readiness event says about the socket's receive side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// New bytes may have arrived.
+    pub readable: bool,
+    /// The send buffer has room (for a connecting socket: it connected).
+    pub writable: bool,
+    /// The peer closed its side, or the socket has an error: read to the
+    /// end whatever else the event says.
+    pub closed: bool,
+    /// The peer's FIN is in and nothing went wrong: once a read leaves
+    /// buffer space free, the end of stream is next.
+    pub fin: bool,
+}
+
+impl Readiness {
+    /// The receive-side facts of one mio event.
+    pub fn of(event: &mio::event::Event) -> Readiness {
+        Readiness {
+            readable: event.is_readable(),
+            writable: event.is_writable(),
+            closed: event.is_read_closed() || event.is_error(),
+            fin: event.is_read_closed() && !event.is_error(),
+        }
+    }
+}
