@@ -42,7 +42,9 @@
 //! `--max-message-size`, are dropped and counted.
 
 pub mod backoff;
+pub mod error;
 pub mod ids;
+pub mod link;
 pub mod message;
 pub mod resp;
 pub mod url;
@@ -745,9 +747,12 @@ impl Cluster {
             let decoded = match resp::decode(&buf[at..]) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => break,
-                Err(resp::BadStream(e)) => {
+                Err(bad) => {
                     self.stats.malformed += 1;
-                    broken = Some(format!("not RESP2: {e}"));
+                    let error = error::LinkError::NotResp {
+                        first_byte: bad.first_byte,
+                    };
+                    broken = Some(error.to_string());
                     break;
                 }
             };
