@@ -42,8 +42,10 @@ use crate::protocol::{CloseCode, HandshakeError, OpCode, ProtocolError, Session}
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
-// Cluster mode (`--redis`): the two links to Redis are `MAX - 3`, `MAX - 4`.
-use super::cluster::{Cluster, PUBLISHER, SUBSCRIBER};
+// Cluster mode (`--redis`): the two links to Redis, handed to the cluster.
+const REDIS_PUBLISHER: Token = Token(usize::MAX - 3);
+const REDIS_SUBSCRIBER: Token = Token(usize::MAX - 4);
+use super::cluster::Cluster;
 mod cluster_glue;
 mod handshake;
 mod lifecycle;
@@ -249,7 +251,7 @@ impl Server {
                             return Ok(());
                         }
                     }
-                    PUBLISHER | SUBSCRIBER => self.on_cluster_event(event),
+                    REDIS_PUBLISHER | REDIS_SUBSCRIBER => self.on_cluster_event(event),
                     Token(key) => {
                         if event.is_writable() {
                             self.flush(key);

@@ -12,10 +12,10 @@ use std::io;
 use mio::event::Event;
 use mio::Poll;
 
-use super::Server;
+use super::{Server, REDIS_PUBLISHER, REDIS_SUBSCRIBER};
 use crate::config::Config;
 use crate::protocol::OpCode;
-use crate::server::cluster::{Cluster, Inbound};
+use crate::server::cluster::{Cluster, ClusterConfig};
 use crate::server::timer::{Clock, Millis};
 
 /// Rooms listed by `wschat_room_connections`: the largest ones only, so a
@@ -28,45 +28,36 @@ impl Server {
         let Some(url) = config.redis.clone() else {
             return Ok(None);
         };
-        Cluster::start(
+        let cluster = ClusterConfig {
             url,
-            poll.registry(),
-            config.max_message_size.min(crate::config::MAX_MESSAGE_SIZE),
-            config.max_backpressure,
-            // The loop's clock starts at its first millisecond.
-            Clock::new().now(),
-        )
-        .map(Some)
+            max_message_size: config.max_message_size.min(crate::config::MAX_MESSAGE_SIZE),
+            queue_limit: config.max_backpressure,
+        };
+        let tokens = [REDIS_PUBLISHER, REDIS_SUBSCRIBER];
+        // The loop's clock starts at its first millisecond.
+        Cluster::start(cluster, poll.registry(), tokens, Clock::new().now()).map(Some)
     }
 
     /// Readiness of one of the two links to Redis.
     pub(super) fn on_cluster_event(&mut self, event: &Event) {
-        let Some(mut cluster) = self.cluster.take() else {
-            return;
-        };
-        let now = self.clock.now();
-        cluster.on_event(event, now, &mut |m| self.deliver_remote(m));
-        self.cluster = Some(cluster);
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.handle_event(event, self.clock.now());
+            self.deliver_remote();
+        }
     }
 
     /// The cluster's end-of-turn work; runs before the dirty connections
     /// are flushed, so what it delivers leaves in the same turn.
     pub(super) fn cluster_turn(&mut self) {
-        let Some(mut cluster) = self.cluster.take() else {
-            return;
-        };
-        let now = self.clock.now();
-        cluster.end_of_turn(now, &mut |m| self.deliver_remote(m));
-        self.cluster = Some(cluster);
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.handle_timeout(self.clock.now());
+            self.deliver_remote();
+        }
     }
 
     /// When the cluster next needs a turn (now, if it has work left).
     pub(super) fn cluster_deadline(&self) -> Option<Millis> {
-        let cluster = self.cluster.as_ref()?;
-        if cluster.busy() {
-            return Some(self.clock.now());
-        }
-        cluster.next_deadline()
+        self.cluster.as_ref()?.poll_timeout()
     }
 
     /// The id of a new WebSocket connection, never repeated in this
@@ -113,11 +104,19 @@ impl Server {
         }
     }
 
-    /// A room message from Redis, to this instance's members of its room.
-    fn deliver_remote(&mut self, m: Inbound<'_>) {
-        if let Some(room) = self.rooms.find(m.room) {
-            self.broadcast(room, m.sender, m.opcode, m.payload);
+    /// Room messages from Redis, to this instance's members of their
+    /// rooms. Each message borrows the cluster, and `broadcast` borrows the
+    /// whole server: the cluster is set aside meanwhile.
+    fn deliver_remote(&mut self) {
+        let Some(mut cluster) = self.cluster.take() else {
+            return;
+        };
+        while let Some(m) = cluster.poll_message() {
+            if let Some(room) = self.rooms.find(m.room) {
+                self.broadcast(room, m.sender, m.opcode, m.payload);
+            }
         }
+        self.cluster = Some(cluster);
     }
 }
 
@@ -143,7 +142,16 @@ pub(super) fn render_top_rooms(out: &mut String, sizes: &mut [(&str, usize)]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{LISTENER, SIGNALS, WAKER};
     use super::*;
+
+    #[test]
+    fn fixed_tokens_are_distinct() {
+        let tokens = [LISTENER, WAKER, SIGNALS, REDIS_PUBLISHER, REDIS_SUBSCRIBER];
+        for (i, a) in tokens.iter().enumerate() {
+            assert!(!tokens[i + 1..].contains(a), "{a:?} twice");
+        }
+    }
 
     #[test]
     fn only_the_largest_rooms_are_listed() {
