@@ -8,6 +8,7 @@ pub mod listener;
 pub mod metrics;
 pub mod outgoing;
 pub mod reactor;
+pub mod relay;
 pub mod room;
 pub mod timer;
 pub mod write_queue;

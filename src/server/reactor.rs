@@ -42,10 +42,10 @@ use crate::protocol::{CloseCode, HandshakeError, OpCode, ProtocolError, Session}
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
-// Cluster mode (`--redis`): the two links to Redis, handed to the cluster.
+// Cluster mode (`--redis`): the two links to Redis, handed to the relay.
 const REDIS_PUBLISHER: Token = Token(usize::MAX - 3);
 const REDIS_SUBSCRIBER: Token = Token(usize::MAX - 4);
-use super::cluster::Cluster;
+use super::relay::{Relay, Route};
 mod cluster_glue;
 mod handshake;
 mod lifecycle;
@@ -130,12 +130,11 @@ pub struct Server {
     inbound: usize,
     /// `--max-connections`, lowered to what the open-files limit allows.
     max_connections: usize,
-    next_id: u64,
     accept_paused_until: Option<Millis>,
     last_accept_warning: Option<Millis>,
     shutdown_deadline: Option<Millis>,
-    /// The links to Redis in cluster mode; `None` without `--redis`.
-    cluster: Option<Cluster>,
+    /// Where room messages go: here alone, or through Redis (`--redis`).
+    relay: Relay,
 }
 
 impl std::fmt::Debug for Server {
@@ -157,7 +156,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let max_connections = descriptor_bound(config.max_connections);
-        let cluster = Server::start_cluster(&config, &poll)?;
+        let relay = Server::start_relay(&config, &poll)?;
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -191,11 +190,10 @@ impl Server {
             unread: Vec::new(),
             timers: Timers::new(),
             clock: Clock::new(),
-            next_id: 1,
             accept_paused_until: None,
             last_accept_warning: None,
             shutdown_deadline: None,
-            cluster,
+            relay,
         })
     }
 

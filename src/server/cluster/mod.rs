@@ -28,11 +28,11 @@
 //!   policy: when to publish, what a failure costs, what is counted
 //!   ([`metrics`]) and logged ([`health`]).
 //!
-//! The reactor talks to it in the quinn-proto way:
-//! [`Cluster::handle_event`] for readiness, [`Cluster::handle_timeout`]
-//! once per turn, [`Cluster::poll_timeout`] for its `poll` timeout, and
-//! [`Cluster::poll_message`] until `None` after each of the first two, to
-//! deliver the room messages received.
+//! The reactor talks to it in the quinn-proto way, through
+//! [`crate::server::relay::Relay`]: [`Cluster::handle_event`] for readiness,
+//! [`Cluster::handle_timeout`] once per turn, [`Cluster::poll_timeout`] for
+//! its `poll` timeout, and [`Cluster::poll_message`] until `None` after each
+//! of the first two, to deliver the room messages received.
 //!
 //! # Why one pattern subscription, not one channel per room
 //!

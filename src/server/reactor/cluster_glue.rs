@@ -1,10 +1,9 @@
-//! The reactor's side of cluster mode, and the per-room gauges.
+//! The reactor's side of the relay (cluster mode), and the per-room gauges.
 //!
 //! A child module of `reactor`, so it reaches the loop's state the way the
 //! loop does, while `reactor.rs` itself only gains one call per hook. With
-//! no `--redis`, `Server::cluster` is `None` and every hook here is a
-//! no-op: connection ids stay 1, 2, 3, … and room messages go straight to
-//! the local room, as before.
+//! no `--redis`, `Server::relay` is `Relay::Local`: connection ids are 1,
+//! 2, 3, … and room messages go straight to the local room, as before.
 
 use std::fmt::Write as _;
 use std::io;
@@ -15,7 +14,7 @@ use mio::Poll;
 use super::{Server, REDIS_PUBLISHER, REDIS_SUBSCRIBER};
 use crate::config::Config;
 use crate::protocol::OpCode;
-use crate::server::cluster::{Cluster, ClusterConfig};
+use crate::server::relay::{Relay, Route};
 use crate::server::timer::{Clock, Millis};
 
 /// Rooms listed by `wschat_room_connections`: the largest ones only, so a
@@ -23,75 +22,56 @@ use crate::server::timer::{Clock, Millis};
 pub(super) const TOP_ROOMS: usize = 10;
 
 impl Server {
-    /// The cluster, when `--redis` is given; nothing at all otherwise.
-    pub(super) fn start_cluster(config: &Config, poll: &Poll) -> io::Result<Option<Cluster>> {
-        let Some(url) = config.redis.clone() else {
-            return Ok(None);
-        };
-        let cluster = ClusterConfig {
-            url,
-            max_message_size: config.max_message_size.min(crate::config::MAX_MESSAGE_SIZE),
-            queue_limit: config.max_backpressure,
-        };
+    /// The relay `--redis` asks for; the reactor's two Redis tokens go to it.
+    pub(super) fn start_relay(config: &Config, poll: &Poll) -> io::Result<Relay> {
         let tokens = [REDIS_PUBLISHER, REDIS_SUBSCRIBER];
         // The loop's clock starts at its first millisecond.
-        Cluster::start(cluster, poll.registry(), tokens, Clock::new().now()).map(Some)
+        Relay::start(config, poll.registry(), tokens, Clock::new().now())
     }
 
     /// Readiness of one of the two links to Redis.
     pub(super) fn on_cluster_event(&mut self, event: &Event) {
-        if let Some(cluster) = self.cluster.as_mut() {
-            cluster.handle_event(event, self.clock.now());
-            self.deliver_remote();
-        }
+        self.relay.handle_event(event, self.clock.now());
+        self.deliver_relayed();
     }
 
-    /// The cluster's end-of-turn work; runs before the dirty connections
-    /// are flushed, so what it delivers leaves in the same turn.
+    /// The relay's end-of-turn work; runs before the dirty connections are
+    /// flushed, so what it delivers leaves in the same turn.
     pub(super) fn cluster_turn(&mut self) {
-        if let Some(cluster) = self.cluster.as_mut() {
-            cluster.handle_timeout(self.clock.now());
-            self.deliver_remote();
-        }
+        self.relay.handle_timeout(self.clock.now());
+        self.deliver_relayed();
     }
 
-    /// When the cluster next needs a turn (now, if it has work left).
+    /// When the relay next needs a turn (now, if it has work left).
     pub(super) fn cluster_deadline(&self) -> Option<Millis> {
-        self.cluster.as_ref()?.poll_timeout()
+        self.relay.poll_timeout()
     }
 
     /// The id of a new WebSocket connection, never repeated in this
     /// process: 1, 2, 3, … alone, or from Redis's blocks in cluster mode.
     pub(super) fn next_connection_id(&mut self) -> u64 {
-        if let Some(cluster) = self.cluster.as_mut() {
-            return cluster.next_id();
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        id
+        self.relay.next_id()
     }
 
-    /// Hands a local client's room message to Redis. `false`: not in
-    /// cluster mode, or degraded; the caller delivers it locally.
-    pub(super) fn publish_to_cluster(
+    /// Hands a local client's room message to the relay, which says
+    /// whether the caller delivers it to the local room now.
+    pub(super) fn relay_room_message(
         &mut self,
         room: usize,
         sender: u64,
         opcode: OpCode,
         payload: &[u8],
-    ) -> bool {
-        let (Some(cluster), Some(name)) = (self.cluster.as_mut(), self.rooms.name(room)) else {
-            return false;
+    ) -> Route {
+        let Some(name) = self.rooms.name(room) else {
+            return Route::DeliverHere;
         };
-        cluster.publish(name, sender, opcode, payload, self.clock.now())
+        self.relay
+            .publish(name, sender, opcode, payload, self.clock.now())
     }
 
     /// The body of `/healthz`: `degraded` while Redis is unreachable.
     pub(super) fn health(&self) -> &'static str {
-        match &self.cluster {
-            Some(cluster) if !cluster.is_up() => "degraded",
-            _ => "ok",
-        }
+        self.relay.health()
     }
 
     /// Appends the largest rooms' sizes and, in cluster mode, the
@@ -99,24 +79,21 @@ impl Server {
     pub(super) fn render_extra_metrics(&self, page: &mut String) {
         let mut sizes: Vec<(&str, usize)> = self.rooms.sizes().collect();
         render_top_rooms(page, &mut sizes);
-        if let Some(cluster) = &self.cluster {
-            cluster.render_metrics(page);
-        }
+        self.relay.render_metrics(page);
     }
 
-    /// Room messages from Redis, to this instance's members of their
-    /// rooms. Each message borrows the cluster, and `broadcast` borrows the
-    /// whole server: the cluster is set aside meanwhile.
-    fn deliver_remote(&mut self) {
-        let Some(mut cluster) = self.cluster.take() else {
-            return;
-        };
-        while let Some(m) = cluster.poll_message() {
+    /// Room messages relayed back by Redis, to this instance's members of
+    /// their rooms. Each message borrows the relay, and `broadcast` borrows
+    /// the whole server: the relay is set aside meanwhile (a reactor that
+    /// keeps its rooms apart from the relay borrows both side by side).
+    fn deliver_relayed(&mut self) {
+        let mut relay = std::mem::replace(&mut self.relay, Relay::local());
+        while let Some(m) = relay.poll_message() {
             if let Some(room) = self.rooms.find(m.room) {
                 self.broadcast(room, m.sender, m.opcode, m.payload);
             }
         }
-        self.cluster = Some(cluster);
+        self.relay = relay;
     }
 }
 

@@ -84,7 +84,7 @@ impl Server {
             Endpoint::Room(m) => {
                 // Cluster mode: the message comes back through Redis, to
                 // every instance alike, so it is not delivered here now.
-                if !self.publish_to_cluster(m.room, id, opcode, bytes) {
+                if self.relay_room_message(m.room, id, opcode, bytes) == Route::DeliverHere {
                     self.broadcast(m.room, id, opcode, bytes);
                 }
                 recycle(&mut self.pool, payload);
