@@ -19,9 +19,13 @@ const MAX_HEADER: usize = 11;
 /// Where a message lies in the read buffer.
 #[derive(Debug, Clone)]
 pub(super) struct Span {
+    /// The room's name, valid UTF-8.
     pub room: Range<usize>,
+    /// The sender's connection id.
     pub sender: u64,
+    /// Text or binary.
     pub opcode: OpCode,
+    /// The payload, within `--max-message-size` (and UTF-8 when text).
     pub payload: Range<usize>,
 }
 
