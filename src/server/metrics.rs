@@ -142,6 +142,30 @@ fn series(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
     );
 }
 
+/// Rooms listed by `wschat_room_connections`: the largest ones only, so a
+/// server with many rooms still has a bounded number of series.
+pub const TOP_ROOMS: usize = 10;
+
+/// Appends `wschat_room_connections{room="…"}` for the [`TOP_ROOMS`]
+/// largest rooms (ties by name), reordering `sizes`. Room names need no
+/// escaping: they are letters, digits, `-`, `_` and `.` only.
+pub fn render_top_rooms(out: &mut String, sizes: &mut [(&str, usize)]) {
+    let by_size = |a: &(&str, usize), b: &(&str, usize)| b.1.cmp(&a.1).then(a.0.cmp(b.0));
+    let top = sizes.len().min(TOP_ROOMS);
+    if sizes.len() > top {
+        sizes.select_nth_unstable_by(top - 1, by_size);
+    }
+    let top = &mut sizes[..top];
+    top.sort_unstable_by(by_size);
+    let _ = writeln!(
+        out,
+        "# HELP wschat_room_connections Connections of the {TOP_ROOMS} largest rooms.\n# TYPE wschat_room_connections gauge"
+    );
+    for (name, members) in top.iter() {
+        let _ = writeln!(out, "wschat_room_connections{{room=\"{name}\"}} {members}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +187,34 @@ mod tests {
         assert!(text.contains("wschat_handshake_failures_total{reason=\"version\"} 1\n"));
         assert!(text.contains("wschat_protocol_errors_total{code=\"1002\"} 2\n"));
         assert!(text.contains("wschat_connections 2\n"));
+    }
+
+    #[test]
+    fn only_the_largest_rooms_are_listed() {
+        let names: Vec<String> = (0..50).map(|i| format!("room{i:02}")).collect();
+        let mut sizes: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+        sizes[7].1 = 100;
+        sizes[42].1 = 50;
+        let mut out = String::new();
+        render_top_rooms(&mut out, &mut sizes);
+        let series: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(series.len(), TOP_ROOMS);
+        assert_eq!(series[0], "wschat_room_connections{room=\"room07\"} 100");
+        assert_eq!(series[1], "wschat_room_connections{room=\"room42\"} 50");
+        assert_eq!(series[2], "wschat_room_connections{room=\"room00\"} 1");
+    }
+
+    #[test]
+    fn few_rooms_are_all_listed() {
+        let mut out = String::new();
+        render_top_rooms(&mut out, &mut [("lobby", 3), ("b", 3), ("a", 4)]);
+        assert!(out.ends_with(
+            "wschat_room_connections{room=\"a\"} 4\n\
+             wschat_room_connections{room=\"b\"} 3\n\
+             wschat_room_connections{room=\"lobby\"} 3\n"
+        ));
+        let mut out = String::new();
+        render_top_rooms(&mut out, &mut []);
+        assert_eq!(out.lines().count(), 2, "help and type only");
     }
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod outgoing;
 pub mod policy;
 pub mod reactor;
+pub mod relay;
 pub mod room;
 pub mod router;
 pub mod table;

@@ -14,6 +14,10 @@
 //!   broadcast through the relay), and policy closes;
 //! * [`lifecycle`](self::lifecycle): timers, shutdown and removal.
 //!
+//! Room messages leave and come back through the [`Relay`] (here alone, or
+//! through Redis), which the loop drives like a connection: readiness and
+//! time in, messages out.
+//!
 //! mio's contract is followed literally: readiness is edge-triggered, so
 //! the listener is accepted until `WouldBlock`, writes are tried at once
 //! (the writable event only resumes a write that blocked), and spurious
@@ -26,7 +30,6 @@
 //! one batch of events.
 
 mod accept;
-mod cluster_glue;
 mod handshake;
 mod io;
 mod lifecycle;
@@ -43,11 +46,11 @@ use mio::{Events, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 
 use super::admission::PerAddress;
-use super::cluster::{Cluster, PUBLISHER, SUBSCRIBER};
 use super::connection::Timeouts;
 use super::hub::Hub;
 use super::listener::{bind_listener, descriptor_bound, Acceptor};
 use super::metrics::Metrics;
+use super::relay::Relay;
 use super::router::Routes;
 use super::table::Table;
 use super::timer::{Clock, Time};
@@ -60,6 +63,8 @@ use crate::protocol::session::{self, Event};
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+const REDIS_PUBLISHER: Token = Token(usize::MAX - 3);
+const REDIS_SUBSCRIBER: Token = Token(usize::MAX - 4);
 
 /// The one read buffer of the loop; every socket is read into it.
 const SCRATCH_BYTES: usize = 64 * 1024;
@@ -136,10 +141,8 @@ pub struct Server {
     per_address: PerAddress,
     clock: Clock,
     shutdown_deadline: Option<Time>,
-    /// The links to Redis in cluster mode; `None` without `--redis`.
-    cluster: Option<Cluster>,
-    /// The next connection id when not in cluster mode.
-    next_id: u64,
+    /// Where room messages go: here alone, or through Redis (`--redis`).
+    relay: Relay,
 }
 
 impl std::fmt::Debug for Server {
@@ -162,7 +165,8 @@ impl Server {
         let listener = bind_listener(config.listen, config.reuse_port)?;
         let acceptor = Acceptor::new(listener, poll.registry(), LISTENER)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let cluster = Server::start_cluster(&config, &poll)?;
+        let tokens = [REDIS_PUBLISHER, REDIS_SUBSCRIBER];
+        let relay = Relay::start(&config, poll.registry(), tokens, Time::START)?;
         Ok(Server {
             poll,
             acceptor,
@@ -185,8 +189,7 @@ impl Server {
             metrics: Metrics::default(),
             clock: Clock::new(),
             shutdown_deadline: None,
-            cluster,
-            next_id: 1,
+            relay,
             settings: Settings {
                 limits: session::Limits {
                     max_message_size: config.max_message_size,
@@ -266,7 +269,10 @@ impl Server {
                 }
             }
             SIGNALS => return self.on_signal(),
-            PUBLISHER | SUBSCRIBER => self.on_cluster_event(event),
+            REDIS_PUBLISHER | REDIS_SUBSCRIBER => {
+                self.relay.handle_event(event, self.clock.now());
+                self.deliver_relayed();
+            }
             Token(key) => {
                 if event.is_writable() {
                     self.flush(key);
@@ -294,7 +300,9 @@ impl Server {
             self.accept();
         }
         self.fire_timers();
-        self.cluster_turn();
+        // Before the flushes, so that what the relay delivers leaves now.
+        self.relay.handle_timeout(self.clock.now());
+        self.deliver_relayed();
         self.per_address.sweep(self.clock.now());
         let mut dirty = self.table.take_dirty();
         for key in dirty.drain(..) {
@@ -315,7 +323,7 @@ impl Server {
             self.table.next_timeout(),
             self.acceptor.paused_until(),
             self.shutdown_deadline,
-            self.cluster_deadline(),
+            self.relay.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -357,5 +365,18 @@ impl Server {
             return true;
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_tokens_are_distinct() {
+        let tokens = [LISTENER, WAKER, SIGNALS, REDIS_PUBLISHER, REDIS_SUBSCRIBER];
+        for (i, a) in tokens.iter().enumerate() {
+            assert!(!tokens[i + 1..].contains(a), "{a:?} twice");
+        }
     }
 }

@@ -15,11 +15,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::num::NonZeroU64;
-use std::ops::Add;
+use std::ops::{Add, Sub};
 use std::time::{Duration, Instant};
-
-/// Milliseconds since the loop started, plus one: the Redis link's time.
-pub type Millis = u64;
 
 /// An instant on the loop's clock: milliseconds since the loop started,
 /// plus one.
@@ -51,6 +48,17 @@ impl Add<Duration> for Time {
 
     fn add(self, d: Duration) -> Time {
         Time(self.0.saturating_add(ceil_millis(d)))
+    }
+}
+
+impl Sub<Duration> for Time {
+    type Output = Time;
+
+    /// The instant `d` earlier, rounded down so that a deadline computed
+    /// back from another is never late; never before the start.
+    fn sub(self, d: Duration) -> Time {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Time::from_millis(self.as_millis().saturating_sub(ms))
     }
 }
 

@@ -5,18 +5,18 @@
 //! that lost Redis together do not all come back in the same millisecond,
 //! and no delay is ever shorter than half the base.
 
-use super::super::timer::Millis;
+use std::time::Duration;
 
 /// The first delay's base.
-pub const INITIAL_MS: Millis = 100;
+pub const INITIAL_MS: u64 = 100;
 
 /// The largest base: an outage is probed at least this often.
-pub const CAP_MS: Millis = 2000;
+pub const CAP_MS: u64 = 2000;
 
 /// The delay before the next connection attempt.
 #[derive(Debug, Clone)]
 pub struct Backoff {
-    base: Millis,
+    base: u64,
     rng: u64,
 }
 
@@ -32,11 +32,11 @@ impl Backoff {
 
     /// The delay before the next attempt; the one after it is longer,
     /// up to the cap.
-    pub fn next_delay(&mut self) -> Millis {
+    pub fn next_delay(&mut self) -> Duration {
         let half = self.base / 2;
         let delay = half + self.random() % (half + 1);
         self.base = (self.base * 2).min(CAP_MS);
-        delay
+        Duration::from_millis(delay)
     }
 
     /// Back to the first delay, after a connection that worked.
@@ -61,7 +61,7 @@ mod tests {
         let mut b = Backoff::new(12345);
         let mut base = INITIAL_MS;
         for _ in 0..50 {
-            let d = b.next_delay();
+            let d = b.next_delay().as_millis() as u64;
             assert!(
                 d >= base / 2 && d <= base,
                 "{d} outside [{}, {base}]",
@@ -69,7 +69,7 @@ mod tests {
             );
             base = (base * 2).min(CAP_MS);
         }
-        assert!(b.next_delay() >= CAP_MS / 2);
+        assert!(b.next_delay() >= Duration::from_millis(CAP_MS / 2));
     }
 
     #[test]
@@ -79,7 +79,7 @@ mod tests {
             b.next_delay();
         }
         b.reset();
-        assert!(b.next_delay() <= INITIAL_MS);
+        assert!(b.next_delay() <= Duration::from_millis(INITIAL_MS));
     }
 
     #[test]

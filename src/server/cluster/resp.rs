@@ -18,15 +18,21 @@ pub struct Decoded {
 }
 
 /// The bytes from Redis are not RESP2: the stream cannot be resynchronised.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadStream(pub String);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadStream {
+    /// The first byte of the frame that could not be decoded: what the log
+    /// can show of it (the crate's own message adds nothing a reader can act on).
+    pub first_byte: u8,
+}
 
 /// Decodes the frame at the front of `buf`: `None` until it is complete.
 pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, BadStream> {
     match decode_range(buf) {
         Ok(Some((frame, used))) => Ok(Some(Decoded { frame, used })),
         Ok(None) => Ok(None),
-        Err(e) => Err(BadStream(e.to_string())),
+        Err(_) => Err(BadStream {
+            first_byte: buf.first().copied().unwrap_or(0),
+        }),
     }
 }
 

@@ -9,7 +9,7 @@ use crate::protocol::handshake::{parse_head, Upgrade};
 use crate::protocol::session::Inflate;
 use crate::protocol::Session;
 use crate::server::connection::{AfterResponse, Compression, Endpoint, WebSocket};
-use crate::server::metrics::Gauges;
+use crate::server::metrics::{render_top_rooms, Gauges};
 use crate::server::policy::Refusal;
 use crate::server::router::{route, Request};
 
@@ -23,7 +23,7 @@ impl Server {
         match request {
             Err(refusal) => self.refuse(key, refusal),
             Ok(Request::Page) => self.respond(key, http::chat_page()),
-            Ok(Request::Health) => self.respond(key, http::text(self.health())),
+            Ok(Request::Health) => self.respond(key, http::text(self.relay.health())),
             Ok(Request::Metrics) => {
                 let page = self.metrics_page();
                 self.respond(key, http::text(&page));
@@ -44,14 +44,16 @@ impl Server {
             rooms: self.hub.rooms.len(),
             deflate_calls: self.hub.deflate_calls(),
         });
-        self.render_extra_metrics(&mut page);
+        let mut sizes: Vec<(&str, usize)> = self.hub.rooms.sizes().collect();
+        render_top_rooms(&mut page, &mut sizes);
+        self.relay.render_metrics(&mut page);
         page
     }
 
     /// Completes an upgrade: the connection joins its room (or echoes)
     /// and its 101 is queued.
     fn open(&mut self, key: usize, upgrade: &Upgrade, room: Option<&str>) {
-        let id = self.next_connection_id();
+        let id = self.relay.next_id();
         let endpoint = match room {
             Some(name) => {
                 self.hub.rooms.join(name, key);

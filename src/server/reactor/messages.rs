@@ -8,6 +8,7 @@ use crate::protocol::session::{Event, Payload};
 use crate::protocol::{CloseCode, OpCode, ProtocolError};
 use crate::server::connection::{Echo, Endpoint};
 use crate::server::policy::PolicyClose;
+use crate::server::relay::Route;
 use crate::server::write_queue::BufferPool;
 
 impl Server {
@@ -63,7 +64,7 @@ impl Server {
                 if let Some(room) = self.hub.rooms.room_of(key) {
                     // Cluster mode: the message comes back through Redis,
                     // to every instance alike, so it is not delivered here now.
-                    if !self.publish_to_cluster(room, id, opcode, bytes) {
+                    if self.relay_room_message(room, id, opcode, bytes) == Route::DeliverHere {
                         self.broadcast(room, id, opcode, bytes);
                     }
                 }
@@ -104,17 +105,57 @@ impl Server {
         self.table.mark_dirty(key);
     }
 
-    /// Delivers `from{sender}:{payload}` to the local members of `room`,
-    /// and closes the receivers that refused it (slow consumers).
-    pub(super) fn broadcast(&mut self, room: usize, sender: u64, opcode: OpCode, payload: &[u8]) {
+    /// Hands a local client's room message to the relay, which says
+    /// whether it is delivered to the local room now.
+    fn relay_room_message(
+        &mut self,
+        room: usize,
+        sender: u64,
+        opcode: OpCode,
+        payload: &[u8],
+    ) -> Route {
+        let Some(name) = self.hub.rooms.name(room) else {
+            return Route::DeliverHere;
+        };
+        self.relay
+            .publish(name, sender, opcode, payload, self.clock.now())
+    }
+
+    /// Room messages the relay brought back (from Redis), to this
+    /// instance's members of their rooms. Each message borrows the relay's
+    /// read buffer while the hub and the connections are borrowed beside it.
+    pub(super) fn deliver_relayed(&mut self) {
+        let limit = self.settings.config.max_backpressure;
+        while let Some(m) = self.relay.poll_message() {
+            let Some(room) = self.hub.rooms.find(m.room) else {
+                continue;
+            };
+            let members = self.table.conns_mut();
+            let fanout = self
+                .hub
+                .broadcast(room, m.sender, m.opcode, m.payload, members, limit);
+            self.table.extend_dirty(&mut fanout.woken);
+            let (delivered, refused) = (fanout.delivered, std::mem::take(&mut fanout.refused));
+            self.after_broadcast(delivered, refused);
+        }
+    }
+
+    /// Delivers `from{sender}:{payload}` to the local members of `room`.
+    fn broadcast(&mut self, room: usize, sender: u64, opcode: OpCode, payload: &[u8]) {
         let limit = self.settings.config.max_backpressure;
         let members = self.table.conns_mut();
         let fanout = self
             .hub
             .broadcast(room, sender, opcode, payload, members, limit);
-        self.metrics.messages_sent += fanout.delivered as u64;
-        let refused = std::mem::take(&mut fanout.refused);
         self.table.extend_dirty(&mut fanout.woken);
+        let (delivered, refused) = (fanout.delivered, std::mem::take(&mut fanout.refused));
+        self.after_broadcast(delivered, refused);
+    }
+
+    /// Counts a broadcast's deliveries and closes the receivers that
+    /// refused it (slow consumers).
+    fn after_broadcast(&mut self, delivered: usize, refused: Vec<usize>) {
+        self.metrics.messages_sent += delivered as u64;
         for slow in refused {
             self.metrics.slow_consumers += 1;
             self.close_for(slow, PolicyClose::SlowConsumer);
