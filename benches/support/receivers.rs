@@ -4,10 +4,10 @@ use slab::Slab;
 use wschat::protocol::deflate::Deflater;
 use wschat::protocol::extension::Deflate;
 use wschat::protocol::frame::OpCode;
-use wschat::server::connection::{deliver, Compression};
+use wschat::server::connection::Compression;
 use wschat::server::hub::{classic_prefix, PREFIX_BYTES};
 use wschat::server::outgoing::Outgoing;
-use wschat::server::room::{Delivery, Fanout, Member, Rooms, LOBBY};
+use wschat::server::room::{Fanout, Member, Rooms, LOBBY};
 use wschat::server::write_queue::{Flush, WriteQueue};
 
 /// What a browser agrees to in `--compression shared`.
@@ -25,14 +25,13 @@ pub struct Receiver {
 }
 
 impl Member for Receiver {
-    fn push_broadcast(&mut self, message: &mut Outgoing<'_>, limit: usize) -> Delivery {
-        deliver(
-            &mut self.queue,
-            &mut self.compression,
-            &mut self.dirty,
-            message,
-            limit,
-        )
+    fn backlog(&self) -> Option<usize> {
+        Some(self.queue.queued_bytes())
+    }
+
+    fn queue(&mut self, message: &mut Outgoing<'_>) -> bool {
+        self.queue.push_shared(self.compression.frame_of(message));
+        !std::mem::replace(&mut self.dirty, true)
     }
 }
 

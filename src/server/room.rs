@@ -66,25 +66,27 @@ pub struct Rooms {
     seats: Vec<Seat>,
 }
 
-/// What became of a broadcast frame at one receiver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// Queued behind bytes that already wait for a flush.
-    Queued,
-    /// Queued into an idle queue: it now needs a flush.
-    Woken,
-    /// Refused: the queue would pass its bound (a slow consumer).
-    Refused,
-    /// Not for this receiver (it is closing).
-    Skipped,
+/// What a broadcast needs of each member, whatever carries its bytes: how
+/// much it has yet to send, and a way to queue a message in the form it
+/// takes. Whether a member may take one more message is decided by
+/// [`Rooms::broadcast`], the same way for every kind of member.
+pub trait Member {
+    /// Bytes queued and not yet sent; `None` when the member takes no more
+    /// messages (its last bytes are queued).
+    fn backlog(&self) -> Option<usize>;
+
+    /// Queues `message` in this member's form. Returns `true` when the
+    /// member was idle and now needs a flush.
+    #[must_use]
+    fn queue(&mut self, message: &mut Outgoing<'_>) -> bool;
 }
 
-/// What a broadcast needs of each receiver.
-pub trait Member {
-    /// Queues the message's frame in the form this receiver takes, unless
-    /// that would take the queue past `limit`.
-    #[must_use]
-    fn push_broadcast(&mut self, message: &mut Outgoing<'_>, limit: usize) -> Delivery;
+/// Whether a member with `backlog` bytes queued may take a message of
+/// `len` more under the bound `limit`. A message larger than the bound
+/// still goes to an idle member: the bound is on the backlog, not on one
+/// message.
+fn admits(backlog: usize, len: usize, limit: usize) -> bool {
+    backlog == 0 || backlog + len <= limit
 }
 
 /// Where a broadcast reports the receivers that need attention.
@@ -199,17 +201,22 @@ impl Rooms {
         };
         fanout.delivered = 0;
         for &token in &room.members {
-            let Some(conn) = conns.get_mut(token) else {
+            let Some(member) = conns.get_mut(token) else {
                 continue;
             };
-            match conn.push_broadcast(message, fanout.limit) {
-                Delivery::Queued => fanout.delivered += 1,
-                Delivery::Woken => {
-                    fanout.delivered += 1;
-                    fanout.woken.push(token);
-                }
-                Delivery::Refused => fanout.refused.push(token),
-                Delivery::Skipped => {}
+            // The member may be failing already on bytes later in the
+            // same read: until its last bytes are queued, it still takes
+            // what was sent before.
+            let Some(backlog) = member.backlog() else {
+                continue;
+            };
+            if !admits(backlog, message.len(), fanout.limit) {
+                fanout.refused.push(token);
+                continue;
+            }
+            fanout.delivered += 1;
+            if member.queue(message) {
+                fanout.woken.push(token);
             }
         }
         true
@@ -231,13 +238,13 @@ mod tests {
     }
 
     impl Member for Inbox {
-        fn push_broadcast(&mut self, message: &mut Outgoing<'_>, _limit: usize) -> Delivery {
-            if self.full {
-                return Delivery::Refused;
-            }
-            let frame = message.frame_for(None, None);
-            self.frames.push(frame);
-            Delivery::Woken
+        fn backlog(&self) -> Option<usize> {
+            Some(usize::from(self.full))
+        }
+
+        fn queue(&mut self, message: &mut Outgoing<'_>) -> bool {
+            self.frames.push(message.frame_for(None, None));
+            true
         }
     }
 
@@ -331,5 +338,12 @@ mod tests {
         assert_eq!(rooms.room_of(11), None);
         assert!(rooms.is_empty());
         assert_eq!(rooms.find(LOBBY), None);
+    }
+
+    #[test]
+    fn the_backlog_bound_admits_one_large_message_when_idle() {
+        assert!(admits(0, 10_000, 100), "idle: any size");
+        assert!(admits(50, 50, 100));
+        assert!(!admits(51, 50, 100));
     }
 }

@@ -1,5 +1,5 @@
-//! permessage-deflate state of one connection, and how a broadcast reaches
-//! one receiver in the form it takes.
+//! permessage-deflate state of one connection: which form of a broadcast
+//! it takes, and the compression contexts it keeps (if any).
 
 use std::rc::Rc;
 
@@ -7,8 +7,6 @@ use crate::config::CompressionMode;
 use crate::protocol::deflate::{Deflater, Inflater};
 use crate::protocol::extension::Deflate;
 use crate::server::outgoing::Outgoing;
-use crate::server::room::Delivery;
-use crate::server::write_queue::WriteQueue;
 
 /// permessage-deflate state of one connection.
 #[derive(Debug)]
@@ -71,30 +69,5 @@ impl Compression {
                 message.frame_for(Some(own.agreed), Some(&mut own.deflater))
             }
         }
-    }
-}
-
-/// Queues a broadcast for one receiver: its queue, its compression, and
-/// whether it already waits for a flush. The part of a connection that a
-/// broadcast touches, so benches and tests can fan out to receivers
-/// without sockets.
-pub fn deliver(
-    queue: &mut WriteQueue,
-    compression: &mut Compression,
-    dirty: &mut bool,
-    message: &mut Outgoing<'_>,
-    limit: usize,
-) -> Delivery {
-    let queued = queue.queued_bytes();
-    // A message larger than the bound still goes to an idle receiver:
-    // the bound is on the backlog, not on one message.
-    if queued > 0 && queued + message.len() > limit {
-        return Delivery::Refused;
-    }
-    queue.push_shared(compression.frame_of(message));
-    if std::mem::replace(dirty, true) {
-        Delivery::Queued
-    } else {
-        Delivery::Woken
     }
 }

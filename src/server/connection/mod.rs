@@ -21,14 +21,14 @@ use std::net::SocketAddr;
 
 use mio::{Registry, Token};
 
-pub use self::compression::{deliver, Compression, OwnDeflate};
+pub use self::compression::{Compression, OwnDeflate};
 use self::state::State;
 pub use self::state::{AfterResponse, Endpoint, Received, Shared, WebSocket};
 pub use self::stream::Echo;
 pub use self::timers::{Expiry, Timeouts};
 use super::admission::RateBucket;
 use super::outgoing::Outgoing;
-use super::room::{Delivery, Member};
+use super::room::Member;
 use super::timer::{Time, Timer};
 use super::transport::Transport;
 use super::write_queue::{ByteGauge, WriteQueue};
@@ -180,22 +180,21 @@ impl Connection {
 }
 
 impl Member for Connection {
-    fn push_broadcast(&mut self, message: &mut Outgoing<'_>, limit: usize) -> Delivery {
-        // The session may already have failed on bytes later in the same
-        // read; until its Close is queued, earlier messages still go out.
-        let State::WebSocket(ws) = &mut self.state else {
-            return Delivery::Skipped;
-        };
-        if self.queue.is_sealed() || self.flags.dead {
-            return Delivery::Skipped;
+    fn backlog(&self) -> Option<usize> {
+        match self.state {
+            State::WebSocket(_) if !self.queue.is_sealed() && !self.flags.dead => {
+                Some(self.queue.queued_bytes())
+            }
+            _ => None,
         }
-        deliver(
-            &mut self.queue,
-            &mut ws.compression,
-            &mut self.flags.dirty,
-            message,
-            limit,
-        )
+    }
+
+    fn queue(&mut self, message: &mut Outgoing<'_>) -> bool {
+        let State::WebSocket(ws) = &mut self.state else {
+            return false;
+        };
+        self.queue.push_shared(ws.compression.frame_of(message));
+        self.mark_dirty()
     }
 }
 
