@@ -44,10 +44,9 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    /// Renders every counter and gauge.
-    pub fn render(&self, gauges: Gauges) -> String {
-        let mut out = String::with_capacity(2048);
-        let counters = [
+    /// Every plain counter: name, help, value.
+    fn counters(&self) -> [(&'static str, &'static str, u64); 9] {
+        [
             (
                 "wschat_connections_accepted_total",
                 "Connections accepted.",
@@ -93,7 +92,13 @@ impl Metrics {
                 "Connections closed by a timeout.",
                 self.timeouts,
             ),
-        ];
+        ]
+    }
+
+    /// Renders every counter and gauge.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let mut out = String::with_capacity(2048);
+        let counters = self.counters();
         for (name, help, value) in counters {
             series(&mut out, name, help, "counter", value);
         }
