@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::protocol::extension::Takeover;
@@ -91,6 +92,13 @@ pub struct Config {
     /// Sets `SO_REUSEPORT` on the listener, so that several instances can
     /// share one port (`--reuse-port`).
     pub reuse_port: bool,
+    /// A second listener that speaks TLS (`--tls-listen`), serving the
+    /// same rooms as the plain one.
+    pub tls_listen: Option<SocketAddr>,
+    /// The PEM certificate chain for TLS (`--tls-cert`).
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for TLS: PKCS#8, RSA or SEC1 (`--tls-key`).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -117,6 +125,9 @@ impl Default for Config {
             compression_min_size: 64,
             redis: None,
             reuse_port: false,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -130,6 +141,8 @@ pub enum ConfigError {
     NotPositive(&'static str),
     /// A subprotocol name that is not an HTTP token.
     InvalidProtocol(String),
+    /// TLS settings that do not go together (what is missing or extra).
+    Tls(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -138,6 +151,7 @@ impl fmt::Display for ConfigError {
             ConfigError::Zero(name) => write!(f, "{name} must be at least 1"),
             ConfigError::NotPositive(name) => write!(f, "{name} must be a positive number"),
             ConfigError::InvalidProtocol(p) => write!(f, "subprotocol {p:?} is not a token"),
+            ConfigError::Tls(what) => f.write_str(what),
         }
     }
 }
@@ -171,6 +185,19 @@ impl Config {
         }
         if let Some(bad) = self.protocols.iter().find(|p| !is_token(p)) {
             return Err(ConfigError::InvalidProtocol(bad.clone()));
+        }
+        match (&self.tls_listen, &self.tls_cert, &self.tls_key) {
+            (Some(_), Some(_), Some(_)) | (None, None, None) => {}
+            (Some(_), _, _) => {
+                return Err(ConfigError::Tls(
+                    "--tls-listen needs --tls-cert and --tls-key",
+                ))
+            }
+            (None, _, _) => {
+                return Err(ConfigError::Tls(
+                    "--tls-cert and --tls-key need --tls-listen",
+                ))
+            }
         }
         self.max_message_size = self.max_message_size.min(MAX_MESSAGE_SIZE);
         Ok(self)
@@ -219,5 +246,11 @@ mod tests {
             ..Config::default()
         };
         assert!(protocol.validate().is_err());
+        let half_tls = Config {
+            tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+            tls_cert: Some("cert.pem".into()),
+            ..Config::default()
+        };
+        assert!(matches!(half_tls.validate(), Err(ConfigError::Tls(_))));
     }
 }

@@ -83,6 +83,15 @@ struct Flags {
     /// Set SO_REUSEPORT on the listener, so that several instances share one port.
     #[arg(long)]
     reuse_port: bool,
+    /// Also listen for TLS (wss://, https://) on this address and port; needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "ADDR:PORT")]
+    tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for --tls-listen (re-read on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-listen: PKCS#8, RSA or SEC1 (re-read on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// Seconds with decimals, e.g. `0.5`.
@@ -119,6 +128,9 @@ fn main() -> ExitCode {
         compression_min_size: flags.compression_min_size,
         redis: flags.redis,
         reuse_port: flags.reuse_port,
+        tls_listen: flags.tls_listen,
+        tls_cert: flags.tls_cert,
+        tls_key: flags.tls_key,
         ..Config::default()
     };
     let result = Server::bind(config).and_then(|mut server| {

@@ -85,6 +85,14 @@ impl HeadReader {
     }
 }
 
+/// Whether `buf`, the first bytes of a connection, start a TLS record of
+/// the handshake type (RFC 8446 section 5.1: content type 22, then a 3.x
+/// version) rather than an HTTP request line, whose method is a token and
+/// never starts with a control byte. One byte is enough to tell.
+pub fn looks_like_tls(buf: &[u8]) -> bool {
+    buf.first() == Some(&0x16) && !matches!(buf.get(1), Some(&major) if major != 0x03)
+}
+
 /// A parsed request head; every field borrows from the head's bytes.
 #[derive(Debug)]
 pub struct RequestHead<'h> {
@@ -491,5 +499,14 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
             complete.read(b"GET / HTTP/1.1\r\n\r\nextra", 16),
             Err(HandshakeError::HeadTooLarge)
         );
+    }
+
+    #[test]
+    fn a_client_hello_is_told_from_a_request_line() {
+        assert!(looks_like_tls(b"\x16\x03\x01\x02\x00\x01"));
+        assert!(looks_like_tls(b"\x16"));
+        assert!(!looks_like_tls(b"GET / HTTP/1.1\r\n"));
+        assert!(!looks_like_tls(b"\x16\x04"));
+        assert!(!looks_like_tls(b""));
     }
 }

@@ -30,6 +30,21 @@ pub struct Metrics {
     pub rate_limited: u64,
     /// Connections closed by a handshake, idle or close timeout.
     pub timeouts: u64,
+    /// TLS handshakes by outcome: `ok`, or why they failed.
+    pub tls_handshakes: BTreeMap<&'static str, u64>,
+}
+
+/// Appends the TLS series: the not-after time of the certificate in
+/// service (seconds since the epoch) and the handshakes by outcome.
+pub fn render_tls(out: &mut String, not_after: i64, handshakes: &BTreeMap<&'static str, u64>) {
+    let _ = writeln!(out, "# HELP wschat_tls_certificate_expiry_seconds Not-after time of the certificate in service.\n# TYPE wschat_tls_certificate_expiry_seconds gauge\nwschat_tls_certificate_expiry_seconds {not_after}");
+    let _ = writeln!(out, "# HELP wschat_tls_handshakes_total TLS handshakes by outcome.\n# TYPE wschat_tls_handshakes_total counter");
+    for (outcome, n) in handshakes {
+        let _ = writeln!(
+            out,
+            "wschat_tls_handshakes_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
 }
 
 /// Gauges read from the server's state when the page is rendered.

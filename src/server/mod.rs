@@ -24,6 +24,7 @@ pub mod room;
 pub mod router;
 pub mod table;
 pub mod timer;
+pub mod tls;
 pub mod transport;
 pub mod write_queue;
 

@@ -54,6 +54,7 @@ use super::relay::Relay;
 use super::router::Routes;
 use super::table::Table;
 use super::timer::{Clock, Time};
+use super::tls::Certificates;
 use super::write_queue::{BufferPool, ByteGauge};
 use crate::config::Config;
 use crate::protocol::deflate::Inflater;
@@ -65,6 +66,7 @@ const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 const REDIS_PUBLISHER: Token = Token(usize::MAX - 3);
 const REDIS_SUBSCRIBER: Token = Token(usize::MAX - 4);
+const TLS_LISTENER: Token = Token(usize::MAX - 5);
 
 /// The one read buffer of the loop; every socket is read into it.
 const SCRATCH_BYTES: usize = 64 * 1024;
@@ -112,6 +114,13 @@ struct Settings {
     max_connections: usize,
 }
 
+/// The TLS listener (`--tls-listen`) and the certificate it serves.
+#[derive(Debug)]
+struct TlsPort {
+    acceptor: Acceptor,
+    certs: Certificates,
+}
+
 /// The memory every connection shares.
 #[derive(Debug, Default)]
 struct Budgets {
@@ -129,6 +138,8 @@ struct Budgets {
 pub struct Server {
     poll: Poll,
     acceptor: Acceptor,
+    /// The TLS listener, with `--tls-listen`.
+    tls: Option<TlsPort>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     signals: Option<Signals>,
@@ -164,12 +175,14 @@ impl Server {
         let poll = Poll::new()?;
         let listener = bind_listener(config.listen, config.reuse_port)?;
         let acceptor = Acceptor::new(listener, poll.registry(), LISTENER)?;
+        let tls = Server::bind_tls(&config, &poll)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let tokens = [REDIS_PUBLISHER, REDIS_SUBSCRIBER];
         let relay = Relay::start(&config, poll.registry(), tokens, Time::START)?;
         Ok(Server {
             poll,
             acceptor,
+            tls,
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             signals: None,
@@ -212,6 +225,31 @@ impl Server {
         self.acceptor.local_addr()
     }
 
+    /// The address of the TLS listener, with `--tls-listen`.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|t| t.acceptor.local_addr())
+    }
+
+    /// The TLS listener and its certificate, if `--tls-listen` asks for
+    /// one; a certificate or key that cannot be loaded stops the start.
+    fn bind_tls(config: &Config, poll: &Poll) -> stdio::Result<Option<TlsPort>> {
+        let (Some(addr), Some(cert), Some(key)) =
+            (config.tls_listen, &config.tls_cert, &config.tls_key)
+        else {
+            return Ok(None);
+        };
+        let certs = Certificates::load(cert, key)
+            .map_err(|e| stdio::Error::new(stdio::ErrorKind::InvalidInput, e))?;
+        let info = certs.info();
+        info!(
+            "TLS certificate: {} (expires at {} s since the epoch)",
+            info.subject, info.not_after
+        );
+        let listener = bind_listener(addr, config.reuse_port)?;
+        let acceptor = Acceptor::new(listener, poll.registry(), TLS_LISTENER)?;
+        Ok(Some(TlsPort { acceptor, certs }))
+    }
+
     /// A handle that stops this server from another thread.
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
@@ -221,10 +259,10 @@ impl Server {
     }
 
     /// Makes SIGINT and SIGTERM start a graceful shutdown (a second one
-    /// exits at once).
+    /// exits at once), and SIGHUP reload the TLS certificate.
     pub fn handle_signals(&mut self) -> stdio::Result<()> {
-        let mut signals =
-            Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         self.poll
             .registry()
             .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
@@ -235,6 +273,9 @@ impl Server {
     /// Runs the loop until a shutdown completes.
     pub fn run(mut self) -> stdio::Result<()> {
         info!("listening on {}", self.local_addr());
+        if let Some(addr) = self.tls_local_addr() {
+            info!("listening for TLS on {addr}");
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
@@ -263,6 +304,7 @@ impl Server {
     fn on_event(&mut self, event: &mio::event::Event) -> bool {
         match event.token() {
             LISTENER => self.accept(),
+            TLS_LISTENER => self.accept_tls(),
             WAKER => {
                 if self.stop.load(Ordering::SeqCst) {
                     self.begin_shutdown();
@@ -299,6 +341,13 @@ impl Server {
         if self.acceptor.resume(self.clock.now()) {
             self.accept();
         }
+        if self
+            .tls
+            .as_mut()
+            .is_some_and(|t| t.acceptor.resume(self.clock.now()))
+        {
+            self.accept_tls();
+        }
         self.fire_timers();
         // Before the flushes, so that what the relay delivers leaves now.
         self.relay.handle_timeout(self.clock.now());
@@ -322,6 +371,7 @@ impl Server {
         let next = [
             self.table.next_timeout(),
             self.acceptor.paused_until(),
+            self.tls.as_ref().and_then(|t| t.acceptor.paused_until()),
             self.shutdown_deadline,
             self.relay.poll_timeout(),
         ]
@@ -337,15 +387,36 @@ impl Server {
         let Some(signals) = self.signals.as_mut() else {
             return false;
         };
-        let received = signals.pending().count();
-        if received == 0 {
-            return false;
+        let received: Vec<i32> = signals.pending().collect();
+        let mut stop = false;
+        for signal in received {
+            if signal == signal_hook::consts::SIGHUP {
+                self.reload_certificate();
+                continue;
+            }
+            if self.shutdown_deadline.is_some() {
+                stop = true;
+            }
+            self.begin_shutdown();
         }
-        if self.shutdown_deadline.is_some() {
-            return true;
+        stop
+    }
+
+    /// Re-reads the TLS certificate and key (SIGHUP): new handshakes use
+    /// the new pair, open connections keep theirs; a pair that fails to
+    /// load leaves the old one in service.
+    fn reload_certificate(&mut self) {
+        let Some(tls) = self.tls.as_mut() else {
+            info!("SIGHUP: no TLS certificate to reload");
+            return;
+        };
+        match tls.certs.reload() {
+            Ok(info) => info!(
+                "SIGHUP: TLS certificate reloaded: {} (expires at {} s since the epoch)",
+                info.subject, info.not_after
+            ),
+            Err(e) => log::error!("SIGHUP: TLS certificate not reloaded, the old one stays: {e}"),
         }
-        self.begin_shutdown();
-        false
     }
 
     /// Whether a shutdown is over: every connection closed, or its time up.
@@ -374,7 +445,14 @@ mod tests {
 
     #[test]
     fn fixed_tokens_are_distinct() {
-        let tokens = [LISTENER, WAKER, SIGNALS, REDIS_PUBLISHER, REDIS_SUBSCRIBER];
+        let tokens = [
+            LISTENER,
+            WAKER,
+            SIGNALS,
+            REDIS_PUBLISHER,
+            REDIS_SUBSCRIBER,
+            TLS_LISTENER,
+        ];
         for (i, a) in tokens.iter().enumerate() {
             assert!(!tokens[i + 1..].contains(a), "{a:?} twice");
         }

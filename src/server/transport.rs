@@ -1,20 +1,26 @@
-//! What a connection's bytes travel over: plain TCP today.
+//! What a connection's bytes travel over: plain TCP, or TLS over TCP.
 //!
 //! Every read, every write and every socket option of a client connection
-//! goes through a [`Transport`], so that a transport that transforms the
-//! bytes (TLS) can take its place under the same connection without any
-//! other code writing around it.
+//! goes through a [`Transport`], so that the connection above sees
+//! plaintext either way and no other code writes around it.
+//!
+//! Under TLS, rustls is driven by hand: TLS bytes are read from the socket
+//! into it and plaintext taken out; the write queue's plaintext goes into
+//! it in as few calls as the queue's chunks allow (vectored), at most
+//! `tls::TLS_BUFFER_LIMIT` at a time, and its records leave in vectored
+//! writes. A flush is done only when rustls holds nothing more to send.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use rustls::ServerConnection;
 
 use super::write_queue::{BufferPool, Flush, WriteQueue};
 
 /// The result of one read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ReadResult {
     /// `n` bytes are in the buffer.
     Data(usize),
@@ -22,6 +28,9 @@ pub enum ReadResult {
     WouldBlock,
     /// The peer closed its side.
     Eof,
+    /// The TLS peer broke the protocol (or failed the handshake); an alert
+    /// was sent where possible and the connection is over.
+    TlsFailed(rustls::Error),
 }
 
 /// A client connection's byte stream.
@@ -29,6 +38,18 @@ pub enum ReadResult {
 pub enum Transport {
     /// A plain TCP socket.
     Tcp(TcpStream),
+    /// TLS over a TCP socket (boxed: rustls's state is large, and plain
+    /// connections should not pay for it).
+    Tls(Box<TlsStream>),
+}
+
+/// A TCP socket and the rustls connection over it.
+#[derive(Debug)]
+pub struct TlsStream {
+    tcp: TcpStream,
+    tls: ServerConnection,
+    /// The handshake's completion was already reported.
+    reported: bool,
 }
 
 impl Transport {
@@ -36,29 +57,76 @@ impl Transport {
     /// delay, and (on Linux) delayed ACKs, so that the ACK of a request
     /// rides on its answer instead of going out as a packet of its own.
     pub fn tcp(stream: TcpStream) -> Transport {
-        let _ = stream.set_nodelay(true);
-        #[cfg(target_os = "linux")]
-        let _ = socket2::SockRef::from(&stream).set_tcp_quickack(false);
-        Transport::Tcp(stream)
+        Transport::Tcp(tuned(stream))
+    }
+
+    /// A freshly accepted TCP socket under TLS.
+    pub fn tls(stream: TcpStream, tls: ServerConnection) -> Transport {
+        Transport::Tls(Box::new(TlsStream {
+            tcp: tuned(stream),
+            tls,
+            reported: false,
+        }))
+    }
+
+    /// Whether the bytes travel under TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Transport::Tcp(stream) => stream,
+            Transport::Tls(t) => &t.tcp,
+        }
+    }
+
+    fn socket_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Transport::Tcp(stream) => stream,
+            Transport::Tls(t) => &mut t.tcp,
+        }
     }
 
     /// Registers the socket for both directions, once: mio is
     /// edge-triggered, so writes are tried at once and the writable event
     /// only resumes one that blocked.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let Transport::Tcp(stream) = self;
-        registry.register(stream, token, Interest::READABLE | Interest::WRITABLE)
+        registry.register(
+            self.socket_mut(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )
     }
 
     /// Removes the socket from the poller (before it is dropped).
     pub fn deregister(&mut self, registry: &Registry) {
-        let Transport::Tcp(stream) = self;
-        let _ = registry.deregister(stream);
+        let _ = registry.deregister(self.socket_mut());
     }
 
-    /// Reads once into `buf`, retrying on `EINTR`.
+    /// Whether the TLS handshake has completed and was not reported yet
+    /// (`true` once per TLS connection), for counting handshakes.
+    pub fn take_handshake_done(&mut self) -> bool {
+        match self {
+            Transport::Tls(t) if !t.reported && !t.tls.is_handshaking() => {
+                t.reported = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a TLS handshake was completed (and reported).
+    pub fn tls_established(&self) -> bool {
+        matches!(self, Transport::Tls(t) if t.reported)
+    }
+
+    /// Reads once into `buf` (plaintext, under TLS), retrying on `EINTR`.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<ReadResult> {
-        let Transport::Tcp(stream) = self;
+        let stream = match self {
+            Transport::Tcp(stream) => stream,
+            Transport::Tls(t) => return t.read(buf),
+        };
         loop {
             return match stream.read(buf) {
                 Ok(0) => Ok(ReadResult::Eof),
@@ -74,11 +142,13 @@ impl Transport {
     /// transport. For TCP, a read that did not fill the buffer took all the
     /// socket had, and bytes (or a FIN) arriving later raise a new edge
     /// (epoll and kqueue alike), so the `WouldBlock` read that would follow
-    /// is a system call saved per wakeup. A transport that keeps decoded
-    /// bytes of its own (TLS) cannot rely on that.
+    /// is a system call saved per wakeup. Under TLS, rustls may hold
+    /// decrypted bytes that no readiness event will announce: reading goes
+    /// on until the socket would block.
     pub fn drained_by(&self, n: usize, capacity: usize) -> bool {
         match self {
             Transport::Tcp(_) => n < capacity,
+            Transport::Tls(_) => false,
         }
     }
 
@@ -88,16 +158,28 @@ impl Transport {
         queue: &mut WriteQueue,
         pool: &mut BufferPool,
     ) -> io::Result<Flush> {
-        let Transport::Tcp(stream) = self;
-        queue.write_to_pooled(stream, pool)
+        match self {
+            Transport::Tcp(stream) => queue.write_to_pooled(stream, pool),
+            Transport::Tls(t) => t.write_queue(queue, pool),
+        }
     }
 
     /// Writes what fits of `bytes` now, outside any queue: a last answer to
     /// a connection that is dropped right after (a refusal at accept, a
-    /// timeout), which gets no more of the server's time.
+    /// timeout), which gets no more of the server's time. Under TLS the
+    /// bytes go out only once the handshake is done.
     pub fn write_once(&mut self, bytes: &[u8]) {
-        let Transport::Tcp(stream) = self;
-        let _ = stream.write(bytes);
+        match self {
+            Transport::Tcp(stream) => {
+                let _ = stream.write(bytes);
+            }
+            Transport::Tls(t) => {
+                if !t.tls.is_handshaking() {
+                    let _ = t.tls.writer().write(bytes);
+                }
+                let _ = t.send_records();
+            }
+        }
     }
 
     /// Sends at once the ACK the kernel holds back (see [`Transport::tcp`]).
@@ -106,10 +188,7 @@ impl Transport {
     /// ride on yet, a delayed ACK would cost it 40 ms per piece.
     pub fn ack_now(&self) {
         #[cfg(target_os = "linux")]
-        {
-            let Transport::Tcp(stream) = self;
-            let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
-        }
+        let _ = socket2::SockRef::from(self.socket()).set_tcp_quickack(true);
     }
 
     /// Holds back partial segments until [`Transport::shutdown_write`]: the
@@ -117,16 +196,109 @@ impl Transport {
     /// one wakeup fewer for the peer.
     pub fn hold_for_fin(&self) {
         #[cfg(target_os = "linux")]
-        {
-            let Transport::Tcp(stream) = self;
-            let _ = socket2::SockRef::from(stream).set_tcp_cork(true);
+        let _ = socket2::SockRef::from(self.socket()).set_tcp_cork(true);
+    }
+
+    /// Sends FIN after the bytes written so far (under TLS, after a
+    /// `close_notify` alert, so the peer can tell an end from a cut).
+    pub fn shutdown_write(&mut self) {
+        if let Transport::Tls(t) = self {
+            t.tls.send_close_notify();
+            let _ = t.send_records();
+        }
+        // The peer may be gone already; the socket is closed either way.
+        let _ = self.socket_mut().shutdown(Shutdown::Write);
+    }
+}
+
+/// `stream` with Nagle's delay off and (on Linux) delayed ACKs on.
+fn tuned(stream: TcpStream) -> TcpStream {
+    let _ = stream.set_nodelay(true);
+    #[cfg(target_os = "linux")]
+    let _ = socket2::SockRef::from(&stream).set_tcp_quickack(false);
+    stream
+}
+
+impl TlsStream {
+    /// Plaintext if rustls has some; else TLS bytes from the socket,
+    /// processed until rustls has plaintext or the socket would block.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<ReadResult> {
+        loop {
+            match self.tls.reader().read(buf) {
+                Ok(0) => return Ok(ReadResult::Eof), // close_notify
+                Ok(n) => return Ok(ReadResult::Data(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed TCP without close_notify.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(ReadResult::Eof),
+                Err(e) => return Err(e),
+            }
+            match self.tls.read_tls(&mut self.tcp) {
+                Ok(0) => return Ok(ReadResult::Eof),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(ReadResult::WouldBlock)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if let Err(err) = self.tls.process_new_packets() {
+                // The alert rustls queued tells the peer why.
+                let _ = self.send_records();
+                return Ok(ReadResult::TlsFailed(err));
+            }
+            // Handshake messages go out as soon as they exist; if the
+            // socket is full, the writable event resumes them.
+            self.send_records()?;
         }
     }
 
-    /// Sends FIN after the bytes written so far.
-    pub fn shutdown_write(&mut self) {
-        let Transport::Tcp(stream) = self;
-        // The peer may be gone already; the socket is closed either way.
-        let _ = stream.shutdown(Shutdown::Write);
+    /// Moves the queue's plaintext into rustls and its records to the
+    /// socket, until both are empty or the socket would block.
+    fn write_queue(&mut self, queue: &mut WriteQueue, pool: &mut BufferPool) -> io::Result<Flush> {
+        loop {
+            let moved = queue.write_to_pooled(&mut Plaintext(&mut self.tls), pool)?;
+            if self.send_records()? == Flush::Blocked {
+                return Ok(Flush::Blocked);
+            }
+            if moved == Flush::Done {
+                return Ok(Flush::Done);
+            }
+        }
+    }
+
+    /// Writes rustls's pending records until none is left or the socket
+    /// would block.
+    fn send_records(&mut self) -> io::Result<Flush> {
+        while self.tls.wants_write() {
+            match self.tls.write_tls(&mut self.tcp) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Flush::Done)
+    }
+}
+
+/// Plaintext into rustls, as a `Write` the write queue can drain into: a
+/// full rustls buffer reads as `WouldBlock`.
+struct Plaintext<'a>(&'a mut ServerConnection);
+
+impl Write for Plaintext<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self.0.writer().write_vectored(bufs)? {
+            0 if bufs.iter().any(|b| !b.is_empty()) => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }

@@ -28,6 +28,7 @@ mod net;
 mod redis;
 mod rng;
 mod server;
+mod tls;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -52,6 +53,7 @@ pub use {
     redis::{redis_or_skip, redis_server_path, Redis},
     rng::{random_key, random_mask, Rng},
     server::{start_server, test_config, TestServer},
+    tls::{peer_common_name, tls_connect, wss_connect, TestCa, TlsClient},
 };
 
 /// How long one blocking read, write or connect may wait without progress.

@@ -25,6 +25,7 @@ pub fn test_config() -> wschat::Config {
 /// server stops cleanly.
 pub struct TestServer {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     handle: wschat::ServerHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
     stop_wait: Duration,
@@ -48,17 +49,22 @@ pub fn start_server(config: wschat::Config) -> TestServer {
                     return Err(e);
                 }
             };
-            let _ = tx.send(Ok((server.local_addr(), server.handle())));
+            let _ = tx.send(Ok((
+                server.local_addr(),
+                server.tls_local_addr(),
+                server.handle(),
+            )));
             server.run()
         })
         .expect("spawn server thread");
-    let (addr, handle) = match rx.recv_timeout(IO_TIMEOUT) {
+    let (addr, tls_addr, handle) = match rx.recv_timeout(IO_TIMEOUT) {
         Ok(Ok(started)) => started,
         Ok(Err(message)) => panic!("{message}"),
         Err(e) => panic!("server thread did not report its address: {e}"),
     };
     TestServer {
         addr,
+        tls_addr,
         handle,
         thread: Some(thread),
         stop_wait,
@@ -69,6 +75,11 @@ impl TestServer {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the TLS listener (panics without `tls_listen`).
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls_addr.expect("the server has no TLS listener")
     }
 
     /// A clone of the server's handle (for example to call `shutdown()`

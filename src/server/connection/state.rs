@@ -3,7 +3,7 @@
 
 use super::{Compression, Connection};
 use crate::protocol::deflate::Inflater;
-use crate::protocol::handshake::{HeadReader, HeadStatus};
+use crate::protocol::handshake::{looks_like_tls, HeadReader, HeadStatus};
 use crate::protocol::session::{Event, Input, Limits};
 use crate::protocol::{HandshakeError, Session};
 use crate::server::timer::{Time, Timer};
@@ -78,6 +78,8 @@ pub enum Received {
     Frames(usize),
     /// Input after the last response: ignored.
     Ignored,
+    /// A TLS handshake arrived on a plain connection.
+    TlsOnPlainPort,
 }
 
 impl Connection {
@@ -153,6 +155,9 @@ impl Connection {
         events: &mut Vec<Event>,
     ) -> Received {
         match &mut self.state {
+            State::Head(_) if !self.transport.is_tls() && looks_like_tls(data) => {
+                Received::TlsOnPlainPort
+            }
             State::Head(reader) => match reader.read(data, shared.max_head_bytes) {
                 Ok(HeadStatus::Complete(end)) => Received::Head(end),
                 Ok(HeadStatus::Partial) => {

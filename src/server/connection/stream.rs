@@ -17,6 +17,22 @@ impl Connection {
         !self.flags.dead && !self.flags.paused && !self.flags.read_eof
     }
 
+    /// Whether the TLS handshake completed since the last call (once per
+    /// TLS connection), for counting handshakes.
+    pub fn take_tls_handshake_done(&mut self) -> bool {
+        self.transport.take_handshake_done()
+    }
+
+    /// Whether this connection's TLS handshake completed.
+    pub fn tls_established(&self) -> bool {
+        self.transport.tls_established()
+    }
+
+    /// Whether the connection speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.transport.is_tls()
+    }
+
     /// Reads once into `buf`.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<ReadResult> {
         self.transport.read(buf)

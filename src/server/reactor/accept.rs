@@ -17,12 +17,20 @@ impl Server {
     /// Accepts every pending connection (until `WouldBlock`).
     pub(super) fn accept(&mut self) {
         while let Some((stream, peer)) = self.acceptor.accept(self.clock.now()) {
-            self.admit(stream, peer);
+            self.admit(stream, peer, false);
+        }
+    }
+
+    /// Accepts every pending connection of the TLS listener.
+    pub(super) fn accept_tls(&mut self) {
+        let now = self.clock.now();
+        while let Some((stream, peer)) = self.tls.as_mut().and_then(|t| t.acceptor.accept(now)) {
+            self.admit(stream, peer, true);
         }
     }
 
     /// Takes a new connection in, or answers it with a refusal and drops it.
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool) {
         self.metrics.accepted += 1;
         let now = self.clock.now();
         let admitted = if self.table.len() >= self.settings.max_connections {
@@ -32,14 +40,26 @@ impl Server {
         };
         if let Err(refusal) = admitted {
             self.count_refusal(refusal, peer);
-            // Best effort: the socket is new, so a small write fits.
-            Transport::Tcp(stream).write_once(&http::error(refusal));
+            if !tls {
+                // Best effort: the socket is new, so a small write fits.
+                // (A TLS client could not read it before a handshake.)
+                Transport::Tcp(stream).write_once(&http::error(refusal));
+            }
             return;
         }
         let key = self.table.next_key();
         let deadline = now + self.settings.config.handshake_timeout;
         let gauge = self.budgets.outbound.clone();
-        let mut conn = Connection::new(Transport::tcp(stream), peer, gauge, now, deadline);
+        let transport = match self.tls.as_ref().filter(|_| tls).map(|t| t.certs.accept()) {
+            None => Transport::tcp(stream),
+            Some(Ok(session)) => Transport::tls(stream, session),
+            Some(Err(e)) => {
+                warn!("{peer}: TLS: {e}");
+                self.per_address.release(peer.ip());
+                return;
+            }
+        };
+        let mut conn = Connection::new(transport, peer, gauge, now, deadline);
         if let Err(e) = conn.register(self.poll.registry(), Token(key)) {
             warn!("{peer}: register: {e}");
             self.per_address.release(peer.ip());

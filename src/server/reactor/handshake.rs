@@ -9,7 +9,7 @@ use crate::protocol::handshake::{parse_head, Upgrade};
 use crate::protocol::session::Inflate;
 use crate::protocol::Session;
 use crate::server::connection::{AfterResponse, Compression, Endpoint, WebSocket};
-use crate::server::metrics::{render_top_rooms, Gauges};
+use crate::server::metrics::{render_tls, render_top_rooms, Gauges};
 use crate::server::policy::Refusal;
 use crate::server::router::{route, Request};
 
@@ -47,6 +47,13 @@ impl Server {
         let mut sizes: Vec<(&str, usize)> = self.hub.rooms.sizes().collect();
         render_top_rooms(&mut page, &mut sizes);
         self.relay.render_metrics(&mut page);
+        if let Some(tls) = &self.tls {
+            render_tls(
+                &mut page,
+                tls.certs.info().not_after,
+                &self.metrics.tls_handshakes,
+            );
+        }
         page
     }
 

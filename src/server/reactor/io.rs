@@ -1,11 +1,12 @@
 //! Bytes in and out: sockets read into the loop's one read buffer, each
 //! connection fed what it sent, write queues flushed.
 
-use log::debug;
+use log::{debug, info};
 
 use super::Server;
 use crate::protocol::ProtocolError;
 use crate::server::connection::{Received, Shared};
+use crate::server::tls::failure_label;
 use crate::server::transport::ReadResult;
 use crate::server::write_queue::Flush;
 
@@ -46,7 +47,15 @@ impl Server {
             if !conn.wants_read() {
                 break;
             }
-            match conn.read(&mut scratch) {
+            let read = conn.read(&mut scratch);
+            if conn.take_tls_handshake_done() {
+                *self.metrics.tls_handshakes.entry("ok").or_default() += 1;
+            }
+            match read {
+                Ok(ReadResult::TlsFailed(err)) => {
+                    self.on_tls_failure(key, &err);
+                    break;
+                }
                 Ok(ReadResult::Data(n)) => {
                     let drained = conn.drained_by(n, capacity);
                     self.on_data(key, &mut scratch[..n]);
@@ -77,6 +86,21 @@ impl Server {
             self.table.read_again(key);
         }
         self.buffers.scratch = scratch;
+    }
+
+    /// Logs, counts and ends a connection whose TLS peer failed.
+    fn on_tls_failure(&mut self, key: usize, err: &rustls::Error) {
+        let Some(conn) = self.table.get(key) else {
+            return;
+        };
+        if conn.tls_established() {
+            debug!("{}: TLS error: {err}", conn.peer());
+        } else {
+            info!("{}: TLS handshake failed: {err}", conn.peer());
+            let label = failure_label(err);
+            *self.metrics.tls_handshakes.entry(label).or_default() += 1;
+        }
+        self.table.remove_at_turn_end(key);
     }
 
     /// Feeds freshly read bytes to the connection and keeps only the
@@ -138,6 +162,17 @@ impl Server {
                 used
             }
             Received::Ignored => data.len(),
+            Received::TlsOnPlainPort => {
+                // No HTTP answer: the client would read it as TLS garbage.
+                info!("{}: TLS handshake on a plain port", conn.peer());
+                *self
+                    .metrics
+                    .handshake_failures
+                    .entry("tls_on_plain_port")
+                    .or_default() += 1;
+                self.table.remove_at_turn_end(key);
+                data.len()
+            }
         }
     }
 

@@ -56,6 +56,9 @@ impl Server {
         }
         info!("shutting down: closing {} connections", self.table.len());
         self.acceptor.close(self.poll.registry());
+        if let Some(tls) = self.tls.as_mut() {
+            tls.acceptor.close(self.poll.registry());
+        }
         self.shutdown_deadline = Some(self.clock.after(self.settings.config.shutdown_timeout));
         for key in self.table.keys() {
             let Some(conn) = self.table.get(key) else {

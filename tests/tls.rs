@@ -1,0 +1,271 @@
+//! TLS in the loop (`--tls-listen`): wss:// with an independent client
+//! (tungstenite over rustls), a room shared by the TLS and plain listeners,
+//! `/metrics` over TLS, bad input on either port, the handshake timeout,
+//! certificate reload on SIGHUP and bad files at start. The CA and the
+//! certificates are made in the test.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::{
+    peer_common_name, start_server, test_config, tls_connect, wait_for, wss_connect, Daemon,
+    Metrics, RawClient, TestCa, TestServer, IO_TIMEOUT,
+};
+use tungstenite::Message;
+
+fn tls_server(ca: &TestCa, tweak: impl FnOnce(&mut wschat::Config)) -> TestServer {
+    let (cert, key) = ca.issue("server", "wschat test server");
+    let mut config = wschat::Config {
+        tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..test_config()
+    };
+    tweak(&mut config);
+    start_server(config)
+}
+
+/// Reads until the peer closes (or `limit` passes); returns what came and
+/// how long it took.
+fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
+    let start = Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return (got, start.elapsed()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A TLS 1.0 ClientHello (no supported_versions extension), as an old
+/// client sends it.
+fn tls10_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x01]; // client_version TLS 1.0
+    body.extend_from_slice(&[7; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&[0x00, 0x02, 0x00, 0x2f]); // TLS_RSA_WITH_AES_128_CBC_SHA
+    body.extend_from_slice(&[0x01, 0x00]); // null compression
+    let mut handshake = vec![0x01, 0x00];
+    handshake.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+fn metric(addr: SocketAddr, series: &str) -> f64 {
+    Metrics::fetch(addr).value(series)
+}
+
+#[test]
+fn wss_echo_and_one_room_for_both_listeners() {
+    let ca = TestCa::new("tls-echo");
+    let server = tls_server(&ca, |_| {});
+    let mut echo = wss_connect(server.tls_addr(), "/echo", ca.client_config());
+    echo.send(Message::text("over TLS")).unwrap();
+    assert_eq!(echo.read().unwrap(), Message::text("over TLS"));
+    let big = vec![0x5a; 300 * 1024];
+    echo.send(Message::binary(big.clone())).unwrap();
+    assert_eq!(echo.read().unwrap(), Message::binary(big));
+
+    let mut secure = wss_connect(server.tls_addr(), "/room/mixed", ca.client_config());
+    let mut plain = RawClient::connect(server.addr(), "/room/mixed");
+    secure.send(Message::text("from wss")).unwrap();
+    let from_wss = plain.next_text(IO_TIMEOUT);
+    assert!(from_wss.ends_with(":from wss"), "{from_wss}");
+    assert_eq!(secure.read().unwrap().into_text().unwrap(), from_wss);
+    plain.send_text("from ws");
+    let from_ws = secure.read().unwrap().into_text().unwrap();
+    assert!(from_ws.ends_with(":from ws"), "{from_ws}");
+    secure.close(None).unwrap();
+}
+
+#[test]
+fn the_page_and_metrics_over_https() {
+    let ca = TestCa::new("tls-https");
+    let server = tls_server(&ca, |_| {});
+    let mut stream = tls_connect(server.tls_addr(), ca.client_config());
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut page = Vec::new();
+    let _ = stream.read_to_end(&mut page);
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(
+        page.contains("wschat_tls_certificate_expiry_seconds "),
+        "{page}"
+    );
+    assert!(
+        page.contains("wschat_tls_handshakes_total{outcome=\"ok\"} 1"),
+        "{page}"
+    );
+    let mut stream = tls_connect(server.tls_addr(), ca.client_config());
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut page = Vec::new();
+    let _ = stream.read_to_end(&mut page);
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.contains("Content-Type: text/html"), "{page}");
+    assert!(page.ends_with(wschat::http::CHAT_HTML), "the whole page");
+}
+
+#[test]
+fn a_client_hello_on_the_plain_port_is_closed_at_once() {
+    let ca = TestCa::new("tls-plain-port");
+    let server = tls_server(&ca, |c| c.handshake_timeout = Duration::from_secs(30));
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream.write_all(&tls10_client_hello()).unwrap();
+    let (got, took) = read_until_closed(&mut stream, Duration::from_secs(10));
+    assert!(got.is_empty(), "no HTTP answer to a TLS client: {got:?}");
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    let failures = "wschat_handshake_failures_total{reason=\"tls_on_plain_port\"}";
+    assert_eq!(metric(server.addr(), failures), 1.0);
+}
+
+#[test]
+fn bad_handshakes_fail_alone_and_are_counted_by_reason() {
+    let ca = TestCa::new("tls-bad");
+    let server = tls_server(&ca, |_| {});
+    let mut chatting = wss_connect(server.tls_addr(), "/echo", ca.client_config());
+
+    let mut plaintext = TcpStream::connect(server.tls_addr()).unwrap();
+    plaintext
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut plaintext, IO_TIMEOUT);
+    assert_eq!(answer.first(), Some(&0x15), "a TLS alert: {answer:?}");
+
+    let mut old = TcpStream::connect(server.tls_addr()).unwrap();
+    old.write_all(&tls10_client_hello()).unwrap();
+    let (answer, _) = read_until_closed(&mut old, IO_TIMEOUT);
+    assert_eq!(answer.first(), Some(&0x15), "a TLS alert: {answer:?}");
+
+    let mut garbage = TcpStream::connect(server.tls_addr()).unwrap();
+    garbage
+        .write_all(&[0x16, 0x03, 0x03, 0xff, 0xff, 1, 2, 3])
+        .unwrap();
+    garbage.write_all(&[0xde; 600]).unwrap();
+    let _ = read_until_closed(&mut garbage, IO_TIMEOUT);
+
+    chatting.send(Message::text("still here")).unwrap();
+    assert_eq!(chatting.read().unwrap(), Message::text("still here"));
+    let metrics = Metrics::fetch(server.addr());
+    let failed: f64 = metrics
+        .text
+        .lines()
+        .filter(|l| l.starts_with("wschat_tls_handshakes_total{") && !l.contains("\"ok\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(failed, 3.0, "{}", metrics.text);
+    assert_eq!(
+        metrics.value("wschat_tls_handshakes_total{outcome=\"ok\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn a_client_hello_cut_and_left_hanging_meets_the_handshake_timeout() {
+    let ca = TestCa::new("tls-hanging");
+    let server = tls_server(&ca, |c| c.handshake_timeout = Duration::from_millis(300));
+    let mut stream = TcpStream::connect(server.tls_addr()).unwrap();
+    let hello = tls10_client_hello();
+    stream.write_all(&hello[..20]).unwrap();
+    let (_, took) = read_until_closed(&mut stream, Duration::from_secs(10));
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    assert_eq!(metric(server.addr(), "wschat_timeouts_total"), 1.0);
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_keeps_the_old_one_when_the_new_is_broken() {
+    let ca = TestCa::new("tls-reload");
+    let (cert, key) = ca.issue("live", "first certificate");
+    let (cert_s, key_s) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let daemon = Daemon::start(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert_s,
+        "--tls-key",
+        key_s,
+    ]);
+    let tls_addr: SocketAddr = wait_for(IO_TIMEOUT, || {
+        let line = daemon.log_lines_with("listening for TLS on ").pop()?;
+        line.rsplit(' ').next()?.parse().ok()
+    })
+    .expect("a TLS listener");
+    let mut before = wss_connect(tls_addr, "/echo", ca.client_config());
+    assert_eq!(peer_common_name(before.get_ref()), "first certificate");
+
+    let (next_cert, next_key) = ca.issue("next", "second certificate");
+    std::fs::copy(&next_cert, &cert).unwrap();
+    std::fs::copy(&next_key, &key).unwrap();
+    hangup(&daemon);
+    wait_for(IO_TIMEOUT, || {
+        let lines = daemon.log_lines_with("TLS certificate reloaded");
+        lines
+            .iter()
+            .any(|l| l.contains("second certificate"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no reload logged:\n{}", daemon.log_tail()));
+    let after = tls_connect(tls_addr, ca.client_config());
+    assert_eq!(peer_common_name(&after), "second certificate");
+    before.send(Message::text("kept my session")).unwrap();
+    assert_eq!(before.read().unwrap(), Message::text("kept my session"));
+
+    std::fs::write(&cert, b"-----BEGIN CERTIFICATE-----\nhalf a file").unwrap();
+    hangup(&daemon);
+    wait_for(IO_TIMEOUT, || {
+        (!daemon
+            .log_lines_with("not reloaded, the old one stays")
+            .is_empty())
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no failed reload logged:\n{}", daemon.log_tail()));
+    let still = tls_connect(tls_addr, ca.client_config());
+    assert_eq!(peer_common_name(&still), "second certificate");
+}
+
+fn hangup(daemon: &Daemon) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn bad_files_stop_the_start_with_status_1_and_a_reason() {
+    let ca = TestCa::new("tls-start");
+    let (cert, _) = ca.issue("a", "a");
+    let (_, other_key) = ca.issue("b", "b");
+    let missing = ca.dir().join("missing.pem");
+    for (cert, key, reason) in [
+        (&missing, &other_key, "cannot read"),
+        (&cert, &other_key, "refused"),
+        (&cert, &cert, "no PEM private key"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_wschat"))
+            .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(reason), "{reason}: {stderr}");
+    }
+}
