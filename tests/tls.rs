@@ -126,7 +126,12 @@ fn a_client_hello_on_the_plain_port_is_closed_at_once() {
     let mut stream = TcpStream::connect(server.addr()).unwrap();
     stream.write_all(&tls10_client_hello()).unwrap();
     let (got, took) = read_until_closed(&mut stream, Duration::from_secs(10));
-    assert!(got.is_empty(), "no HTTP answer to a TLS client: {got:?}");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
+    assert!(
+        got.ends_with("this port speaks plain HTTP, not TLS\n"),
+        "{got}"
+    );
     assert!(took < Duration::from_secs(5), "closed after {took:?}");
     let failures = "wschat_handshake_failures_total{reason=\"tls_on_plain_port\"}";
     assert_eq!(metric(server.addr(), failures), 1.0);

@@ -29,6 +29,8 @@ pub enum Refusal {
     TooManyFromAddress,
     /// The request head did not complete within `--handshake-timeout`.
     Timeout,
+    /// A TLS handshake arrived on the plain listener.
+    TlsOnPlainPort,
 }
 
 impl From<HandshakeError> for Refusal {
@@ -48,6 +50,7 @@ impl Refusal {
             Refusal::ServerFull => 503,
             Refusal::TooManyFromAddress => 429,
             Refusal::Timeout => 408,
+            Refusal::TlsOnPlainPort => 400,
         }
     }
 
@@ -61,6 +64,7 @@ impl Refusal {
             Refusal::ServerFull => "server at connection limit",
             Refusal::TooManyFromAddress => "too many connections from this address",
             Refusal::Timeout => "request timeout",
+            Refusal::TlsOnPlainPort => "this port speaks plain HTTP, not TLS",
         }
     }
 
@@ -74,6 +78,7 @@ impl Refusal {
             Refusal::ServerFull => "server_full",
             Refusal::TooManyFromAddress => "per_address_limit",
             Refusal::Timeout => "timeout",
+            Refusal::TlsOnPlainPort => "tls_on_plain_port",
         }
     }
 

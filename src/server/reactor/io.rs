@@ -4,8 +4,10 @@
 use log::{debug, info};
 
 use super::Server;
+use crate::http;
 use crate::protocol::ProtocolError;
 use crate::server::connection::{Received, Shared};
+use crate::server::policy::Refusal;
 use crate::server::tls::failure_label;
 use crate::server::transport::ReadResult;
 use crate::server::write_queue::Flush;
@@ -163,14 +165,16 @@ impl Server {
             }
             Received::Ignored => data.len(),
             Received::TlsOnPlainPort => {
-                // No HTTP answer: the client would read it as TLS garbage.
+                // A 400 the client's TLS stack will reject at once, which a
+                // person reading the bytes (or a proxy's log) understands.
+                let refusal = Refusal::TlsOnPlainPort;
                 info!("{}: TLS handshake on a plain port", conn.peer());
                 *self
                     .metrics
                     .handshake_failures
-                    .entry("tls_on_plain_port")
+                    .entry(refusal.label())
                     .or_default() += 1;
-                self.table.remove_at_turn_end(key);
+                self.respond(key, http::error(refusal));
                 data.len()
             }
         }
