@@ -48,10 +48,11 @@ use signal_hook_mio::v1_0::Signals;
 use super::admission::PerAddress;
 use super::connection::Timeouts;
 use super::hub::Hub;
-use super::listener::{bind_listener, descriptor_bound, Acceptor};
+use super::listener::{descriptor_bound, plain_listener, Acceptor};
 use super::metrics::Metrics;
 use super::relay::Relay;
 use super::router::Routes;
+use super::systemd::{Notifier, Systemd};
 use super::table::Table;
 use super::timer::{Clock, Time};
 use super::write_queue::{BufferPool, ByteGauge};
@@ -112,6 +113,25 @@ struct Settings {
     max_connections: usize,
 }
 
+impl Settings {
+    fn new(config: Config) -> Settings {
+        Settings {
+            limits: session::Limits {
+                max_message_size: config.max_message_size,
+                // Any frame one read brings whole stays in place.
+                in_place_max: SCRATCH_BYTES,
+            },
+            routes: Routes::from_config(&config),
+            timeouts: Timeouts {
+                ping: config.ping_interval,
+                idle: config.idle_timeout,
+            },
+            max_connections: descriptor_bound(config.max_connections),
+            config,
+        }
+    }
+}
+
 /// The memory every connection shares.
 #[derive(Debug, Default)]
 struct Budgets {
@@ -143,6 +163,8 @@ pub struct Server {
     shutdown_deadline: Option<Time>,
     /// Where room messages go: here alone, or through Redis (`--redis`).
     relay: Relay,
+    /// What systemd is told: ready, stopping, alive (inert outside it).
+    notifier: Notifier,
 }
 
 impl std::fmt::Debug for Server {
@@ -156,13 +178,21 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Checks `config` and binds the listener; nothing is accepted until
-    /// [`Server::run`].
+    /// [`Server::run`]. The environment is not looked at: this is a server
+    /// outside systemd whatever the process runs under.
     pub fn bind(config: Config) -> stdio::Result<Server> {
+        Server::bind_with(config, Systemd::default())
+    }
+
+    /// Like [`Server::bind`], with what systemd handed the process: its
+    /// plain listener is used instead of binding `config.listen`, and its
+    /// notifier is told when the server is ready, alive and stopping.
+    pub fn bind_with(config: Config, systemd: Systemd) -> stdio::Result<Server> {
         let config = config
             .validate()
             .map_err(|e| stdio::Error::new(stdio::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
-        let listener = bind_listener(config.listen, config.reuse_port)?;
+        let listener = plain_listener(config.listen, config.reuse_port, systemd.activation)?;
         let acceptor = Acceptor::new(listener, poll.registry(), LISTENER)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let tokens = [REDIS_PUBLISHER, REDIS_SUBSCRIBER];
@@ -190,20 +220,8 @@ impl Server {
             clock: Clock::new(),
             shutdown_deadline: None,
             relay,
-            settings: Settings {
-                limits: session::Limits {
-                    max_message_size: config.max_message_size,
-                    // Any frame one read brings whole stays in place.
-                    in_place_max: SCRATCH_BYTES,
-                },
-                routes: Routes::from_config(&config),
-                timeouts: Timeouts {
-                    ping: config.ping_interval,
-                    idle: config.idle_timeout,
-                },
-                max_connections: descriptor_bound(config.max_connections),
-                config,
-            },
+            notifier: systemd.notifier,
+            settings: Settings::new(config),
         })
     }
 
@@ -234,7 +252,10 @@ impl Server {
 
     /// Runs the loop until a shutdown completes.
     pub fn run(mut self) -> stdio::Result<()> {
-        info!("listening on {}", self.local_addr());
+        let listening = format!("listening on {}", self.local_addr());
+        info!("{listening}");
+        // The listener is registered and the loop is about to wait on it.
+        self.notifier.ready(self.clock.now(), &listening);
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
@@ -303,6 +324,7 @@ impl Server {
         // Before the flushes, so that what the relay delivers leaves now.
         self.relay.handle_timeout(self.clock.now());
         self.deliver_relayed();
+        self.notifier.handle_timeout(self.clock.now());
         self.per_address.sweep(self.clock.now());
         let mut dirty = self.table.take_dirty();
         for key in dirty.drain(..) {
@@ -324,6 +346,7 @@ impl Server {
             self.acceptor.paused_until(),
             self.shutdown_deadline,
             self.relay.poll_timeout(),
+            self.notifier.poll_timeout(),
         ]
         .into_iter()
         .flatten()

@@ -55,6 +55,7 @@ impl Server {
             return;
         }
         info!("shutting down: closing {} connections", self.table.len());
+        self.notifier.stopping();
         self.acceptor.close(self.poll.registry());
         self.shutdown_deadline = Some(self.clock.after(self.settings.config.shutdown_timeout));
         for key in self.table.keys() {
