@@ -1,4 +1,5 @@
-//! The `wschat` daemon: flags, logging and signals; the rest is the library.
+//! The `wschat` daemon: flags, logging, signals and what systemd hands the
+//! process; the rest is the library.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use wschat::config::CompressionMode;
+use wschat::server::systemd::Systemd;
 use wschat::{Config, Server};
 
 /// `--compression` values.
@@ -23,7 +25,8 @@ enum Compression {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Flags {
-    /// Address and port to listen on (port 0 picks a free one).
+    /// Address and port to listen on (port 0 picks a free one); not bound
+    /// when systemd hands over a listener (socket activation).
     #[arg(long, default_value = "0.0.0.0:9502")]
     listen: SocketAddr,
     /// A subprotocol the server speaks (repeatable).
@@ -133,10 +136,13 @@ fn main() -> ExitCode {
         tls_key: flags.tls_key,
         ..Config::default()
     };
-    let result = Server::bind(config).and_then(|mut server| {
-        server.handle_signals()?;
-        server.run()
-    });
+    // Still one thread: taking the descriptors changes the environment.
+    let result = Systemd::from_env()
+        .and_then(|systemd| Server::bind_with(config, systemd))
+        .and_then(|mut server| {
+            server.handle_signals()?;
+            server.run()
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

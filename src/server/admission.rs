@@ -83,9 +83,9 @@ impl PerAddress {
             return Ok(());
         }
         let entry = self.table.entry(ip).or_default();
-        let window_over = !entry
+        let window_over = entry
             .window_start
-            .is_some_and(|start| now.since(start) < SECOND);
+            .is_none_or(|start| now.since(start) >= SECOND);
         if window_over {
             entry.window_start = Some(now);
             entry.handshakes_in_window = 0;

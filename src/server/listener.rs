@@ -5,6 +5,9 @@
 //! connection's addresses): one single-threaded process per core behind one
 //! port, no proxy in front.
 //!
+//! Under socket activation the listener is the one systemd handed over
+//! (see [`super::systemd`]) and `--listen` is not bound.
+//!
 //! An [`Acceptor`] accepts until `WouldBlock`; when the process is out of
 //! descriptors it pauses (the pending connections wait in the backlog)
 //! instead of spinning on the error, and warns at most once a second.
@@ -18,6 +21,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::systemd::Activation;
 use super::timer::Time;
 
 /// How long accepting pauses when the process is out of descriptors.
@@ -132,6 +136,38 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 /// for 128, which drops a burst of connects (each then waits a 1 s SYN
 /// retry) whenever the loop is busy for a moment.
 const BACKLOG: i32 = 1024;
+
+/// The plain listener and, with `tls_addr`, the TLS one: those systemd
+/// handed over (the TLS one named `tls`), or else bound here.
+pub fn listeners(
+    addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    reuse_port: bool,
+    mut activation: Activation,
+) -> io::Result<(TcpListener, Option<TcpListener>)> {
+    let plain = match activation.take_plain()? {
+        Some(listener) => listener,
+        None if activation.is_empty() => bind_listener(addr, reuse_port)?,
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "systemd passed no plain listener (names: {})",
+                    activation.names().join(", ")
+                ),
+            ))
+        }
+    };
+    let tls = match tls_addr {
+        None => None,
+        Some(tls_addr) => match activation.take("tls")? {
+            Some(listener) => Some(listener),
+            None => Some(bind_listener(tls_addr, reuse_port)?),
+        },
+    };
+    activation.warn_unused();
+    Ok((plain, tls))
+}
 
 /// Binds a non-blocking listener on `addr` with `SO_REUSEADDR` (as mio's
 /// `bind` does), a backlog of 1024, and `SO_REUSEPORT` if asked.

@@ -8,7 +8,8 @@
 //! a message ([`outgoing`] frames it once), [`write_queue`] holds what is
 //! to be sent. [`policy`] names every refusal and close of the server's
 //! own; [`admission`] holds the per-address and rate limits; [`table`]
-//! keeps the connections and the work of each turn; [`timer`] the clock.
+//! keeps the connections and the work of each turn; [`timer`] the clock;
+//! [`systemd`] the listeners systemd hands over and what it is told back.
 
 pub mod admission;
 pub mod cluster;
@@ -22,6 +23,7 @@ pub mod reactor;
 pub mod relay;
 pub mod room;
 pub mod router;
+pub mod systemd;
 pub mod table;
 pub mod timer;
 pub mod tls;

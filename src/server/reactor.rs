@@ -42,16 +42,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::info;
+use mio::net::TcpListener;
 use mio::{Events, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 
 use super::admission::PerAddress;
 use super::connection::Timeouts;
 use super::hub::Hub;
-use super::listener::{bind_listener, descriptor_bound, Acceptor};
+use super::listener::{descriptor_bound, listeners, Acceptor};
 use super::metrics::Metrics;
 use super::relay::Relay;
 use super::router::Routes;
+use super::systemd::{Notifier, Systemd};
 use super::table::Table;
 use super::timer::{Clock, Time};
 use super::tls::Certificates;
@@ -114,6 +116,25 @@ struct Settings {
     max_connections: usize,
 }
 
+impl Settings {
+    fn new(config: Config) -> Settings {
+        Settings {
+            limits: session::Limits {
+                max_message_size: config.max_message_size,
+                // Any frame one read brings whole stays in place.
+                in_place_max: SCRATCH_BYTES,
+            },
+            routes: Routes::from_config(&config),
+            timeouts: Timeouts {
+                ping: config.ping_interval,
+                idle: config.idle_timeout,
+            },
+            max_connections: descriptor_bound(config.max_connections),
+            config,
+        }
+    }
+}
+
 /// The TLS listener (`--tls-listen`) and the certificate it serves.
 #[derive(Debug)]
 struct TlsPort {
@@ -154,6 +175,8 @@ pub struct Server {
     shutdown_deadline: Option<Time>,
     /// Where room messages go: here alone, or through Redis (`--redis`).
     relay: Relay,
+    /// What systemd is told: ready, stopping, alive (inert outside it).
+    notifier: Notifier,
 }
 
 impl std::fmt::Debug for Server {
@@ -167,15 +190,29 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Checks `config` and binds the listener; nothing is accepted until
-    /// [`Server::run`].
+    /// [`Server::run`]. The environment is not looked at: this is a server
+    /// outside systemd whatever the process runs under.
     pub fn bind(config: Config) -> stdio::Result<Server> {
+        Server::bind_with(config, Systemd::default())
+    }
+
+    /// Like [`Server::bind`], with what systemd handed the process: its
+    /// plain listener is used instead of binding `config.listen`, and its
+    /// notifier is told when the server is ready, alive and stopping.
+    pub fn bind_with(config: Config, systemd: Systemd) -> stdio::Result<Server> {
         let config = config
             .validate()
             .map_err(|e| stdio::Error::new(stdio::ErrorKind::InvalidInput, e))?;
         let poll = Poll::new()?;
-        let listener = bind_listener(config.listen, config.reuse_port)?;
-        let acceptor = Acceptor::new(listener, poll.registry(), LISTENER)?;
-        let tls = Server::bind_tls(&config, &poll)?;
+        let tls_addr = config.tls_listen;
+        let (plain, tls) = listeners(
+            config.listen,
+            tls_addr,
+            config.reuse_port,
+            systemd.activation,
+        )?;
+        let acceptor = Acceptor::new(plain, poll.registry(), LISTENER)?;
+        let tls = Server::start_tls(&config, &poll, tls)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let tokens = [REDIS_PUBLISHER, REDIS_SUBSCRIBER];
         let relay = Relay::start(&config, poll.registry(), tokens, Time::START)?;
@@ -203,20 +240,8 @@ impl Server {
             clock: Clock::new(),
             shutdown_deadline: None,
             relay,
-            settings: Settings {
-                limits: session::Limits {
-                    max_message_size: config.max_message_size,
-                    // Any frame one read brings whole stays in place.
-                    in_place_max: SCRATCH_BYTES,
-                },
-                routes: Routes::from_config(&config),
-                timeouts: Timeouts {
-                    ping: config.ping_interval,
-                    idle: config.idle_timeout,
-                },
-                max_connections: descriptor_bound(config.max_connections),
-                config,
-            },
+            notifier: systemd.notifier,
+            settings: Settings::new(config),
         })
     }
 
@@ -232,9 +257,12 @@ impl Server {
 
     /// The TLS listener and its certificate, if `--tls-listen` asks for
     /// one; a certificate or key that cannot be loaded stops the start.
-    fn bind_tls(config: &Config, poll: &Poll) -> stdio::Result<Option<TlsPort>> {
-        let (Some(addr), Some(cert), Some(key)) =
-            (config.tls_listen, &config.tls_cert, &config.tls_key)
+    fn start_tls(
+        config: &Config,
+        poll: &Poll,
+        listener: Option<TcpListener>,
+    ) -> stdio::Result<Option<TlsPort>> {
+        let (Some(listener), Some(cert), Some(key)) = (listener, &config.tls_cert, &config.tls_key)
         else {
             return Ok(None);
         };
@@ -245,7 +273,6 @@ impl Server {
             "TLS certificate: {} (expires at {} s since the epoch)",
             info.subject, info.not_after
         );
-        let listener = bind_listener(addr, config.reuse_port)?;
         let acceptor = Acceptor::new(listener, poll.registry(), TLS_LISTENER)?;
         Ok(Some(TlsPort { acceptor, certs }))
     }
@@ -272,10 +299,13 @@ impl Server {
 
     /// Runs the loop until a shutdown completes.
     pub fn run(mut self) -> stdio::Result<()> {
-        info!("listening on {}", self.local_addr());
+        let listening = format!("listening on {}", self.local_addr());
+        info!("{listening}");
         if let Some(addr) = self.tls_local_addr() {
             info!("listening for TLS on {addr}");
         }
+        // The listeners are registered and the loop is about to wait.
+        self.notifier.ready(self.clock.now(), &listening);
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
@@ -352,6 +382,7 @@ impl Server {
         // Before the flushes, so that what the relay delivers leaves now.
         self.relay.handle_timeout(self.clock.now());
         self.deliver_relayed();
+        self.notifier.handle_timeout(self.clock.now());
         self.per_address.sweep(self.clock.now());
         let mut dirty = self.table.take_dirty();
         for key in dirty.drain(..) {
@@ -374,6 +405,7 @@ impl Server {
             self.tls.as_ref().and_then(|t| t.acceptor.paused_until()),
             self.shutdown_deadline,
             self.relay.poll_timeout(),
+            self.notifier.poll_timeout(),
         ]
         .into_iter()
         .flatten()

@@ -38,7 +38,23 @@ impl Daemon {
     /// first (a flag it does not know, a port in use) or stays silent for
     /// 10 s.
     pub fn try_start(args: &[&str], rust_log: &str) -> Result<Daemon, String> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wschat"));
+        Daemon::try_start_command(Command::new(Daemon::binary()), args, rust_log)
+    }
+
+    /// The path of the `wschat` binary under test.
+    pub fn binary() -> &'static str {
+        env!("CARGO_BIN_EXE_wschat")
+    }
+
+    /// Like [`Daemon::try_start`], with `command` set up by the caller:
+    /// the binary with environment variables of its own, or a launcher
+    /// that takes `args` and execs the binary in its own process (so that
+    /// [`Daemon::pid`] is the daemon's).
+    pub fn try_start_command(
+        mut command: Command,
+        args: &[&str],
+        rust_log: &str,
+    ) -> Result<Daemon, String> {
         if !args.contains(&"--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
         }
@@ -93,6 +109,15 @@ impl Daemon {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends it `signal` (as `kill` names it: `-TERM`, `-INT`, …).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {}: {status}", self.pid());
     }
 
     /// Every line it wrote to stderr so far.

@@ -266,7 +266,7 @@ impl Cluster {
         self.pump(Role::Publisher);
         if self.publisher.link.is_ready()
             && self.ids.wants_block()
-            && !self.reserve_paused_until.is_some_and(|until| now < until)
+            && self.reserve_paused_until.is_none_or(|until| now >= until)
         {
             let delta = self.ids.request();
             self.publisher.link.reserve_ids(delta);

@@ -55,6 +55,7 @@ impl Server {
             return;
         }
         info!("shutting down: closing {} connections", self.table.len());
+        self.notifier.stopping();
         self.acceptor.close(self.poll.registry());
         if let Some(tls) = self.tls.as_mut() {
             tls.acceptor.close(self.poll.registry());
