@@ -29,6 +29,14 @@ pub enum Refusal {
     TooManyFromAddress,
     /// The request head did not complete within `--handshake-timeout`.
     Timeout,
+    /// With `--proxy-protocol`, a trusted peer's first bytes are not a
+    /// PROXY protocol header.
+    ProxyHeaderMissing,
+    /// A PROXY protocol header that is broken or too long.
+    ProxyHeaderMalformed,
+    /// A PROXY protocol header from a peer outside `--trusted-proxy`:
+    /// anyone could claim any address with one.
+    ProxyHeaderUntrusted,
 }
 
 impl From<HandshakeError> for Refusal {
@@ -48,6 +56,11 @@ impl Refusal {
             Refusal::ServerFull => 503,
             Refusal::TooManyFromAddress => 429,
             Refusal::Timeout => 408,
+            // The peer is a proxy or a confused client: a plain 400 (then
+            // the close) tells either what went wrong.
+            Refusal::ProxyHeaderMissing
+            | Refusal::ProxyHeaderMalformed
+            | Refusal::ProxyHeaderUntrusted => 400,
         }
     }
 
@@ -61,6 +74,9 @@ impl Refusal {
             Refusal::ServerFull => "server at connection limit",
             Refusal::TooManyFromAddress => "too many connections from this address",
             Refusal::Timeout => "request timeout",
+            Refusal::ProxyHeaderMissing => "PROXY protocol header required",
+            Refusal::ProxyHeaderMalformed => "malformed PROXY protocol header",
+            Refusal::ProxyHeaderUntrusted => "PROXY protocol header from an untrusted address",
         }
     }
 
@@ -74,6 +90,9 @@ impl Refusal {
             Refusal::ServerFull => "server_full",
             Refusal::TooManyFromAddress => "per_address_limit",
             Refusal::Timeout => "timeout",
+            Refusal::ProxyHeaderMissing => "proxy_header_missing",
+            Refusal::ProxyHeaderMalformed => "proxy_header_malformed",
+            Refusal::ProxyHeaderUntrusted => "proxy_header_untrusted",
         }
     }
 
@@ -163,6 +182,33 @@ mod tests {
         assert_eq!(
             Refusal::ServerFull.to_string(),
             "503 server at connection limit"
+        );
+    }
+
+    #[test]
+    fn proxy_header_refusals() {
+        let all = [
+            Refusal::ProxyHeaderMissing,
+            Refusal::ProxyHeaderMalformed,
+            Refusal::ProxyHeaderUntrusted,
+        ];
+        for refusal in all {
+            assert_eq!(refusal.status(), 400);
+            assert!(refusal.headers().is_empty());
+            assert!(refusal.reason().contains("PROXY protocol header"));
+        }
+        let labels = all.map(Refusal::label);
+        assert_eq!(
+            labels,
+            [
+                "proxy_header_missing",
+                "proxy_header_malformed",
+                "proxy_header_untrusted"
+            ]
+        );
+        assert_eq!(
+            Refusal::ProxyHeaderMissing.to_string(),
+            "400 PROXY protocol header required"
         );
     }
 
