@@ -1,13 +1,17 @@
 //! Real client addresses behind proxies: which peers are trusted proxies
 //! (`--trusted-proxy`), the address such a peer reports in `Forwarded` or
-//! `X-Forwarded-For` ([`client_address`]).
+//! `X-Forwarded-For` ([`client_address`]), and the PROXY protocol header
+//! it may send first (`--proxy-protocol`, [`read_proxy_header`]).
 //!
 //! Pure functions on addresses and bytes: the connection code decides
 //! when to call them. An address only counts as reported by a proxy when
 //! the peer that reports it is trusted; anyone else could write any
-//! address into a header.
+//! address into a header. A PROXY header's source is meant to stand in
+//! for the peer given to [`client_address`], so that a TCP balancer in
+//! front of an HTTP proxy resolves as one chain.
 
 mod forwarded;
+mod header;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -16,6 +20,10 @@ use std::str::FromStr;
 use ipnet::{IpNet, Ipv4Net};
 
 pub use forwarded::client_address;
+pub use header::{
+    looks_like_proxy_header, read_proxy_header, InvalidProxyHeader, ProxyHeader,
+    MAX_V1_HEADER_BYTES, MAX_V2_HEADER_BYTES,
+};
 
 /// One `--trusted-proxy` range: a CIDR block, or a single address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
