@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::protocol::extension::Takeover;
+use crate::server::proxy::TrustedProxies;
 
 /// How the server uses permessage-deflate (`--compression`): a memory
 /// policy, which the protocol code honours through [`Takeover`].
@@ -91,6 +92,13 @@ pub struct Config {
     /// Sets `SO_REUSEPORT` on the listener, so that several instances can
     /// share one port (`--reuse-port`).
     pub reuse_port: bool,
+    /// Peers whose word on the client's address is believed: their
+    /// `Forwarded` / `X-Forwarded-For` headers and PROXY protocol headers
+    /// (`--trusted-proxy`, repeatable). Empty by default: no one's is.
+    pub trusted_proxies: TrustedProxies,
+    /// Every connection starts with a PROXY protocol v1 or v2 header
+    /// (`--proxy-protocol`), which only a trusted proxy may send.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Config {
@@ -117,6 +125,8 @@ impl Default for Config {
             compression_min_size: 64,
             redis: None,
             reuse_port: false,
+            trusted_proxies: TrustedProxies::default(),
+            proxy_protocol: false,
         }
     }
 }
@@ -130,6 +140,9 @@ pub enum ConfigError {
     NotPositive(&'static str),
     /// A subprotocol name that is not an HTTP token.
     InvalidProtocol(String),
+    /// `--proxy-protocol` without any `--trusted-proxy`: every peer would
+    /// be refused, since only a trusted one may send the header.
+    ProxyProtocolWithoutTrustedProxy,
 }
 
 impl fmt::Display for ConfigError {
@@ -138,6 +151,10 @@ impl fmt::Display for ConfigError {
             ConfigError::Zero(name) => write!(f, "{name} must be at least 1"),
             ConfigError::NotPositive(name) => write!(f, "{name} must be a positive number"),
             ConfigError::InvalidProtocol(p) => write!(f, "subprotocol {p:?} is not a token"),
+            ConfigError::ProxyProtocolWithoutTrustedProxy => f.write_str(
+                "--proxy-protocol needs at least one --trusted-proxy: \
+                 only a trusted proxy may send the header",
+            ),
         }
     }
 }
@@ -171,6 +188,9 @@ impl Config {
         }
         if let Some(bad) = self.protocols.iter().find(|p| !is_token(p)) {
             return Err(ConfigError::InvalidProtocol(bad.clone()));
+        }
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return Err(ConfigError::ProxyProtocolWithoutTrustedProxy);
         }
         self.max_message_size = self.max_message_size.min(MAX_MESSAGE_SIZE);
         Ok(self)
@@ -219,5 +239,33 @@ mod tests {
             ..Config::default()
         };
         assert!(protocol.validate().is_err());
+    }
+
+    #[test]
+    fn proxy_protocol_needs_a_trusted_proxy() {
+        let defaults = Config::default();
+        assert!(defaults.trusted_proxies.is_empty() && !defaults.proxy_protocol);
+        let alone = Config {
+            proxy_protocol: true,
+            ..Config::default()
+        };
+        let err = alone.validate().unwrap_err();
+        assert_eq!(err, ConfigError::ProxyProtocolWithoutTrustedProxy);
+        assert!(err.to_string().contains("--trusted-proxy"));
+        let trusted = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        let behind = Config {
+            proxy_protocol: true,
+            trusted_proxies: trusted.clone(),
+            ..Config::default()
+        };
+        let valid = behind.validate().unwrap();
+        assert!(valid.proxy_protocol);
+        assert_eq!(valid.trusted_proxies, trusted);
+        // Headers from trusted proxies need no PROXY protocol.
+        let headers_only = Config {
+            trusted_proxies: trusted,
+            ..Config::default()
+        };
+        assert!(headers_only.validate().is_ok());
     }
 }

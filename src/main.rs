@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use wschat::config::CompressionMode;
+use wschat::server::proxy::TrustedRange;
 use wschat::{Config, Server};
 
 /// `--compression` values.
@@ -83,6 +84,12 @@ struct Flags {
     /// Set SO_REUSEPORT on the listener, so that several instances share one port.
     #[arg(long)]
     reuse_port: bool,
+    /// A proxy believed about the client's address, as an address or CIDR block (repeatable).
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxies: Vec<TrustedRange>,
+    /// Expect a PROXY protocol v1 or v2 header first on every connection (needs --trusted-proxy).
+    #[arg(long)]
+    proxy_protocol: bool,
 }
 
 /// Seconds with decimals, e.g. `0.5`.
@@ -119,6 +126,8 @@ fn main() -> ExitCode {
         compression_min_size: flags.compression_min_size,
         redis: flags.redis,
         reuse_port: flags.reuse_port,
+        trusted_proxies: flags.trusted_proxies.into_iter().collect(),
+        proxy_protocol: flags.proxy_protocol,
         ..Config::default()
     };
     let result = Server::bind(config).and_then(|mut server| {
