@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::protocol::extension::Takeover;
+use crate::server::proxy::TrustedProxies;
 
 /// How the server uses permessage-deflate (`--compression`): a memory
 /// policy, which the protocol code honours through [`Takeover`].
@@ -99,6 +100,13 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key for TLS: PKCS#8, RSA or SEC1 (`--tls-key`).
     pub tls_key: Option<PathBuf>,
+    /// Peers whose word on the client's address is believed: their
+    /// `Forwarded` / `X-Forwarded-For` headers and PROXY protocol headers
+    /// (`--trusted-proxy`, repeatable). Empty by default: no one's is.
+    pub trusted_proxies: TrustedProxies,
+    /// Every connection starts with a PROXY protocol v1 or v2 header
+    /// (`--proxy-protocol`), which only a trusted proxy may send.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Config {
@@ -128,6 +136,8 @@ impl Default for Config {
             tls_listen: None,
             tls_cert: None,
             tls_key: None,
+            trusted_proxies: TrustedProxies::default(),
+            proxy_protocol: false,
         }
     }
 }
@@ -143,6 +153,9 @@ pub enum ConfigError {
     InvalidProtocol(String),
     /// TLS settings that do not go together (what is missing or extra).
     Tls(&'static str),
+    /// `--proxy-protocol` without any `--trusted-proxy`: every peer would
+    /// be refused, since only a trusted one may send the header.
+    ProxyProtocolWithoutTrustedProxy,
 }
 
 impl fmt::Display for ConfigError {
@@ -152,6 +165,10 @@ impl fmt::Display for ConfigError {
             ConfigError::NotPositive(name) => write!(f, "{name} must be a positive number"),
             ConfigError::InvalidProtocol(p) => write!(f, "subprotocol {p:?} is not a token"),
             ConfigError::Tls(what) => f.write_str(what),
+            ConfigError::ProxyProtocolWithoutTrustedProxy => f.write_str(
+                "--proxy-protocol needs at least one --trusted-proxy: \
+                 only a trusted proxy may send the header",
+            ),
         }
     }
 }
@@ -198,6 +215,9 @@ impl Config {
                     "--tls-cert and --tls-key need --tls-listen",
                 ))
             }
+        }
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return Err(ConfigError::ProxyProtocolWithoutTrustedProxy);
         }
         self.max_message_size = self.max_message_size.min(MAX_MESSAGE_SIZE);
         Ok(self)
@@ -252,5 +272,33 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(half_tls.validate(), Err(ConfigError::Tls(_))));
+    }
+
+    #[test]
+    fn proxy_protocol_needs_a_trusted_proxy() {
+        let defaults = Config::default();
+        assert!(defaults.trusted_proxies.is_empty() && !defaults.proxy_protocol);
+        let alone = Config {
+            proxy_protocol: true,
+            ..Config::default()
+        };
+        let err = alone.validate().unwrap_err();
+        assert_eq!(err, ConfigError::ProxyProtocolWithoutTrustedProxy);
+        assert!(err.to_string().contains("--trusted-proxy"));
+        let trusted = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        let behind = Config {
+            proxy_protocol: true,
+            trusted_proxies: trusted.clone(),
+            ..Config::default()
+        };
+        let valid = behind.validate().unwrap();
+        assert!(valid.proxy_protocol);
+        assert_eq!(valid.trusted_proxies, trusted);
+        // Headers from trusted proxies need no PROXY protocol.
+        let headers_only = Config {
+            trusted_proxies: trusted,
+            ..Config::default()
+        };
+        assert!(headers_only.validate().is_ok());
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use wschat::config::CompressionMode;
+use wschat::server::proxy::TrustedRange;
 use wschat::server::systemd::Systemd;
 use wschat::{Config, Server};
 
@@ -95,6 +96,12 @@ struct Flags {
     /// PEM private key for --tls-listen: PKCS#8, RSA or SEC1 (re-read on SIGHUP).
     #[arg(long, value_name = "FILE")]
     tls_key: Option<std::path::PathBuf>,
+    /// A proxy believed about the client's address, as an address or CIDR block (repeatable).
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxies: Vec<TrustedRange>,
+    /// Expect a PROXY protocol v1 or v2 header first on every connection (needs --trusted-proxy).
+    #[arg(long)]
+    proxy_protocol: bool,
 }
 
 /// Seconds with decimals, e.g. `0.5`.
@@ -134,6 +141,8 @@ fn main() -> ExitCode {
         tls_listen: flags.tls_listen,
         tls_cert: flags.tls_cert,
         tls_key: flags.tls_key,
+        trusted_proxies: flags.trusted_proxies.into_iter().collect(),
+        proxy_protocol: flags.proxy_protocol,
         ..Config::default()
     };
     // Still one thread: taking the descriptors changes the environment.

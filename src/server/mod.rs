@@ -7,9 +7,11 @@
 //! decides what a request asks for, [`hub`] and [`room`] decide who hears
 //! a message ([`outgoing`] frames it once), [`write_queue`] holds what is
 //! to be sent. [`policy`] names every refusal and close of the server's
-//! own; [`admission`] holds the per-address and rate limits; [`table`]
-//! keeps the connections and the work of each turn; [`timer`] the clock;
-//! [`systemd`] the listeners systemd hands over and what it is told back.
+//! own; [`admission`] holds the per-address and rate limits; [`proxy`]
+//! finds the real client behind trusted proxies; [`tls`] holds the
+//! certificate in service; [`table`] keeps the connections and the work
+//! of each turn; [`timer`] the clock; [`systemd`] the listeners systemd
+//! hands over and what it is told back.
 
 pub mod admission;
 pub mod cluster;
@@ -19,6 +21,7 @@ pub mod listener;
 pub mod metrics;
 pub mod outgoing;
 pub mod policy;
+pub mod proxy;
 pub mod reactor;
 pub mod relay;
 pub mod room;

@@ -31,6 +31,14 @@ pub enum Refusal {
     Timeout,
     /// A TLS handshake arrived on the plain listener.
     TlsOnPlainPort,
+    /// With `--proxy-protocol`, a trusted peer's first bytes are not a
+    /// PROXY protocol header.
+    ProxyHeaderMissing,
+    /// A PROXY protocol header that is broken or too long.
+    ProxyHeaderMalformed,
+    /// A PROXY protocol header from a peer outside `--trusted-proxy`:
+    /// anyone could claim any address with one.
+    ProxyHeaderUntrusted,
 }
 
 impl From<HandshakeError> for Refusal {
@@ -51,6 +59,11 @@ impl Refusal {
             Refusal::TooManyFromAddress => 429,
             Refusal::Timeout => 408,
             Refusal::TlsOnPlainPort => 400,
+            // The peer is a proxy or a confused client: a plain 400 (then
+            // the close) tells either what went wrong.
+            Refusal::ProxyHeaderMissing
+            | Refusal::ProxyHeaderMalformed
+            | Refusal::ProxyHeaderUntrusted => 400,
         }
     }
 
@@ -65,6 +78,9 @@ impl Refusal {
             Refusal::TooManyFromAddress => "too many connections from this address",
             Refusal::Timeout => "request timeout",
             Refusal::TlsOnPlainPort => "this port speaks plain HTTP, not TLS",
+            Refusal::ProxyHeaderMissing => "PROXY protocol header required",
+            Refusal::ProxyHeaderMalformed => "malformed PROXY protocol header",
+            Refusal::ProxyHeaderUntrusted => "PROXY protocol header from an untrusted address",
         }
     }
 
@@ -79,6 +95,9 @@ impl Refusal {
             Refusal::TooManyFromAddress => "per_address_limit",
             Refusal::Timeout => "timeout",
             Refusal::TlsOnPlainPort => "tls_on_plain_port",
+            Refusal::ProxyHeaderMissing => "proxy_header_missing",
+            Refusal::ProxyHeaderMalformed => "proxy_header_malformed",
+            Refusal::ProxyHeaderUntrusted => "proxy_header_untrusted",
         }
     }
 
@@ -168,6 +187,33 @@ mod tests {
         assert_eq!(
             Refusal::ServerFull.to_string(),
             "503 server at connection limit"
+        );
+    }
+
+    #[test]
+    fn proxy_header_refusals() {
+        let all = [
+            Refusal::ProxyHeaderMissing,
+            Refusal::ProxyHeaderMalformed,
+            Refusal::ProxyHeaderUntrusted,
+        ];
+        for refusal in all {
+            assert_eq!(refusal.status(), 400);
+            assert!(refusal.headers().is_empty());
+            assert!(refusal.reason().contains("PROXY protocol header"));
+        }
+        let labels = all.map(Refusal::label);
+        assert_eq!(
+            labels,
+            [
+                "proxy_header_missing",
+                "proxy_header_malformed",
+                "proxy_header_untrusted"
+            ]
+        );
+        assert_eq!(
+            Refusal::ProxyHeaderMissing.to_string(),
+            "400 PROXY protocol header required"
         );
     }
 
