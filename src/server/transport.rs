@@ -13,10 +13,13 @@
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 
+use std::net::SocketAddr;
+
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rustls::ServerConnection;
 
+use super::proxy::{read_proxy_header, InvalidProxyHeader, ProxyHeader};
 use super::write_queue::{BufferPool, Flush, WriteQueue};
 
 /// The result of one read.
@@ -31,16 +34,38 @@ pub enum ReadResult {
     /// The TLS peer broke the protocol (or failed the handshake); an alert
     /// was sent where possible and the connection is over.
     TlsFailed(rustls::Error),
+    /// The PROXY protocol header came whole: the client's address (`None`
+    /// when the proxy speaks for itself). The client's bytes follow.
+    Proxied(Option<SocketAddr>),
+    /// The first bytes are not a valid PROXY protocol header.
+    ProxyRefused(InvalidProxyHeader),
 }
 
 /// A client connection's byte stream.
 #[derive(Debug)]
-pub enum Transport {
-    /// A plain TCP socket.
+pub struct Transport {
+    stream: Stream,
+    /// With `--proxy-protocol`, a trusted peer's first bytes must be a
+    /// PROXY header, read below everything else (below TLS, too).
+    gate: Option<Box<ProxyGate>>,
+}
+
+/// Plain TCP, or TLS over it.
+#[derive(Debug)]
+enum Stream {
     Tcp(TcpStream),
-    /// TLS over a TCP socket (boxed: rustls's state is large, and plain
-    /// connections should not pay for it).
+    /// Boxed: rustls's state is large, and plain connections should not
+    /// pay for it.
     Tls(Box<TlsStream>),
+}
+
+/// The bytes of a connection before and just after its PROXY header.
+#[derive(Debug, Default)]
+struct ProxyGate {
+    /// Received so far, while the header is incomplete.
+    held: Vec<u8>,
+    /// The header came: what followed it waits in `held` to be taken.
+    passed: bool,
 }
 
 /// A TCP socket and the rustls connection over it.
@@ -57,34 +82,54 @@ impl Transport {
     /// delay, and (on Linux) delayed ACKs, so that the ACK of a request
     /// rides on its answer instead of going out as a packet of its own.
     pub fn tcp(stream: TcpStream) -> Transport {
-        Transport::Tcp(tuned(stream))
+        Transport {
+            stream: Stream::Tcp(tuned(stream)),
+            gate: None,
+        }
+    }
+
+    /// A TCP socket used as it is, for a last word before it is dropped.
+    pub fn raw(stream: TcpStream) -> Transport {
+        Transport {
+            stream: Stream::Tcp(stream),
+            gate: None,
+        }
     }
 
     /// A freshly accepted TCP socket under TLS.
     pub fn tls(stream: TcpStream, tls: ServerConnection) -> Transport {
-        Transport::Tls(Box::new(TlsStream {
-            tcp: tuned(stream),
-            tls,
-            reported: false,
-        }))
+        Transport {
+            stream: Stream::Tls(Box::new(TlsStream {
+                tcp: tuned(stream),
+                tls,
+                reported: false,
+            })),
+            gate: None,
+        }
+    }
+
+    /// The same transport, expecting a PROXY protocol header first.
+    pub fn behind_proxy_protocol(mut self) -> Transport {
+        self.gate = Some(Box::default());
+        self
     }
 
     /// Whether the bytes travel under TLS.
     pub fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_))
+        matches!(self.stream, Stream::Tls(_))
     }
 
     fn socket(&self) -> &TcpStream {
-        match self {
-            Transport::Tcp(stream) => stream,
-            Transport::Tls(t) => &t.tcp,
+        match &self.stream {
+            Stream::Tcp(stream) => stream,
+            Stream::Tls(t) => &t.tcp,
         }
     }
 
     fn socket_mut(&mut self) -> &mut TcpStream {
-        match self {
-            Transport::Tcp(stream) => stream,
-            Transport::Tls(t) => &mut t.tcp,
+        match &mut self.stream {
+            Stream::Tcp(stream) => stream,
+            Stream::Tls(t) => &mut t.tcp,
         }
     }
 
@@ -107,8 +152,8 @@ impl Transport {
     /// Whether the TLS handshake has completed and was not reported yet
     /// (`true` once per TLS connection), for counting handshakes.
     pub fn take_handshake_done(&mut self) -> bool {
-        match self {
-            Transport::Tls(t) if !t.reported && !t.tls.is_handshaking() => {
+        match &mut self.stream {
+            Stream::Tls(t) if !t.reported && !t.tls.is_handshaking() => {
                 t.reported = true;
                 true
             }
@@ -118,23 +163,70 @@ impl Transport {
 
     /// Whether a TLS handshake was completed (and reported).
     pub fn tls_established(&self) -> bool {
-        matches!(self, Transport::Tls(t) if t.reported)
+        matches!(&self.stream, Stream::Tls(t) if t.reported)
     }
 
     /// Reads once into `buf` (plaintext, under TLS), retrying on `EINTR`.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<ReadResult> {
-        let stream = match self {
-            Transport::Tcp(stream) => stream,
-            Transport::Tls(t) => return t.read(buf),
+        if self.gate.is_some() {
+            if let Some(result) = self.read_through_gate(buf)? {
+                return Ok(result);
+            }
+        }
+        match &mut self.stream {
+            Stream::Tcp(stream) => read_socket(stream, buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+
+    /// Reads the PROXY header, then hands what followed it on: `None`
+    /// once the gate is gone and reading goes on as usual.
+    fn read_through_gate(&mut self, buf: &mut [u8]) -> io::Result<Option<ReadResult>> {
+        let Some(gate) = self.gate.as_mut() else {
+            return Ok(None);
         };
+        if gate.passed {
+            let rest = std::mem::take(&mut gate.held);
+            match &mut self.stream {
+                Stream::Tcp(_) => {
+                    let n = rest.len().min(buf.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    gate.held = rest[n..].to_vec();
+                    if gate.held.is_empty() {
+                        self.gate = None;
+                    }
+                    return Ok(Some(ReadResult::Data(n)));
+                }
+                Stream::Tls(t) => {
+                    self.gate = None;
+                    if let Err(err) = t.feed(&rest) {
+                        return Ok(Some(ReadResult::TlsFailed(err)));
+                    }
+                    return Ok(None);
+                }
+            }
+        }
         loop {
-            return match stream.read(buf) {
-                Ok(0) => Ok(ReadResult::Eof),
-                Ok(n) => Ok(ReadResult::Data(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::WouldBlock),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
+            let n = match read_socket(self.socket_mut(), buf)? {
+                ReadResult::Data(n) => n,
+                other => return Ok(Some(other)),
             };
+            let Some(gate) = self.gate.as_mut() else {
+                return Ok(None);
+            };
+            gate.held.extend_from_slice(&buf[..n]);
+            match read_proxy_header(&gate.held) {
+                ProxyHeader::Partial => continue,
+                ProxyHeader::Invalid(why) => return Ok(Some(ReadResult::ProxyRefused(why))),
+                ProxyHeader::Complete { source, consumed } => {
+                    gate.held.drain(..consumed);
+                    gate.passed = true;
+                    if gate.held.is_empty() {
+                        self.gate = None;
+                    }
+                    return Ok(Some(ReadResult::Proxied(source)));
+                }
+            }
         }
     }
 
@@ -146,9 +238,9 @@ impl Transport {
     /// decrypted bytes that no readiness event will announce: reading goes
     /// on until the socket would block.
     pub fn drained_by(&self, n: usize, capacity: usize) -> bool {
-        match self {
-            Transport::Tcp(_) => n < capacity,
-            Transport::Tls(_) => false,
+        match self.stream {
+            Stream::Tcp(_) => n < capacity && self.gate.is_none(),
+            Stream::Tls(_) => false,
         }
     }
 
@@ -158,9 +250,9 @@ impl Transport {
         queue: &mut WriteQueue,
         pool: &mut BufferPool,
     ) -> io::Result<Flush> {
-        match self {
-            Transport::Tcp(stream) => queue.write_to_pooled(stream, pool),
-            Transport::Tls(t) => t.write_queue(queue, pool),
+        match &mut self.stream {
+            Stream::Tcp(stream) => queue.write_to_pooled(stream, pool),
+            Stream::Tls(t) => t.write_queue(queue, pool),
         }
     }
 
@@ -169,11 +261,11 @@ impl Transport {
     /// timeout), which gets no more of the server's time. Under TLS the
     /// bytes go out only once the handshake is done.
     pub fn write_once(&mut self, bytes: &[u8]) {
-        match self {
-            Transport::Tcp(stream) => {
+        match &mut self.stream {
+            Stream::Tcp(stream) => {
                 let _ = stream.write(bytes);
             }
-            Transport::Tls(t) => {
+            Stream::Tls(t) => {
                 if !t.tls.is_handshaking() {
                     let _ = t.tls.writer().write(bytes);
                 }
@@ -202,12 +294,25 @@ impl Transport {
     /// Sends FIN after the bytes written so far (under TLS, after a
     /// `close_notify` alert, so the peer can tell an end from a cut).
     pub fn shutdown_write(&mut self) {
-        if let Transport::Tls(t) = self {
+        if let Stream::Tls(t) = &mut self.stream {
             t.tls.send_close_notify();
             let _ = t.send_records();
         }
         // The peer may be gone already; the socket is closed either way.
         let _ = self.socket_mut().shutdown(Shutdown::Write);
+    }
+}
+
+/// Reads a TCP socket once, retrying on `EINTR`.
+fn read_socket(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<ReadResult> {
+    loop {
+        return match stream.read(buf) {
+            Ok(0) => Ok(ReadResult::Eof),
+            Ok(n) => Ok(ReadResult::Data(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::WouldBlock),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
     }
 }
 
@@ -250,6 +355,19 @@ impl TlsStream {
             // socket is full, the writable event resumes them.
             self.send_records()?;
         }
+    }
+
+    /// TLS bytes that arrived behind a PROXY header, processed as if just
+    /// read from the socket.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), rustls::Error> {
+        while !bytes.is_empty() {
+            if self.tls.read_tls(&mut bytes).is_err() {
+                break;
+            }
+            self.tls.process_new_packets()?;
+        }
+        let _ = self.send_records();
+        Ok(())
     }
 
     /// Moves the queue's plaintext into rustls and its records to the

@@ -34,23 +34,49 @@ use super::transport::Transport;
 use super::write_queue::{ByteGauge, WriteQueue};
 use crate::protocol::handshake::HeadReader;
 
-/// State bits. Bools keep the code plain; the struct stays small.
+/// State bits, packed: every idle connection carries them.
 #[derive(Debug, Default, Clone, Copy)]
-struct Flags {
+struct Flags(u16);
+
+impl Flags {
     /// Listed in the reactor's dirty list: needs a flush this turn.
-    dirty: bool,
+    const DIRTY: u16 = 1 << 0;
     /// Reading stopped until the queue drains (echo backpressure).
-    paused: bool,
+    const PAUSED: u16 = 1 << 1;
     /// We sent FIN after our last bytes.
-    write_shut: bool,
+    const WRITE_SHUT: u16 = 1 << 2;
     /// The peer sent FIN.
-    read_eof: bool,
+    const READ_EOF: u16 = 1 << 3;
     /// Listed for removal at the end of the turn.
-    dead: bool,
+    const DEAD: u16 = 1 << 4;
     /// A Ping was sent and nothing has arrived since.
-    pinged: bool,
+    const PINGED: u16 = 1 << 5;
     /// Listed in the reactor's list of connections to read again.
-    read_again: bool,
+    const READ_AGAIN: u16 = 1 << 6;
+    /// The TCP peer is a trusted proxy: the client's address comes from
+    /// what it says (PROXY header, `Forwarded`), and is counted then.
+    const BEHIND_PROXY: u16 = 1 << 7;
+    /// Counted in the per-address limits under `peer`'s address.
+    const ADMITTED: u16 = 1 << 8;
+
+    fn get(self, bit: u16) -> bool {
+        self.0 & bit != 0
+    }
+
+    fn set(&mut self, bit: u16, on: bool) {
+        if on {
+            self.0 |= bit;
+        } else {
+            self.0 &= !bit;
+        }
+    }
+
+    /// Sets `bit` to `on` and returns what it was.
+    fn replace(&mut self, bit: u16, on: bool) -> bool {
+        let was = self.get(bit);
+        self.set(bit, on);
+        was
+    }
 }
 
 /// A client connection and everything the server keeps for it.
@@ -97,9 +123,37 @@ impl Connection {
         }
     }
 
-    /// The peer's address, for logs and per-address limits.
+    /// The client's address, for logs and per-address limits: the TCP
+    /// peer's, or what a trusted proxy said of the client.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Whether the TCP peer is a trusted proxy.
+    pub fn is_behind_proxy(&self) -> bool {
+        self.flags.get(Flags::BEHIND_PROXY)
+    }
+
+    /// Marks the TCP peer as a trusted proxy, whose word on the client's
+    /// address will be taken.
+    pub fn set_behind_proxy(&mut self) {
+        self.flags.set(Flags::BEHIND_PROXY, true);
+    }
+
+    /// The client's real address, as a trusted proxy told it.
+    pub fn set_client(&mut self, client: SocketAddr) {
+        self.peer = client;
+    }
+
+    /// Whether the connection is counted in the per-address limits.
+    pub fn is_admitted(&self) -> bool {
+        self.flags.get(Flags::ADMITTED)
+    }
+
+    /// Notes that the connection is counted in the per-address limits
+    /// under its address.
+    pub fn set_admitted(&mut self) {
+        self.flags.set(Flags::ADMITTED, true);
     }
 
     /// The WebSocket id, once upgraded.
@@ -143,46 +197,46 @@ impl Connection {
     /// Marks the connection as needing a flush; `false` if it already was.
     #[must_use]
     pub fn mark_dirty(&mut self) -> bool {
-        !std::mem::replace(&mut self.flags.dirty, true)
+        !self.flags.replace(Flags::DIRTY, true)
     }
 
     /// Clears the flush mark, as the flush happens.
     pub fn clear_dirty(&mut self) {
-        self.flags.dirty = false;
+        self.flags.set(Flags::DIRTY, false);
     }
 
     /// Whether the connection waits for a flush, with `bytes` or more queued.
     pub fn needs_flush_of(&self, bytes: usize) -> bool {
-        self.flags.dirty && self.queue.queued_bytes() >= bytes
+        self.flags.get(Flags::DIRTY) && self.queue.queued_bytes() >= bytes
     }
 
     /// Marks the connection to be read again next turn; `false` if it already was.
     #[must_use]
     pub fn mark_read_again(&mut self) -> bool {
-        !std::mem::replace(&mut self.flags.read_again, true)
+        !self.flags.replace(Flags::READ_AGAIN, true)
     }
 
     /// Clears the read-again mark.
     pub fn clear_read_again(&mut self) {
-        self.flags.read_again = false;
+        self.flags.set(Flags::READ_AGAIN, false);
     }
 
     /// Marks the connection for removal; `false` if it already was.
     #[must_use]
     pub fn mark_dead(&mut self) -> bool {
-        !std::mem::replace(&mut self.flags.dead, true)
+        !self.flags.replace(Flags::DEAD, true)
     }
 
     /// Whether the connection is marked for removal.
     pub fn is_dead(&self) -> bool {
-        self.flags.dead
+        self.flags.get(Flags::DEAD)
     }
 }
 
 impl Member for Connection {
     fn backlog(&self) -> Option<usize> {
         match self.state {
-            State::WebSocket(_) if !self.queue.is_sealed() && !self.flags.dead => {
+            State::WebSocket(_) if !self.queue.is_sealed() && !self.flags.get(Flags::DEAD) => {
                 Some(self.queue.queued_bytes())
             }
             _ => None,
@@ -236,6 +290,7 @@ mod tests {
         let (mut inflater, mut spare) = shared_parts();
         let mut shared = Shared {
             max_head_bytes: 8192,
+            proxy_protocol: false,
             limits: Limits {
                 max_message_size: 1 << 20,
                 in_place_max: 64 * 1024,

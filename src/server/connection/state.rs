@@ -1,11 +1,12 @@
 //! The connection's state machine: a request head, then a WebSocket
 //! session or an HTTP exchange, and how input is fed to whichever it is.
 
-use super::{Compression, Connection};
+use super::{Compression, Connection, Flags};
 use crate::protocol::deflate::Inflater;
 use crate::protocol::handshake::{looks_like_tls, HeadReader, HeadStatus};
 use crate::protocol::session::{Event, Input, Limits};
 use crate::protocol::{HandshakeError, Session};
+use crate::server::proxy::looks_like_proxy_header;
 use crate::server::timer::{Time, Timer};
 
 /// What a WebSocket connection is for.
@@ -56,6 +57,8 @@ pub(super) enum State {
 pub struct Shared<'a> {
     /// Longest request head accepted.
     pub max_head_bytes: usize,
+    /// `--proxy-protocol`: a PROXY header from an untrusted peer is refused.
+    pub proxy_protocol: bool,
     /// Limits of every session.
     pub limits: Limits,
     /// Inflates messages of connections without a context of their own.
@@ -80,6 +83,8 @@ pub enum Received {
     Ignored,
     /// A TLS handshake arrived on a plain connection.
     TlsOnPlainPort,
+    /// A PROXY protocol header from a peer that may not send one.
+    ProxyHeaderUntrusted,
 }
 
 impl Connection {
@@ -137,12 +142,12 @@ impl Connection {
     /// Whether a close timer should run: the last bytes are queued and
     /// the peer's part is awaited.
     pub fn close_expected(&self) -> bool {
-        self.is_closing() && !self.flags.dead
+        self.is_closing() && !self.flags.get(Flags::DEAD)
     }
 
     /// Whether unused input is worth keeping: more will be read and used.
     pub fn keeps_input(&self) -> bool {
-        !self.flags.dead && !matches!(self.state, State::Responded)
+        !self.flags.get(Flags::DEAD) && !matches!(self.state, State::Responded)
     }
 
     /// Feeds input to the state machine: a head is looked for while
@@ -157,6 +162,15 @@ impl Connection {
         match &mut self.state {
             State::Head(_) if !self.transport.is_tls() && looks_like_tls(data) => {
                 Received::TlsOnPlainPort
+            }
+            // A definite signature takes 12 bytes; any header is longer.
+            State::Head(_)
+                if shared.proxy_protocol
+                    && !self.flags.get(Flags::BEHIND_PROXY)
+                    && data.len() >= 12
+                    && looks_like_proxy_header(data) =>
+            {
+                Received::ProxyHeaderUntrusted
             }
             State::Head(reader) => match reader.read(data, shared.max_head_bytes) {
                 Ok(HeadStatus::Complete(end)) => Received::Head(end),

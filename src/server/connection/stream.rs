@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::{Connection, State};
+use super::{Connection, Flags, State};
 use crate::protocol::session::CloseState;
 use crate::protocol::OpCode;
 use crate::server::timer::Time;
@@ -14,7 +14,9 @@ impl Connection {
     /// Whether reading should go on: not dropped, not paused for
     /// backpressure, and the peer has not finished.
     pub fn wants_read(&self) -> bool {
-        !self.flags.dead && !self.flags.paused && !self.flags.read_eof
+        !self.flags.get(Flags::DEAD)
+            && !self.flags.get(Flags::PAUSED)
+            && !self.flags.get(Flags::READ_EOF)
     }
 
     /// Whether the TLS handshake completed since the last call (once per
@@ -49,14 +51,14 @@ impl Connection {
     /// half-closed peer; anything else ends here.
     #[must_use]
     pub fn on_eof(&mut self) -> bool {
-        self.flags.read_eof = true;
-        !self.is_closing() || self.flags.write_shut
+        self.flags.set(Flags::READ_EOF, true);
+        !self.is_closing() || self.flags.get(Flags::WRITE_SHUT)
     }
 
     /// Notes that the peer spoke at `now` (any bytes count as a sign of life).
     pub fn on_activity(&mut self, now: Time) {
         self.last_rx = now;
-        self.flags.pinged = false;
+        self.flags.set(Flags::PINGED, false);
     }
 
     /// The bytes kept from earlier reads, taken out so that new bytes can
@@ -80,7 +82,7 @@ impl Connection {
     /// Stops reading until the queue drains (a client that sends but does
     /// not read what it is sent).
     pub fn pause_reading(&mut self) {
-        self.flags.paused = true;
+        self.flags.set(Flags::PAUSED, true);
     }
 
     /// Queues an echoed message: a payload of its own is moved, one read
@@ -111,13 +113,13 @@ impl Connection {
     /// here: the reactor drops the connection at once (see
     /// [`Connection::is_done`]) and closing the socket sends the FIN.
     pub fn flush(&mut self, pool: &mut BufferPool) -> io::Result<Flush> {
-        let last_bytes = self.queue.is_sealed() && !self.flags.write_shut;
+        let last_bytes = self.queue.is_sealed() && !self.flags.get(Flags::WRITE_SHUT);
         if last_bytes {
             self.transport.hold_for_fin();
         }
         let result = self.transport.write_queue(&mut self.queue, pool)?;
         if result == Flush::Done && last_bytes {
-            self.flags.write_shut = true;
+            self.flags.set(Flags::WRITE_SHUT, true);
             if !self.is_done() {
                 self.transport.shutdown_write();
             }
@@ -127,15 +129,15 @@ impl Connection {
 
     /// Whether a flush could write anything.
     pub fn can_write(&self) -> bool {
-        !self.flags.dead && !self.flags.write_shut
+        !self.flags.get(Flags::DEAD) && !self.flags.get(Flags::WRITE_SHUT)
     }
 
     /// Resumes reading a connection paused for backpressure once its queue
     /// is down to `resume_at` bytes; returns whether it did.
     #[must_use]
     pub fn resume_reading(&mut self, resume_at: usize) -> bool {
-        if self.flags.paused && self.queue.queued_bytes() <= resume_at {
-            self.flags.paused = false;
+        if self.flags.get(Flags::PAUSED) && self.queue.queued_bytes() <= resume_at {
+            self.flags.set(Flags::PAUSED, false);
             return true;
         }
         false
@@ -154,9 +156,9 @@ impl Connection {
     /// client's FIN later meets a socket nobody waits on.
     pub fn is_done(&self) -> bool {
         // Flags first: this is asked after every read.
-        self.flags.write_shut
+        self.flags.get(Flags::WRITE_SHUT)
             && self.queue.is_empty()
-            && (self.flags.read_eof
+            && (self.flags.get(Flags::READ_EOF)
                 || matches!(
                     &self.state,
                     State::WebSocket(ws) if ws.session.state() == CloseState::Closed

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Connection, State};
+use super::{Connection, Flags, State};
 use crate::server::timer::{Time, Timer};
 
 /// What [`Connection::handle_timeout`] found.
@@ -68,7 +68,7 @@ impl Connection {
             return Expiry::Rearmed;
         }
         self.arm(Timer::Idle, self.last_rx + timeouts.idle);
-        if self.flags.pinged {
+        if self.flags.get(Flags::PINGED) {
             return Expiry::Rearmed;
         }
         let State::WebSocket(ws) = &self.state else {
@@ -76,7 +76,7 @@ impl Connection {
         };
         match ws.session.ping() {
             Some(frame) => {
-                self.flags.pinged = true;
+                self.flags.set(Flags::PINGED, true);
                 self.queue.push_owned(frame);
                 Expiry::Pinged
             }

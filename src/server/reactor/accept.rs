@@ -9,8 +9,10 @@ use mio::Token;
 
 use super::Server;
 use crate::http;
+use crate::protocol::handshake::RequestHead;
 use crate::server::connection::Connection;
 use crate::server::policy::Refusal;
+use crate::server::proxy::client_address;
 use crate::server::transport::Transport;
 
 impl Server {
@@ -33,8 +35,13 @@ impl Server {
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool) {
         self.metrics.accepted += 1;
         let now = self.clock.now();
+        // A trusted proxy's connections are counted by the client's
+        // address, once it says which (see `Server::learn_client`).
+        let behind_proxy = self.settings.config.trusted_proxies.contains(peer.ip());
         let admitted = if self.table.len() >= self.settings.max_connections {
             Err(Refusal::ServerFull)
+        } else if behind_proxy {
+            Ok(())
         } else {
             self.per_address.admit(peer.ip(), now)
         };
@@ -43,26 +50,38 @@ impl Server {
             if !tls {
                 // Best effort: the socket is new, so a small write fits.
                 // (A TLS client could not read it before a handshake.)
-                Transport::Tcp(stream).write_once(&http::error(refusal));
+                Transport::raw(stream).write_once(&http::error(refusal));
             }
             return;
         }
         let key = self.table.next_key();
         let deadline = now + self.settings.config.handshake_timeout;
         let gauge = self.budgets.outbound.clone();
-        let transport = match self.tls.as_ref().filter(|_| tls).map(|t| t.certs.accept()) {
+        let mut transport = match self.tls.as_ref().filter(|_| tls).map(|t| t.certs.accept()) {
             None => Transport::tcp(stream),
             Some(Ok(session)) => Transport::tls(stream, session),
             Some(Err(e)) => {
                 warn!("{peer}: TLS: {e}");
-                self.per_address.release(peer.ip());
+                if !behind_proxy {
+                    self.per_address.release(peer.ip());
+                }
                 return;
             }
         };
+        if behind_proxy && self.settings.config.proxy_protocol {
+            transport = transport.behind_proxy_protocol();
+        }
         let mut conn = Connection::new(transport, peer, gauge, now, deadline);
+        if behind_proxy {
+            conn.set_behind_proxy();
+        } else {
+            conn.set_admitted();
+        }
         if let Err(e) = conn.register(self.poll.registry(), Token(key)) {
             warn!("{peer}: register: {e}");
-            self.per_address.release(peer.ip());
+            if conn.is_admitted() {
+                self.per_address.release(peer.ip());
+            }
             return;
         }
         self.table.insert(conn);
@@ -76,5 +95,38 @@ impl Server {
             .handshake_failures
             .entry(refusal.label())
             .or_default() += 1;
+    }
+
+    /// Takes the client's address from a trusted proxy's word (`source`
+    /// from a PROXY header, or the request head's `Forwarded` /
+    /// `X-Forwarded-For`) and counts the connection under it. Refused when
+    /// that address is over its limits.
+    pub(super) fn learn_client(
+        &mut self,
+        key: usize,
+        source: Option<SocketAddr>,
+        head: Option<&RequestHead<'_>>,
+    ) -> Result<(), Refusal> {
+        let Some(conn) = self.table.get_mut(key) else {
+            return Ok(());
+        };
+        if !conn.is_behind_proxy() {
+            return Ok(());
+        }
+        if let Some(source) = source {
+            conn.set_client(source);
+        }
+        if let Some(head) = head {
+            let said = conn.peer().ip();
+            let client = client_address(said, head, &self.settings.config.trusted_proxies);
+            if client != said {
+                conn.set_client(SocketAddr::new(client, 0));
+            }
+            if !conn.is_admitted() {
+                self.per_address.admit(conn.peer().ip(), self.clock.now())?;
+                conn.set_admitted();
+            }
+        }
+        Ok(())
     }
 }

@@ -19,7 +19,10 @@ impl Server {
     pub(super) fn on_head(&mut self, key: usize, data: &mut [u8], end: usize) -> usize {
         let request = parse_head(&data[..end])
             .map_err(Refusal::from)
-            .and_then(|head| route(&head, &self.settings.routes));
+            .and_then(|head| {
+                self.learn_client(key, None, Some(&head))?;
+                route(&head, &self.settings.routes)
+            });
         match request {
             Err(refusal) => self.refuse(key, refusal),
             Ok(Request::Page) => self.respond(key, http::chat_page()),

@@ -58,6 +58,18 @@ impl Server {
                     self.on_tls_failure(key, &err);
                     break;
                 }
+                Ok(ReadResult::Proxied(source)) => {
+                    // Counted under the client's address once the head
+                    // is in: `Forwarded` may still say more.
+                    let _ = self.learn_client(key, source, None);
+                }
+                Ok(ReadResult::ProxyRefused(why)) => {
+                    if let Some(peer) = self.table.get(key).map(|c| c.peer()) {
+                        info!("{peer}: PROXY protocol header: {why}");
+                    }
+                    self.refuse(key, why.refusal());
+                    break;
+                }
                 Ok(ReadResult::Data(n)) => {
                     let drained = conn.drained_by(n, capacity);
                     self.on_data(key, &mut scratch[..n]);
@@ -143,6 +155,7 @@ impl Server {
         let before = conn.buffered_bytes();
         let mut shared = Shared {
             max_head_bytes: self.settings.config.max_head_bytes,
+            proxy_protocol: self.settings.config.proxy_protocol,
             limits: self.settings.limits,
             inflater: &mut self.buffers.inflater,
             spare: self.buffers.pool.buffers(),
@@ -164,6 +177,10 @@ impl Server {
                 used
             }
             Received::Ignored => data.len(),
+            Received::ProxyHeaderUntrusted => {
+                self.refuse(key, Refusal::ProxyHeaderUntrusted);
+                data.len()
+            }
             Received::TlsOnPlainPort => {
                 // A 400 the client's TLS stack will reject at once, which a
                 // person reading the bytes (or a proxy's log) understands.

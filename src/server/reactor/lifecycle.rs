@@ -80,7 +80,9 @@ impl Server {
         self.table.reap(|key, mut conn| {
             conn.deregister(registry);
             budgets.inbound -= conn.buffered_bytes();
-            per_address.release(conn.peer().ip());
+            if conn.is_admitted() {
+                per_address.release(conn.peer().ip());
+            }
             if let Some(id) = conn.id() {
                 hub.rooms.leave(key);
                 debug!("client-{id} closed");
