@@ -20,12 +20,12 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::server::UnbufferedServerConnection;
+use rustls::ServerConfig;
 
-/// Bytes of TLS records (and of plaintext before the handshake ends) one
-/// connection's rustls may hold: what the write queue hands it waits there
-/// only this long, so backpressure and the memory budgets still see the
-/// rest in the queue.
+/// Bytes of encrypted records one connection may hold before they are
+/// written: what the write queue hands to TLS waits there only this long,
+/// so backpressure and the memory budgets still see the rest in the queue.
 pub const TLS_BUFFER_LIMIT: usize = 32 * 1024;
 
 /// Why a certificate and key could not be put in service.
@@ -107,11 +107,10 @@ impl Certificates {
         &self.info
     }
 
-    /// The server side of a new TLS connection.
-    pub fn accept(&self) -> Result<ServerConnection, rustls::Error> {
-        let mut conn = ServerConnection::new(self.config.clone())?;
-        conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
-        Ok(conn)
+    /// The server side of a new TLS connection. The unbuffered kind: the
+    /// transport owns every buffer, so an idle connection keeps none.
+    pub fn accept(&self) -> Result<UnbufferedServerConnection, rustls::Error> {
+        UnbufferedServerConnection::new(self.config.clone())
     }
 }
 

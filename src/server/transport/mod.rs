@@ -17,8 +17,11 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use rustls::ServerConnection;
+use rustls::server::UnbufferedServerConnection;
 
+mod tls;
+
+use self::tls::TlsStream;
 use super::proxy::{read_proxy_header, InvalidProxyHeader, ProxyHeader};
 use super::write_queue::{BufferPool, Flush, WriteQueue};
 
@@ -68,15 +71,6 @@ struct ProxyGate {
     passed: bool,
 }
 
-/// A TCP socket and the rustls connection over it.
-#[derive(Debug)]
-pub struct TlsStream {
-    tcp: TcpStream,
-    tls: ServerConnection,
-    /// The handshake's completion was already reported.
-    reported: bool,
-}
-
 impl Transport {
     /// A freshly accepted TCP socket, set up for this server: no Nagle
     /// delay, and (on Linux) delayed ACKs, so that the ACK of a request
@@ -97,13 +91,9 @@ impl Transport {
     }
 
     /// A freshly accepted TCP socket under TLS.
-    pub fn tls(stream: TcpStream, tls: ServerConnection) -> Transport {
+    pub fn tls(stream: TcpStream, tls: UnbufferedServerConnection) -> Transport {
         Transport {
-            stream: Stream::Tls(Box::new(TlsStream {
-                tcp: tuned(stream),
-                tls,
-                reported: false,
-            })),
+            stream: Stream::Tls(Box::new(TlsStream::new(tuned(stream), tls))),
             gate: None,
         }
     }
@@ -122,14 +112,14 @@ impl Transport {
     fn socket(&self) -> &TcpStream {
         match &self.stream {
             Stream::Tcp(stream) => stream,
-            Stream::Tls(t) => &t.tcp,
+            Stream::Tls(t) => t.socket(),
         }
     }
 
     fn socket_mut(&mut self) -> &mut TcpStream {
         match &mut self.stream {
             Stream::Tcp(stream) => stream,
-            Stream::Tls(t) => &mut t.tcp,
+            Stream::Tls(t) => t.socket_mut(),
         }
     }
 
@@ -153,17 +143,14 @@ impl Transport {
     /// (`true` once per TLS connection), for counting handshakes.
     pub fn take_handshake_done(&mut self) -> bool {
         match &mut self.stream {
-            Stream::Tls(t) if !t.reported && !t.tls.is_handshaking() => {
-                t.reported = true;
-                true
-            }
-            _ => false,
+            Stream::Tls(t) => t.take_handshake_done(),
+            Stream::Tcp(_) => false,
         }
     }
 
     /// Whether a TLS handshake was completed (and reported).
     pub fn tls_established(&self) -> bool {
-        matches!(&self.stream, Stream::Tls(t) if t.reported)
+        matches!(&self.stream, Stream::Tls(t) if t.established())
     }
 
     /// Reads once into `buf` (plaintext, under TLS), retrying on `EINTR`.
@@ -265,12 +252,7 @@ impl Transport {
             Stream::Tcp(stream) => {
                 let _ = stream.write(bytes);
             }
-            Stream::Tls(t) => {
-                if !t.tls.is_handshaking() {
-                    let _ = t.tls.writer().write(bytes);
-                }
-                let _ = t.send_records();
-            }
+            Stream::Tls(t) => t.write_once(bytes),
         }
     }
 
@@ -295,8 +277,7 @@ impl Transport {
     /// `close_notify` alert, so the peer can tell an end from a cut).
     pub fn shutdown_write(&mut self) {
         if let Stream::Tls(t) = &mut self.stream {
-            t.tls.send_close_notify();
-            let _ = t.send_records();
+            t.close_notify();
         }
         // The peer may be gone already; the socket is closed either way.
         let _ = self.socket_mut().shutdown(Shutdown::Write);
@@ -304,7 +285,7 @@ impl Transport {
 }
 
 /// Reads a TCP socket once, retrying on `EINTR`.
-fn read_socket(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<ReadResult> {
+pub(crate) fn read_socket(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<ReadResult> {
     loop {
         return match stream.read(buf) {
             Ok(0) => Ok(ReadResult::Eof),
@@ -322,101 +303,4 @@ fn tuned(stream: TcpStream) -> TcpStream {
     #[cfg(target_os = "linux")]
     let _ = socket2::SockRef::from(&stream).set_tcp_quickack(false);
     stream
-}
-
-impl TlsStream {
-    /// Plaintext if rustls has some; else TLS bytes from the socket,
-    /// processed until rustls has plaintext or the socket would block.
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<ReadResult> {
-        loop {
-            match self.tls.reader().read(buf) {
-                Ok(0) => return Ok(ReadResult::Eof), // close_notify
-                Ok(n) => return Ok(ReadResult::Data(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The peer closed TCP without close_notify.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(ReadResult::Eof),
-                Err(e) => return Err(e),
-            }
-            match self.tls.read_tls(&mut self.tcp) {
-                Ok(0) => return Ok(ReadResult::Eof),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(ReadResult::WouldBlock)
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            if let Err(err) = self.tls.process_new_packets() {
-                // The alert rustls queued tells the peer why.
-                let _ = self.send_records();
-                return Ok(ReadResult::TlsFailed(err));
-            }
-            // Handshake messages go out as soon as they exist; if the
-            // socket is full, the writable event resumes them.
-            self.send_records()?;
-        }
-    }
-
-    /// TLS bytes that arrived behind a PROXY header, processed as if just
-    /// read from the socket.
-    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), rustls::Error> {
-        while !bytes.is_empty() {
-            if self.tls.read_tls(&mut bytes).is_err() {
-                break;
-            }
-            self.tls.process_new_packets()?;
-        }
-        let _ = self.send_records();
-        Ok(())
-    }
-
-    /// Moves the queue's plaintext into rustls and its records to the
-    /// socket, until both are empty or the socket would block.
-    fn write_queue(&mut self, queue: &mut WriteQueue, pool: &mut BufferPool) -> io::Result<Flush> {
-        loop {
-            let moved = queue.write_to_pooled(&mut Plaintext(&mut self.tls), pool)?;
-            if self.send_records()? == Flush::Blocked {
-                return Ok(Flush::Blocked);
-            }
-            if moved == Flush::Done {
-                return Ok(Flush::Done);
-            }
-        }
-    }
-
-    /// Writes rustls's pending records until none is left or the socket
-    /// would block.
-    fn send_records(&mut self) -> io::Result<Flush> {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(&mut self.tcp) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Flush::Done)
-    }
-}
-
-/// Plaintext into rustls, as a `Write` the write queue can drain into: a
-/// full rustls buffer reads as `WouldBlock`.
-struct Plaintext<'a>(&'a mut ServerConnection);
-
-impl Write for Plaintext<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[io::IoSlice::new(buf)])
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self.0.writer().write_vectored(bufs)? {
-            0 if bufs.iter().any(|b| !b.is_empty()) => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }

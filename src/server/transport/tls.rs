@@ -1,0 +1,398 @@
+//! TLS over a TCP socket, with rustls's unbuffered connection.
+//!
+//! The unbuffered API leaves every buffer to the caller, so a connection
+//! holds bytes only while they are in flight: received TLS bytes while a
+//! record is incomplete, decrypted bytes the connection has not taken yet,
+//! encrypted bytes the socket has not taken yet. Each is freed as soon as
+//! it empties, so an idle TLS connection keeps rustls's state (keys, the
+//! state machine) and no record buffer.
+
+use std::io;
+
+use mio::net::TcpStream;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+
+use super::{read_socket, ReadResult};
+use crate::server::tls::TLS_BUFFER_LIMIT;
+use crate::server::write_queue::{BufferPool, Flush, WriteQueue};
+
+/// Plaintext encrypted per record: the TLS maximum.
+const RECORD_PLAINTEXT: usize = 16 * 1024;
+
+/// Room reserved per record for its header, tag and content type.
+const RECORD_OVERHEAD: usize = 64;
+
+/// A TCP socket and the rustls connection over it.
+pub struct TlsStream {
+    tcp: TcpStream,
+    tls: UnbufferedServerConnection,
+    /// TLS bytes received and not yet processed (an incomplete record).
+    incoming: Vec<u8>,
+    /// Decrypted bytes the connection has not taken yet.
+    plaintext: Vec<u8>,
+    /// Encrypted bytes the socket has not taken yet.
+    outgoing: Vec<u8>,
+    /// Application data may be sent (the handshake is done).
+    open: bool,
+    /// The handshake's completion was already reported.
+    reported: bool,
+    /// The peer sent close_notify.
+    peer_closed: bool,
+}
+
+impl std::fmt::Debug for TlsStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("tcp", &self.tcp)
+            .field("open", &self.open)
+            .field("incoming", &self.incoming.len())
+            .field("outgoing", &self.outgoing.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where processing the received bytes left the connection.
+enum Progress {
+    /// Everything received was processed; more is needed.
+    Waiting,
+    /// Both sides closed.
+    Closed,
+}
+
+impl TlsStream {
+    /// A new server-side TLS connection over `tcp`.
+    pub fn new(tcp: TcpStream, tls: UnbufferedServerConnection) -> TlsStream {
+        TlsStream {
+            tcp,
+            tls,
+            incoming: Vec::new(),
+            plaintext: Vec::new(),
+            outgoing: Vec::new(),
+            open: false,
+            reported: false,
+            peer_closed: false,
+        }
+    }
+
+    /// The socket under TLS.
+    pub fn socket(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// The socket under TLS.
+    pub fn socket_mut(&mut self) -> &mut TcpStream {
+        &mut self.tcp
+    }
+
+    /// `true` once, when the handshake has completed.
+    pub fn take_handshake_done(&mut self) -> bool {
+        if self.open && !self.reported {
+            self.reported = true;
+            return true;
+        }
+        false
+    }
+
+    /// Whether the handshake completed (and was reported).
+    pub fn established(&self) -> bool {
+        self.reported
+    }
+
+    /// Plaintext if some is waiting; else TLS bytes from the socket,
+    /// processed until there is plaintext or the socket would block.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<ReadResult> {
+        loop {
+            if !self.plaintext.is_empty() {
+                let n = self.plaintext.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.plaintext[..n]);
+                self.plaintext.drain(..n);
+                release_if_empty(&mut self.plaintext);
+                return Ok(ReadResult::Data(n));
+            }
+            if self.peer_closed {
+                return Ok(ReadResult::Eof);
+            }
+            let n = match read_socket(&mut self.tcp, buf)? {
+                ReadResult::Data(n) => n,
+                other => return Ok(other),
+            };
+            if let Err(err) = self.feed(&buf[..n]) {
+                return Ok(ReadResult::TlsFailed(err));
+            }
+        }
+    }
+
+    /// TLS bytes received, processed: plaintext kept for [`TlsStream::read`],
+    /// handshake messages sent. On a failure the alert rustls prepared is
+    /// sent (best effort) before the error is returned.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), rustls::Error> {
+        self.incoming.extend_from_slice(bytes);
+        let result = self.process();
+        release_if_empty(&mut self.incoming);
+        if let Err(err) = result {
+            self.send_alert();
+            return Err(err);
+        }
+        let _ = self.flush_outgoing();
+        Ok(())
+    }
+
+    /// Sends the alert rustls queued on a failure, if any. The received
+    /// bytes are dropped first: processing them again would fail again.
+    fn send_alert(&mut self) {
+        self.incoming = Vec::new();
+        for _ in 0..4 {
+            let status = self.tls.process_tls_records(&mut []);
+            match status.state {
+                Ok(state @ ConnectionState::EncodeTlsData(_))
+                | Ok(state @ ConnectionState::TransmitTlsData(_)) => {
+                    let (mut open, mut closed) = (self.open, self.peer_closed);
+                    let _ = handle(
+                        state,
+                        &mut self.plaintext,
+                        &mut self.outgoing,
+                        &mut open,
+                        &mut closed,
+                    );
+                }
+                _ => break,
+            }
+        }
+        let _ = self.flush_outgoing();
+    }
+
+    /// Runs rustls over the received bytes until it needs more.
+    fn process(&mut self) -> Result<Progress, rustls::Error> {
+        loop {
+            let status = self.tls.process_tls_records(&mut self.incoming);
+            let discard = status.discard;
+            let progress = match status.state {
+                Err(err) => {
+                    self.incoming.drain(..discard);
+                    return Err(err);
+                }
+                Ok(state) => handle(
+                    state,
+                    &mut self.plaintext,
+                    &mut self.outgoing,
+                    &mut self.open,
+                    &mut self.peer_closed,
+                )?,
+            };
+            self.incoming.drain(..discard);
+            if let Some(progress) = progress {
+                return Ok(progress);
+            }
+        }
+    }
+
+    /// Encrypts the queue's plaintext (at most [`TLS_BUFFER_LIMIT`] ahead
+    /// of the socket) and writes the records, until both are empty or the
+    /// socket would block.
+    pub fn write_queue(
+        &mut self,
+        queue: &mut WriteQueue,
+        pool: &mut BufferPool,
+    ) -> io::Result<Flush> {
+        loop {
+            if self.flush_outgoing()? == Flush::Blocked {
+                return Ok(Flush::Blocked);
+            }
+            if queue.is_empty() {
+                return Ok(Flush::Done);
+            }
+            if !self.open {
+                // Nothing may be sent before the handshake completes; the
+                // bytes wait in the queue (there are none in practice: the
+                // request that causes them comes after the handshake).
+                return Ok(Flush::Blocked);
+            }
+            let mut sink = Encrypt { stream: self };
+            queue.write_to_pooled(&mut sink, pool)?;
+        }
+    }
+
+    /// Encrypts `plaintext` into `outgoing`.
+    fn encrypt(&mut self, plaintext: &[u8]) -> io::Result<()> {
+        for record in plaintext.chunks(RECORD_PLAINTEXT) {
+            let status = self.tls.process_tls_records(&mut []);
+            let Ok(ConnectionState::WriteTraffic(mut writer)) = status.state else {
+                return Err(io::Error::other("TLS: not ready to send application data"));
+            };
+            let mut need = record.len() + RECORD_OVERHEAD;
+            loop {
+                let start = self.outgoing.len();
+                self.outgoing.resize(start + need, 0);
+                match writer.encrypt(record, &mut self.outgoing[start..]) {
+                    Ok(written) => {
+                        self.outgoing.truncate(start + written);
+                        break;
+                    }
+                    Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                        required_size,
+                    })) => {
+                        self.outgoing.truncate(start);
+                        need = required_size;
+                    }
+                    Err(e) => {
+                        self.outgoing.truncate(start);
+                        return Err(io::Error::other(format!("TLS: {e}")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` now if the handshake is done, for a connection that
+    /// is dropped right after.
+    pub fn write_once(&mut self, bytes: &[u8]) {
+        if self.open && self.encrypt(bytes).is_ok() {
+            let _ = self.flush_outgoing();
+        }
+    }
+
+    /// Queues a close_notify alert and writes what can be written.
+    pub fn close_notify(&mut self) {
+        let status = self.tls.process_tls_records(&mut []);
+        if let Ok(ConnectionState::WriteTraffic(mut writer)) = status.state {
+            let start = self.outgoing.len();
+            self.outgoing.resize(start + RECORD_OVERHEAD, 0);
+            match writer.queue_close_notify(&mut self.outgoing[start..]) {
+                Ok(written) => self.outgoing.truncate(start + written),
+                Err(_) => self.outgoing.truncate(start),
+            }
+        }
+        let _ = self.flush_outgoing();
+    }
+
+    /// Writes the encrypted bytes waiting, until none is left or the
+    /// socket would block.
+    fn flush_outgoing(&mut self) -> io::Result<Flush> {
+        use std::io::Write;
+        let mut sent = 0;
+        let result = loop {
+            if sent == self.outgoing.len() {
+                break Ok(Flush::Done);
+            }
+            match self.tcp.write(&self.outgoing[sent..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(Flush::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.outgoing.drain(..sent);
+        release_if_empty(&mut self.outgoing);
+        result
+    }
+}
+
+/// Acts on one state of the connection; `Some` when processing should
+/// stop for now.
+fn handle(
+    state: ConnectionState<'_, '_, rustls::server::ServerConnectionData>,
+    plaintext: &mut Vec<u8>,
+    outgoing: &mut Vec<u8>,
+    open: &mut bool,
+    peer_closed: &mut bool,
+) -> Result<Option<Progress>, rustls::Error> {
+    match state {
+        ConnectionState::ReadTraffic(mut records) => {
+            while let Some(record) = records.next_record() {
+                plaintext.extend_from_slice(record?.payload);
+            }
+            Ok(None)
+        }
+        ConnectionState::EncodeTlsData(mut encoder) => {
+            let mut need = 4 * 1024;
+            loop {
+                let start = outgoing.len();
+                outgoing.resize(start + need, 0);
+                match encoder.encode(&mut outgoing[start..]) {
+                    Ok(written) => {
+                        outgoing.truncate(start + written);
+                        return Ok(None);
+                    }
+                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                        outgoing.truncate(start);
+                        need = required_size;
+                    }
+                    Err(_) => {
+                        outgoing.truncate(start);
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        // The bytes encoded so far are in `outgoing`, which the caller
+        // writes, in order, as the socket takes them.
+        ConnectionState::TransmitTlsData(transmit) => {
+            transmit.done();
+            Ok(None)
+        }
+        ConnectionState::BlockedHandshake => Ok(Some(Progress::Waiting)),
+        ConnectionState::WriteTraffic(_) => {
+            *open = true;
+            Ok(Some(Progress::Waiting))
+        }
+        ConnectionState::PeerClosed => {
+            *peer_closed = true;
+            Ok(None)
+        }
+        ConnectionState::Closed => {
+            *peer_closed = true;
+            Ok(Some(Progress::Closed))
+        }
+        // No early data is accepted; any other state needs nothing now.
+        _ => Ok(Some(Progress::Waiting)),
+    }
+}
+
+/// Frees a buffer that emptied, so an idle connection keeps none.
+fn release_if_empty(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = Vec::new();
+    }
+}
+
+/// The write queue's plaintext, encrypted as it is written: a full
+/// outgoing buffer reads as `WouldBlock`.
+struct Encrypt<'a> {
+    stream: &'a mut TlsStream,
+}
+
+impl io::Write for Encrypt<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = TLS_BUFFER_LIMIT.saturating_sub(self.stream.outgoing.len());
+        if room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let take = buf.len().min(room);
+        self.stream.encrypt(&buf[..take])?;
+        Ok(take)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let mut total = 0;
+        for buf in bufs.iter().filter(|b| !b.is_empty()) {
+            match self.write(buf) {
+                Ok(n) => {
+                    total += n;
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if total > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
