@@ -12,11 +12,19 @@
 //! a screenshot of the chat as it goes (copied by hand to
 //! `docs/screenshot.png` for the README).
 //!
-//! Without Chromium the test prints a skip line and passes, unless
+//! Over TLS (`--tls-listen`), two pages load the chat over `https://` and
+//! chat with a page on the plain `http://` port in one room. The browser
+//! trusts the test's server key alone, by the SHA-256 of its public key
+//! (`--ignore-certificate-errors-spki-list`).
+//!
+//! Without Chromium the tests print a skip line and pass, unless
 //! `WSCHAT_REQUIRE_BROWSER=1` (as in CI), where that is a failure.
+
+mod support;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -38,20 +46,29 @@ const SKIP: &str = "skipped: no Chromium found (install: apt-get install chromiu
 /// test run leaves the work tree unchanged.
 const SCREENSHOT: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/chat-screenshot.png");
 
-#[test]
-fn chat_page_works_in_a_real_browser() -> TestResult {
-    let Some(chromium) = CHROMIUM_PATHS.iter().map(Path::new).find(|p| p.exists()) else {
+/// The Chromium to drive, or `None` (after a skip line) when there is none
+/// and none is required.
+fn chromium_or_skip() -> Option<&'static Path> {
+    let chromium = CHROMIUM_PATHS.iter().map(Path::new).find(|p| p.exists());
+    if chromium.is_none() {
         assert!(
             std::env::var("WSCHAT_REQUIRE_BROWSER").as_deref() != Ok("1"),
             "WSCHAT_REQUIRE_BROWSER=1 but no Chromium at {CHROMIUM_PATHS:?}"
         );
         println!("{SKIP}");
+    }
+    chromium
+}
+
+#[test]
+fn chat_page_works_in_a_real_browser() -> TestResult {
+    let Some(chromium) = chromium_or_skip() else {
         return Ok(());
     };
 
     let port = free_port()?;
-    let server = ServerProcess::start(port)?;
-    let mut browser = Browser::launch(chromium)?;
+    let server = ServerProcess::start(port, &[])?;
+    let mut browser = Browser::launch(chromium, &[])?;
     let page = format!("http://127.0.0.1:{port}/");
 
     let mut listener = Listener::join(port)?;
@@ -150,7 +167,7 @@ fn chat_page_works_in_a_real_browser() -> TestResult {
     }
 
     // Same port, new process: the pages come back by themselves and chat again.
-    let server = ServerProcess::start(port)?;
+    let server = ServerProcess::start(port, &[])?;
     let mut listener = Listener::join(port)?;
     for tab in [&alice, &bob] {
         browser.wait_for(tab, "the page to reconnect", OPEN)?;
@@ -196,6 +213,102 @@ fn chat_page_works_in_a_real_browser() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn chat_page_works_over_https_with_a_page_on_the_plain_port() -> TestResult {
+    let Some(chromium) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let ca = support::TestCa::new("browser-https");
+    let (cert, key) = ca.issue("server", "wschat browser test");
+    let (port, tls_port) = (free_port()?, free_port()?);
+    let tls_listen = format!("127.0.0.1:{tls_port}");
+    let server = ServerProcess::start(
+        port,
+        &[
+            "--tls-listen".as_ref(),
+            tls_listen.as_ref(),
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ],
+    )?;
+    poll("the TLS listener", || {
+        Ok(TcpStream::connect(("127.0.0.1", tls_port)).ok())
+    })?;
+    let trust = format!(
+        "--ignore-certificate-errors-spki-list={}",
+        spki_sha256(&cert)?
+    );
+    let mut browser = Browser::launch(chromium, &[trust])?;
+    let secure = format!("https://localhost:{tls_port}/?room=tls");
+    let plain = format!("http://127.0.0.1:{port}/?room=tls");
+
+    let mut listener = Listener::join_room(port, "tls")?;
+    let alice = browser.open(&secure, 820, 560)?;
+    browser.wait_for(&alice, "Alice's https page to connect", OPEN)?;
+    let bob = browser.open(&secure, 820, 560)?;
+    browser.wait_for(&bob, "Bob's https page to connect", OPEN)?;
+    let carol = browser.open(&plain, 820, 560)?;
+    browser.wait_for(&carol, "Carol's http page to connect", OPEN)?;
+    // Each page's WebSocket follows the scheme it was loaded with.
+    assert_eq!(
+        browser.sockets_of(&alice),
+        [format!("wss://localhost:{tls_port}/room/tls")]
+    );
+    assert_eq!(
+        browser.sockets_of(&bob),
+        [format!("wss://localhost:{tls_port}/room/tls")]
+    );
+    assert_eq!(
+        browser.sockets_of(&carol),
+        [format!("ws://127.0.0.1:{port}/room/tls")]
+    );
+    for tab in [&alice, &bob, &carol] {
+        assert_eq!(
+            browser.eval(tab, "document.getElementById('room').textContent")?,
+            "#tls"
+        );
+    }
+    assert_eq!(browser.eval(&alice, "location.protocol")?, "https:");
+
+    // Over https to everyone, then from the plain port back.
+    browser.send_message(&alice, &["hello over https"])?;
+    let alice_id = listener.sender_of(b"hello over https")?;
+    browser.send_message(&carol, &["hello from http"])?;
+    let carol_id = listener.sender_of(b"hello from http")?;
+    browser.send_message(&bob, &["both", "ways — ça marche"])?;
+    let bob_id = listener.sender_of("both\nways — ça marche".as_bytes())?;
+    for tab in [&alice, &bob, &carol] {
+        let row = browser.wait_for_message(tab, "hello over https")?;
+        assert_eq!(row.from, format!("#{alice_id}"));
+        assert_eq!(row.mine, tab == &alice);
+        let row = browser.wait_for_message(tab, "hello from http")?;
+        assert_eq!(row.from, format!("#{carol_id}"));
+        let row = browser.wait_for_message(tab, "both\nways — ça marche")?;
+        assert_eq!(row.from, format!("#{bob_id}"));
+        assert_eq!(browser.eval(tab, COUNT)?, json!(3));
+    }
+    assert!(
+        browser.dialogs.is_empty(),
+        "a page opened a dialog: {:?}",
+        browser.dialogs
+    );
+    drop(browser);
+    drop(server);
+    Ok(())
+}
+
+/// The base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo, as
+/// `--ignore-certificate-errors-spki-list` takes it.
+fn spki_sha256(cert_pem: &Path) -> TestResult<String> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_file(cert_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+    Ok(base64::engine::general_purpose::STANDARD.encode(digest))
+}
+
 /// True once the page's connection is open.
 const OPEN: &str = "document.getElementById('state')?.textContent === 'open'";
 /// The page's own count of received messages.
@@ -236,9 +349,11 @@ fn poll<T>(what: &str, mut probe: impl FnMut() -> TestResult<Option<T>>) -> Test
 struct ServerProcess(Child);
 
 impl ServerProcess {
-    fn start(port: u16) -> TestResult<Self> {
+    /// Starts it on `port`, with more flags from `args`.
+    fn start(port: u16, args: &[&OsStr]) -> TestResult<Self> {
         let child = Command::new(env!("CARGO_BIN_EXE_wschat"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -268,9 +383,18 @@ struct Listener(WebSocket<TcpStream>);
 
 impl Listener {
     fn join(port: u16) -> TestResult<Self> {
+        Self::at(port, "/")
+    }
+
+    /// A listener in the room `room` instead of the lobby.
+    fn join_room(port: u16, room: &str) -> TestResult<Self> {
+        Self::at(port, &format!("/room/{room}"))
+    }
+
+    fn at(port: u16, path: &str) -> TestResult<Self> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(WAIT))?;
-        let (socket, _) = tungstenite::client(format!("ws://127.0.0.1:{port}/"), stream)?;
+        let (socket, _) = tungstenite::client(format!("ws://127.0.0.1:{port}{path}"), stream)?;
         Ok(Listener(socket))
     }
 
@@ -346,11 +470,14 @@ struct Browser {
     /// Messages of any JavaScript dialog (`alert` and friends) a page opened;
     /// an injected `alert(1)` would land here.
     dialogs: Vec<String>,
+    /// `(DevTools session, URL)` of every WebSocket a page created.
+    sockets: Vec<(String, String)>,
     _process: ChromiumProcess,
 }
 
 impl Browser {
-    fn launch(executable: &Path) -> TestResult<Self> {
+    /// Starts Chromium with its usual flags and `extra` ones.
+    fn launch(executable: &Path, extra: &[String]) -> TestResult<Self> {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.subsec_nanos();
         let profile =
             std::env::temp_dir().join(format!("wschat-chromium-{}-{nanos}", std::process::id()));
@@ -368,6 +495,7 @@ impl Browser {
                 "--remote-debugging-port=0",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -394,6 +522,7 @@ impl Browser {
             socket,
             next_id: 0,
             dialogs: Vec::new(),
+            sockets: Vec::new(),
             _process: process,
         })
     }
@@ -423,6 +552,11 @@ impl Browser {
             let reply: Value = serde_json::from_str(text.as_str())?;
             if reply["method"] == "Page.javascriptDialogOpening" {
                 self.dialogs.push(reply["params"]["message"].to_string());
+            }
+            if reply["method"] == "Network.webSocketCreated" {
+                let session = reply["sessionId"].as_str().unwrap_or_default();
+                let url = reply["params"]["url"].as_str().unwrap_or_default();
+                self.sockets.push((session.to_owned(), url.to_owned()));
             }
             if reply["id"] == id {
                 return match reply.get("error") {
@@ -457,6 +591,7 @@ impl Browser {
         // Dialog events before the page loads; focus as if each window were
         // the active one, so key events and `focus()` behave as for a person.
         self.call(Some(&tab), "Page.enable", json!({}))?;
+        self.call(Some(&tab), "Network.enable", json!({}))?;
         self.call(
             Some(&tab),
             "Emulation.setFocusEmulationEnabled",
@@ -465,6 +600,13 @@ impl Browser {
         self.resize(&tab, width, height)?;
         self.call(Some(&tab), "Page.navigate", json!({ "url": url }))?;
         Ok(tab)
+    }
+
+    /// The URLs of the WebSockets `tab` created so far (as far as the
+    /// events read up to now tell).
+    fn sockets_of(&self, tab: &Tab) -> Vec<String> {
+        let mine = self.sockets.iter().filter(|(s, _)| *s == tab.session);
+        mine.map(|(_, url)| url.clone()).collect()
     }
 
     fn resize(&mut self, tab: &Tab, width: u32, height: u32) -> TestResult {

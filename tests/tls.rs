@@ -1,8 +1,9 @@
 //! TLS in the loop (`--tls-listen`): wss:// with an independent client
 //! (tungstenite over rustls), a room shared by the TLS and plain listeners,
 //! `/metrics` over TLS, bad input on either port, the handshake timeout,
-//! certificate reload on SIGHUP and bad files at start. The CA and the
-//! certificates are made in the test.
+//! certificate reload on SIGHUP and bad files at start, the shutdown's
+//! Close 1001 and the closing handshake ending in `close_notify`, and pings
+//! to a silent client. The CA and the certificates are made in the test.
 
 mod support;
 
@@ -12,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use support::{
     peer_common_name, start_server, test_config, tls_connect, wait_for, wss_connect, Daemon,
-    Metrics, RawClient, TestCa, TestServer, IO_TIMEOUT,
+    Metrics, RawClient, TestCa, TestServer, TlsClient, IO_TIMEOUT,
 };
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
 fn tls_server(ca: &TestCa, tweak: impl FnOnce(&mut wschat::Config)) -> TestServer {
@@ -273,4 +276,99 @@ fn bad_files_stop_the_start_with_status_1_and_a_reason() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(reason), "{reason}: {stderr}");
     }
+}
+
+/// After the server's last record: `close_notify` (rustls reads it as a
+/// clean end, `Ok(0)`, where a bare FIN is `UnexpectedEof`), then the TCP
+/// connection's end.
+fn assert_close_notify_then_eof(stream: &mut TlsClient) {
+    let mut buf = [0; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("{n} more bytes of plaintext after the Close frame"),
+        Err(e) => panic!("no close_notify before the end: {e}"),
+    }
+    // The socket under TLS: nothing more, then EOF (a FIN, not a reset).
+    match stream.sock.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("{n} bytes after close_notify: {:02x?}", &buf[..n]),
+        Err(e) => panic!("no clean EOF after close_notify: {e}"),
+    }
+}
+
+#[test]
+fn shutdown_sends_close_1001_over_tls_then_close_notify_and_eof() {
+    let ca = TestCa::new("tls-shutdown");
+    // A long shutdown timeout: the server must stop because the client
+    // finished the closing handshake, not because the time ran out.
+    let server = tls_server(&ca, |c| c.shutdown_timeout = Duration::from_secs(20));
+    let mut ws = wss_connect(server.tls_addr(), "/room/bye", ca.client_config());
+    ws.send(Message::text("before")).unwrap();
+    let first = ws.read().unwrap().into_text().unwrap();
+    assert!(first.ends_with(":before"), "{first}");
+
+    let started = Instant::now();
+    server.handle().shutdown();
+    match ws.read().unwrap() {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away, "{frame:?}"),
+        other => panic!("expected Close 1001, got {other:?}"),
+    }
+    // tungstenite queued the Close reply; send it, as a well-behaved client.
+    ws.flush().unwrap();
+    assert_close_notify_then_eof(ws.get_mut());
+    server.stop().unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+}
+
+#[test]
+fn a_closing_handshake_the_client_starts_ends_with_close_notify() {
+    let ca = TestCa::new("tls-client-close");
+    let server = tls_server(&ca, |_| {});
+    let mut ws = wss_connect(server.tls_addr(), "/echo", ca.client_config());
+    ws.send(Message::text("one more")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("one more"));
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done".into(),
+    }))
+    .unwrap();
+    match ws.read().unwrap() {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal, "{frame:?}"),
+        other => panic!("expected the Close reply, got {other:?}"),
+    }
+    assert_close_notify_then_eof(ws.get_mut());
+}
+
+#[test]
+fn a_silent_wss_client_is_pinged_and_its_pongs_keep_it_open() {
+    let ca = TestCa::new("tls-ping");
+    let (ping, idle) = (Duration::from_millis(150), Duration::from_secs(1));
+    let server = tls_server(&ca, |c| {
+        c.ping_interval = ping;
+        c.idle_timeout = idle;
+    });
+    let mut ws = wss_connect(server.tls_addr(), "/echo", ca.client_config());
+    // The client sends nothing but the Pongs tungstenite answers each Ping
+    // with (on its next read), for longer than the idle timeout.
+    let started = Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < idle + idle / 2 {
+        match ws.read().unwrap() {
+            Message::Ping(_) => pings += 1,
+            other => panic!("expected a Ping, got {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    assert!(pings >= 3, "{pings} pings in {took:?}");
+    assert!(took < IO_TIMEOUT, "pings came every {:?}", took / pings);
+    ws.send(Message::text("still open")).unwrap();
+    let echo = loop {
+        match ws.read().unwrap() {
+            Message::Ping(_) => {}
+            other => break other,
+        }
+    };
+    assert_eq!(echo, Message::text("still open"));
+    assert_eq!(metric(server.addr(), "wschat_timeouts_total"), 0.0);
 }

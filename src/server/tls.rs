@@ -102,6 +102,12 @@ impl Certificates {
         Ok(&self.info)
     }
 
+    /// The rustls configuration in service (for tests and fuzzing that
+    /// compare the transport with rustls driven its usual way).
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.config.clone()
+    }
+
     /// The certificate in service.
     pub fn info(&self) -> &CertificateInfo {
         &self.info

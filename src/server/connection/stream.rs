@@ -111,7 +111,8 @@ impl Connection {
     ///
     /// Once both Close frames have been exchanged there is no FIN to send
     /// here: the reactor drops the connection at once (see
-    /// [`Connection::is_done`]) and closing the socket sends the FIN.
+    /// [`Connection::is_done`]) and closing the socket sends the FIN. Under
+    /// TLS the `close_notify` alert must still go before it.
     pub fn flush(&mut self, pool: &mut BufferPool) -> io::Result<Flush> {
         let last_bytes = self.queue.is_sealed() && !self.flags.get(Flags::WRITE_SHUT);
         if last_bytes {
@@ -120,7 +121,7 @@ impl Connection {
         let result = self.transport.write_queue(&mut self.queue, pool)?;
         if result == Flush::Done && last_bytes {
             self.flags.set(Flags::WRITE_SHUT, true);
-            if !self.is_done() {
+            if !self.is_done() || self.transport.is_tls() {
                 self.transport.shutdown_write();
             }
         }
