@@ -10,8 +10,10 @@
 use std::io;
 
 use mio::net::TcpStream;
-use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, WriteTraffic,
+};
 
 use super::{read_socket, ReadResult};
 use crate::server::tls::TLS_BUFFER_LIMIT;
@@ -39,6 +41,9 @@ pub struct TlsStream {
     reported: bool,
     /// The peer sent close_notify.
     peer_closed: bool,
+    /// rustls failed: it is not asked anything again (it would process the
+    /// same bad bytes again, and it keeps positions in them).
+    failed: bool,
 }
 
 impl std::fmt::Debug for TlsStream {
@@ -72,6 +77,7 @@ impl TlsStream {
             open: false,
             reported: false,
             peer_closed: false,
+            failed: false,
         }
     }
 
@@ -127,10 +133,16 @@ impl TlsStream {
     /// handshake messages sent. On a failure the alert rustls prepared is
     /// sent (best effort) before the error is returned.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), rustls::Error> {
+        if self.failed {
+            return Err(rustls::Error::General(
+                "the connection already failed".into(),
+            ));
+        }
         self.incoming.extend_from_slice(bytes);
         let result = self.process();
         release_if_empty(&mut self.incoming);
         if let Err(err) = result {
+            self.failed = true;
             self.send_alert();
             return Err(err);
         }
@@ -138,26 +150,21 @@ impl TlsStream {
         Ok(())
     }
 
-    /// Sends the alert rustls queued on a failure, if any. The received
-    /// bytes are dropped first: processing them again would fail again.
+    /// Sends the alert rustls queued on a failure, if any. rustls hands a
+    /// queued alert out before it looks at the received bytes again, so
+    /// one call on the same buffer takes it; a second call would process
+    /// the bad bytes again (and fail again), so there is none.
     fn send_alert(&mut self) {
-        self.incoming = Vec::new();
-        for _ in 0..4 {
-            let status = self.tls.process_tls_records(&mut []);
-            match status.state {
-                Ok(state @ ConnectionState::EncodeTlsData(_))
-                | Ok(state @ ConnectionState::TransmitTlsData(_)) => {
-                    let (mut open, mut closed) = (self.open, self.peer_closed);
-                    let _ = handle(
-                        state,
-                        &mut self.plaintext,
-                        &mut self.outgoing,
-                        &mut open,
-                        &mut closed,
-                    );
-                }
-                _ => break,
-            }
+        let status = self.tls.process_tls_records(&mut self.incoming);
+        if let Ok(state @ ConnectionState::EncodeTlsData(_)) = status.state {
+            let (mut open, mut closed) = (self.open, self.peer_closed);
+            let _ = handle(
+                state,
+                &mut self.plaintext,
+                &mut self.outgoing,
+                &mut open,
+                &mut closed,
+            );
         }
         let _ = self.flush_outgoing();
     }
@@ -213,33 +220,57 @@ impl TlsStream {
         }
     }
 
+    /// Runs `f` with rustls's writer and the outgoing buffer, once rustls
+    /// is ready to send application data. The received bytes are always
+    /// passed along (rustls keeps positions in them), and whatever else
+    /// rustls has to say first (records received, handshake messages) is
+    /// handled on the way.
+    fn with_writer<R>(
+        &mut self,
+        f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> R,
+    ) -> Option<R> {
+        if self.failed {
+            return None;
+        }
+        let mut f = Some(f);
+        for _ in 0..64 {
+            let status = self.tls.process_tls_records(&mut self.incoming);
+            let discard = status.discard;
+            let (result, stop) = match status.state {
+                Ok(ConnectionState::WriteTraffic(mut writer)) => {
+                    let f = f.take()?;
+                    (Some(f(&mut writer, &mut self.outgoing)), true)
+                }
+                Ok(state) => {
+                    let step = handle(
+                        state,
+                        &mut self.plaintext,
+                        &mut self.outgoing,
+                        &mut self.open,
+                        &mut self.peer_closed,
+                    );
+                    (None, !matches!(step, Ok(None)))
+                }
+                Err(_) => {
+                    self.failed = true;
+                    (None, true)
+                }
+            };
+            self.incoming.drain(..discard);
+            if stop {
+                return result;
+            }
+        }
+        None
+    }
+
     /// Encrypts `plaintext` into `outgoing`.
     fn encrypt(&mut self, plaintext: &[u8]) -> io::Result<()> {
         for record in plaintext.chunks(RECORD_PLAINTEXT) {
-            let status = self.tls.process_tls_records(&mut []);
-            let Ok(ConnectionState::WriteTraffic(mut writer)) = status.state else {
-                return Err(io::Error::other("TLS: not ready to send application data"));
-            };
-            let mut need = record.len() + RECORD_OVERHEAD;
-            loop {
-                let start = self.outgoing.len();
-                self.outgoing.resize(start + need, 0);
-                match writer.encrypt(record, &mut self.outgoing[start..]) {
-                    Ok(written) => {
-                        self.outgoing.truncate(start + written);
-                        break;
-                    }
-                    Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                        required_size,
-                    })) => {
-                        self.outgoing.truncate(start);
-                        need = required_size;
-                    }
-                    Err(e) => {
-                        self.outgoing.truncate(start);
-                        return Err(io::Error::other(format!("TLS: {e}")));
-                    }
-                }
+            let sealed = self.with_writer(|writer, outgoing| seal(writer, record, outgoing));
+            match sealed {
+                Some(result) => result?,
+                None => return Err(io::Error::other("TLS: not ready to send application data")),
             }
         }
         Ok(())
@@ -255,15 +286,14 @@ impl TlsStream {
 
     /// Queues a close_notify alert and writes what can be written.
     pub fn close_notify(&mut self) {
-        let status = self.tls.process_tls_records(&mut []);
-        if let Ok(ConnectionState::WriteTraffic(mut writer)) = status.state {
-            let start = self.outgoing.len();
-            self.outgoing.resize(start + RECORD_OVERHEAD, 0);
-            match writer.queue_close_notify(&mut self.outgoing[start..]) {
-                Ok(written) => self.outgoing.truncate(start + written),
-                Err(_) => self.outgoing.truncate(start),
+        self.with_writer(|writer, outgoing| {
+            let start = outgoing.len();
+            outgoing.resize(start + RECORD_OVERHEAD, 0);
+            match writer.queue_close_notify(&mut outgoing[start..]) {
+                Ok(written) => outgoing.truncate(start + written),
+                Err(_) => outgoing.truncate(start),
             }
-        }
+        });
         let _ = self.flush_outgoing();
     }
 
@@ -293,7 +323,7 @@ impl TlsStream {
 /// Acts on one state of the connection; `Some` when processing should
 /// stop for now.
 fn handle(
-    state: ConnectionState<'_, '_, rustls::server::ServerConnectionData>,
+    state: ConnectionState<'_, '_, ServerConnectionData>,
     plaintext: &mut Vec<u8>,
     outgoing: &mut Vec<u8>,
     open: &mut bool,
@@ -348,6 +378,33 @@ fn handle(
         }
         // No early data is accepted; any other state needs nothing now.
         _ => Ok(Some(Progress::Waiting)),
+    }
+}
+
+/// Encrypts one record's worth of `plaintext` onto the end of `outgoing`.
+fn seal(
+    writer: &mut WriteTraffic<'_, ServerConnectionData>,
+    plaintext: &[u8],
+    outgoing: &mut Vec<u8>,
+) -> io::Result<()> {
+    let mut need = plaintext.len() + RECORD_OVERHEAD;
+    loop {
+        let start = outgoing.len();
+        outgoing.resize(start + need, 0);
+        match writer.encrypt(plaintext, &mut outgoing[start..]) {
+            Ok(written) => {
+                outgoing.truncate(start + written);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                outgoing.truncate(start);
+                need = required_size;
+            }
+            Err(e) => {
+                outgoing.truncate(start);
+                return Err(io::Error::other(format!("TLS: {e}")));
+            }
+        }
     }
 }
 
