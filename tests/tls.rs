@@ -372,3 +372,36 @@ fn a_silent_wss_client_is_pinged_and_its_pongs_keep_it_open() {
     assert_eq!(echo, Message::text("still open"));
     assert_eq!(metric(server.addr(), "wschat_timeouts_total"), 0.0);
 }
+
+#[test]
+fn a_slow_wss_reader_is_cut_at_its_bound_while_a_fast_one_keeps_receiving() {
+    let ca = TestCa::new("tls-slow");
+    let server = tls_server(&ca, |c| c.max_backpressure = 64 * 1024);
+    let slow_tcp = support::tcp_connect_small_rcvbuf(server.tls_addr(), 4096);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(ca.client_config(), name).unwrap();
+    let mut slow_tls = rustls::StreamOwned::new(conn, slow_tcp);
+    let url = format!("wss://localhost:{}/room/flood", server.tls_addr().port());
+    let (_slow, _) = tungstenite::client(url.as_str(), &mut slow_tls).expect("slow wss");
+    let mut fast = wss_connect(server.tls_addr(), "/room/flood", ca.client_config());
+    let mut sender = RawClient::connect(server.addr(), "/room/flood");
+    let line = "x".repeat(16_000);
+    for i in 0..1000 {
+        // The fast reader (and the sender, a member too) keep up: each
+        // reads every message before the next is sent.
+        sender.send_text(&line);
+        assert!(sender.next_text(IO_TIMEOUT).ends_with(&line));
+        let got = fast.read().unwrap_or_else(|e| panic!("message {i}: {e}"));
+        let text = got.into_text().unwrap();
+        assert!(
+            text.ends_with(&line),
+            "message {i}: {:?}",
+            &text[..text.len().min(80)]
+        );
+    }
+    let cut = wait_for(IO_TIMEOUT, || {
+        let n = metric(server.addr(), "wschat_slow_consumer_disconnects_total");
+        (n >= 1.0).then_some(n)
+    });
+    assert_eq!(cut, Some(1.0), "the slow reader, and only it, is cut");
+}

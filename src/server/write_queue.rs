@@ -110,11 +110,11 @@ impl ByteGauge {
         self.0.get()
     }
 
-    fn add(&self, n: usize) {
+    pub(crate) fn add(&self, n: usize) {
         self.0.set(self.0.get() + n);
     }
 
-    fn sub(&self, n: usize) {
+    pub(crate) fn sub(&self, n: usize) {
         self.0.set(self.0.get() - n);
     }
 }

@@ -103,12 +103,13 @@ pub struct Connection {
 impl Connection {
     /// A connection just accepted; its handshake must end by `deadline`.
     pub fn new(
-        transport: Transport,
+        mut transport: Transport,
         peer: SocketAddr,
         gauge: ByteGauge,
         now: Time,
         deadline: Time,
     ) -> Connection {
+        transport.count_into(&gauge);
         Connection {
             transport,
             peer,
@@ -237,7 +238,7 @@ impl Member for Connection {
     fn backlog(&self) -> Option<usize> {
         match self.state {
             State::WebSocket(_) if !self.queue.is_sealed() && !self.flags.get(Flags::DEAD) => {
-                Some(self.queue.queued_bytes())
+                Some(self.queue.queued_bytes() + self.transport.pending_bytes())
             }
             _ => None,
         }

@@ -101,9 +101,10 @@ impl Connection {
         self.queue.queued_bytes()
     }
 
-    /// Bytes queued and not yet written.
+    /// Bytes queued and not yet written: in the queue, and encrypted
+    /// bytes the transport holds.
     pub fn queued_bytes(&self) -> usize {
-        self.queue.queued_bytes()
+        self.queue.queued_bytes() + self.transport.pending_bytes()
     }
 
     /// Writes the queue until it is empty or the transport would block.

@@ -23,7 +23,7 @@ mod tls;
 
 use self::tls::TlsStream;
 use super::proxy::{read_proxy_header, InvalidProxyHeader, ProxyHeader};
-use super::write_queue::{BufferPool, Flush, WriteQueue};
+use super::write_queue::{BufferPool, ByteGauge, Flush, WriteQueue};
 
 /// The result of one read.
 #[derive(Debug)]
@@ -102,6 +102,22 @@ impl Transport {
     pub fn behind_proxy_protocol(mut self) -> Transport {
         self.gate = Some(Box::default());
         self
+    }
+
+    /// Counts the bytes the transport holds for the peer (encrypted
+    /// records under TLS) into `gauge`, beside the write queues'.
+    pub fn count_into(&mut self, gauge: &ByteGauge) {
+        if let Stream::Tls(t) = &mut self.stream {
+            t.count_into(gauge.clone());
+        }
+    }
+
+    /// Bytes the transport holds for the peer, not yet written.
+    pub fn pending_bytes(&self) -> usize {
+        match &self.stream {
+            Stream::Tcp(_) => 0,
+            Stream::Tls(t) => t.pending_bytes(),
+        }
     }
 
     /// Whether the bytes travel under TLS.

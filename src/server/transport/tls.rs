@@ -17,7 +17,7 @@ use rustls::unbuffered::{
 
 use super::{read_socket, ReadResult};
 use crate::server::tls::TLS_BUFFER_LIMIT;
-use crate::server::write_queue::{BufferPool, Flush, WriteQueue};
+use crate::server::write_queue::{BufferPool, ByteGauge, Flush, WriteQueue};
 
 /// Plaintext encrypted per record: the TLS maximum.
 const RECORD_PLAINTEXT: usize = 16 * 1024;
@@ -44,6 +44,18 @@ pub struct TlsStream {
     /// rustls failed: it is not asked anything again (it would process the
     /// same bad bytes again, and it keeps positions in them).
     failed: bool,
+    /// Where `outgoing` is counted with the write queues' bytes, and how
+    /// much of it is counted now.
+    gauge: Option<ByteGauge>,
+    counted: usize,
+}
+
+impl Drop for TlsStream {
+    fn drop(&mut self) {
+        if let Some(gauge) = &self.gauge {
+            gauge.sub(self.counted);
+        }
+    }
 }
 
 impl std::fmt::Debug for TlsStream {
@@ -78,6 +90,29 @@ impl TlsStream {
             reported: false,
             peer_closed: false,
             failed: false,
+            gauge: None,
+            counted: 0,
+        }
+    }
+
+    /// Counts the encrypted bytes waiting for the socket into `gauge`.
+    pub fn count_into(&mut self, gauge: ByteGauge) {
+        gauge.add(self.outgoing.len());
+        self.counted = self.outgoing.len();
+        self.gauge = Some(gauge);
+    }
+
+    /// Encrypted bytes waiting for the socket.
+    pub fn pending_bytes(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    /// Brings the gauge up to date with `outgoing`.
+    fn recount(&mut self) {
+        if let Some(gauge) = &self.gauge {
+            gauge.sub(self.counted);
+            gauge.add(self.outgoing.len());
+            self.counted = self.outgoing.len();
         }
     }
 
@@ -316,6 +351,7 @@ impl TlsStream {
         };
         self.outgoing.drain(..sent);
         release_if_empty(&mut self.outgoing);
+        self.recount();
         result
     }
 }
