@@ -178,7 +178,7 @@ impl TlsStream {
         release_if_empty(&mut self.incoming);
         if let Err(err) = result {
             self.failed = true;
-            self.send_alert();
+            self.send_alert(&err);
             return Err(err);
         }
         let _ = self.flush_outgoing();
@@ -189,7 +189,8 @@ impl TlsStream {
     /// queued alert out before it looks at the received bytes again, so
     /// one call on the same buffer takes it; a second call would process
     /// the bad bytes again (and fail again), so there is none.
-    fn send_alert(&mut self) {
+    fn send_alert(&mut self, err: &rustls::Error) {
+        let before = self.outgoing.len();
         let status = self.tls.process_tls_records(&mut self.incoming);
         if let Ok(state @ ConnectionState::EncodeTlsData(_)) = status.state {
             let (mut open, mut closed) = (self.open, self.peer_closed);
@@ -200,6 +201,12 @@ impl TlsStream {
                 &mut open,
                 &mut closed,
             );
+        }
+        // rustls's unbuffered connection queues no alert for a record it
+        // cannot even frame; before the handshake is done, alerts go in
+        // the clear, so one is written here (RFC 8446 section 6).
+        if self.outgoing.len() == before && !self.open {
+            self.outgoing.extend_from_slice(&[21, 3, 3, 0, 2, 2, alert_for(err)]);
         }
         let _ = self.flush_outgoing();
     }
@@ -441,6 +448,16 @@ fn seal(
                 return Err(io::Error::other(format!("TLS: {e}")));
             }
         }
+    }
+}
+
+/// The alert description for a failure rustls sent no alert for.
+fn alert_for(err: &rustls::Error) -> u8 {
+    match err {
+        rustls::Error::InvalidMessage(_) => 50, // decode_error
+        rustls::Error::InappropriateMessage { .. }
+        | rustls::Error::InappropriateHandshakeMessage { .. } => 10, // unexpected_message
+        _ => 40, // handshake_failure
     }
 }
 
