@@ -11,9 +11,11 @@ pub mod hold;
 
 use std::io;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConfig;
 use slab::Slab;
 
 use crate::conn::{Conn, ConnError, Event, Outbox, Readiness, Status};
@@ -31,6 +33,9 @@ pub struct Settings {
     pub target: Target,
     /// Plain TCP instead of WebSocket.
     pub plain_tcp: bool,
+    /// For a `wss://` target: the TLS configuration every connection
+    /// shares (and with it the session store, under `--resume`).
+    pub tls: Option<Arc<ClientConfig>>,
     /// Source addresses to spread connections over (empty: kernel's choice).
     pub sources: Vec<IpAddr>,
     /// Connects and handshakes in flight at once while opening a fleet.
@@ -45,10 +50,15 @@ impl Settings {
     /// A report for `scenario` that starts with the mode and the target.
     pub fn report(&self, scenario: &str) -> Report {
         let t = &self.target;
-        let (mode, url) = if self.plain_tcp {
-            ("tcp", format!("tcp://{}", t.host))
+        let mode = match (self.plain_tcp, &self.tls) {
+            (true, _) => "tcp",
+            (false, Some(_)) => "wss",
+            (false, None) => "ws",
+        };
+        let url = if self.plain_tcp {
+            format!("tcp://{}", t.host)
         } else {
-            ("ws", format!("ws://{}{}", t.host, t.path))
+            format!("{mode}://{}{}", t.host, t.path)
         };
         let mut report = Report::new(scenario, mode);
         report.text("url", &url);
@@ -137,6 +147,7 @@ impl<S> Fleet<S> {
         let mut conn = Conn::connect(
             &self.settings.target,
             self.settings.plain_tcp,
+            self.settings.tls.as_ref(),
             source,
             &mut self.rng,
         )?;
