@@ -42,7 +42,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::scenario::{broadcast, connect, echo, hold, Settings};
 use crate::target::Target;
-use crate::tls::TlsOptions;
+use crate::tls::{Cipher, TlsOptions};
 
 /// Load generator for WebSocket servers (wschat or any other).
 #[derive(Debug, Parser)]
@@ -84,6 +84,10 @@ struct Common {
     /// (for self-signed test certificates; proves nothing about the server).
     #[arg(long, global = true, conflicts_with = "ca")]
     insecure: bool,
+    /// wss://: offer this TLS 1.3 cipher suite alone (default: all, in
+    /// browsers' order, AES-128-GCM first).
+    #[arg(long, global = true, value_enum, value_name = "SUITE")]
+    cipher: Option<Cipher>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +244,7 @@ fn tls_config(
         let flag = [
             (common.ca.is_some(), "--ca"),
             (common.insecure, "--insecure"),
+            (common.cipher.is_some(), "--cipher"),
             (resume, "--resume"),
         ]
         .into_iter()
@@ -256,6 +261,7 @@ fn tls_config(
         ca: common.ca.clone(),
         insecure: common.insecure,
         resume,
+        cipher: common.cipher,
     };
     options.client_config().map(Some)
 }
@@ -413,6 +419,14 @@ mod tests {
             (
                 &["echo", "--url", "tcp://127.0.0.1:1", "--ca", "x.pem"],
                 "--ca needs a wss:// URL",
+            ),
+            (
+                &["echo", "--url", "ws://127.0.0.1:1/", "--cipher", "aes128"],
+                "--cipher needs a wss:// URL",
+            ),
+            (
+                &["echo", "--url", "wss://127.0.0.1:1/", "--cipher", "rot13"],
+                "invalid value 'rot13'",
             ),
             (
                 &["echo", "--url", "wss://127.0.0.1:1/", "--tcp", "--insecure"],

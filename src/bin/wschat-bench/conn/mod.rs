@@ -156,6 +156,11 @@ impl Conn {
         self.tls.as_ref()?.handshake()
     }
 
+    /// What TLS negotiated, once the handshake is over (`None` for `ws://`).
+    pub fn tls_description(&self) -> Option<String> {
+        self.tls.as_ref()?.describe()
+    }
+
     /// Handles one readiness event: finishes the connect, flushes queued
     /// bytes, reads until the socket is drained, and hands every event to
     /// `handler`, whose sends go out in one write at the end.

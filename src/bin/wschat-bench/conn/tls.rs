@@ -53,6 +53,22 @@ impl Tls {
         }
     }
 
+    /// What was negotiated, once the handshake is over: the version, the
+    /// cipher suite and the key exchange, e.g. `TLSv1_3
+    /// TLS13_AES_128_GCM_SHA256 X25519`.
+    pub fn describe(&self) -> Option<String> {
+        let c = &self.0;
+        if c.is_handshaking() {
+            return None;
+        }
+        Some(format!(
+            "{:?} {:?} {:?}",
+            c.protocol_version()?,
+            c.negotiated_cipher_suite()?.suite(),
+            c.negotiated_key_exchange_group()?.name()
+        ))
+    }
+
     /// A `Read` of plaintext over `tcp`, for the receive buffer.
     pub fn reader<'a>(&'a mut self, tcp: &'a mut TcpStream) -> Plaintext<'a> {
         Plaintext {

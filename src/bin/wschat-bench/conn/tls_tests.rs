@@ -91,6 +91,7 @@ struct Life {
     status: Result<Status, String>,
     echoed: Vec<Vec<u8>>,
     handshake: Option<TlsHandshake>,
+    negotiated: Option<String>,
 }
 
 /// Connects, sends `messages` once open, closes with 1000 once all are
@@ -134,14 +135,15 @@ fn echo_life(target: &Target, config: &Arc<ClientConfig>, messages: &[Vec<u8>]) 
         status,
         echoed,
         handshake: conn.tls_handshake(),
+        negotiated: conn.tls_description(),
     }
 }
 
 fn options(dir: &std::path::Path, resume: bool) -> TlsOptions {
     TlsOptions {
         ca: Some(dir.join("ca.pem")),
-        insecure: false,
         resume,
+        ..TlsOptions::default()
     }
 }
 
@@ -158,6 +160,8 @@ fn echoes_over_many_records_and_closes_cleanly() {
         assert_eq!(life.status, Ok(Status::Finished { code: Some(1000) }));
         assert_eq!(life.echoed, messages);
         assert_eq!(life.handshake, Some(TlsHandshake::Full));
+        let negotiated = life.negotiated.unwrap();
+        assert_eq!(negotiated, "TLSv1_3 TLS13_AES_128_GCM_SHA256 X25519");
     }
 }
 

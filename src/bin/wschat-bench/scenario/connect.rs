@@ -71,6 +71,8 @@ struct Cycles {
     /// Of those, over TLS: full and resumed TLS handshakes.
     tls_full: u64,
     tls_resumed: u64,
+    /// What TLS negotiated for the first cycle.
+    tls: Option<String>,
     /// Cycles that ended with a clean close after their handshake.
     closed: u64,
     interval_handshakes: u64,
@@ -87,6 +89,7 @@ impl Cycles {
             handshakes: 0,
             tls_full: 0,
             tls_resumed: 0,
+            tls: None,
             closed: 0,
             interval_handshakes: 0,
         }
@@ -157,6 +160,9 @@ impl Cycles {
         if opened && !was_done {
             peer.state = true;
             self.latency.record(now.duration_since(peer.started));
+            if self.tls.is_none() {
+                self.tls = peer.conn.tls_description();
+            }
             if now <= self.deadline {
                 self.handshakes += 1;
                 self.interval_handshakes += 1;
@@ -229,6 +235,7 @@ impl Cycles {
         report.int("handshakes", "", self.handshakes);
         report.float("handshakes", "/s", self.handshakes as f64 / secs);
         if settings.tls.is_some() {
+            report.text("tls", self.tls.as_deref().unwrap_or("-"));
             report.int("tls full handshakes", "", self.tls_full);
             report.float("tls full handshakes", "/s", self.tls_full as f64 / secs);
             report.int("tls resumed handshakes", "", self.tls_resumed);

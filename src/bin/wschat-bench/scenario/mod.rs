@@ -234,6 +234,8 @@ pub struct Setup {
     pub latency: Latency,
     /// How long setup took.
     pub elapsed: Duration,
+    /// What TLS negotiated for the first connection (`wss://` only).
+    pub tls: Option<String>,
 }
 
 impl Setup {
@@ -243,6 +245,9 @@ impl Setup {
         report.int("connections opened", "", self.open as u64);
         report.float("setup time", "s", self.elapsed.as_secs_f64());
         self.latency.report(report, "handshake");
+        if let Some(tls) = &self.tls {
+            report.text("tls", tls);
+        }
     }
 }
 
@@ -255,6 +260,7 @@ struct Opening {
     in_flight: usize,
     errors: Errors,
     latency: Latency,
+    tls: Option<String>,
 }
 
 impl Opening {
@@ -267,6 +273,7 @@ impl Opening {
             in_flight: 0,
             errors: Errors::default(),
             latency: Latency::new(),
+            tls: None,
         }
     }
 
@@ -308,6 +315,9 @@ impl Opening {
             on_open(&mut peer.state, self.open);
             self.open += 1;
             self.latency.record(now.duration_since(peer.started));
+            if self.tls.is_none() {
+                self.tls = peer.conn.tls_description();
+            }
         }
         if !ended(result, &mut self.errors) {
             return false;
@@ -370,6 +380,7 @@ pub fn establish<S: Default>(
         errors: opening.errors,
         latency: opening.latency,
         elapsed: start.elapsed(),
+        tls: opening.tls,
     })
 }
 

@@ -7,6 +7,11 @@
 //! `--insecure` checks nothing at all ([`AcceptAnyServer`]), for
 //! self-signed test certificates.
 //!
+//! The TLS 1.3 cipher suites are offered in the order browsers offer them,
+//! AES-128-GCM first (rustls's own default puts AES-256-GCM first, and a
+//! server that honours the client's order, as rustls does, then pays for
+//! SHA-384 and four more AES rounds); `--cipher` offers one suite alone.
+//!
 //! Resumption lives in the shared config's session store: with `--resume`
 //! the TLS 1.3 tickets a server sends are kept ([`store`]) and offered by
 //! the next connections; without it the config keeps no session at all,
@@ -19,10 +24,36 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
+use rustls::crypto::ring::cipher_suite;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CipherSuite, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    SupportedCipherSuite,
+};
+
+/// A TLS 1.3 cipher suite to offer alone (`--cipher`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Cipher {
+    /// TLS13_AES_128_GCM_SHA256.
+    Aes128,
+    /// TLS13_AES_256_GCM_SHA384.
+    Aes256,
+    /// TLS13_CHACHA20_POLY1305_SHA256.
+    Chacha20,
+}
+
+impl Cipher {
+    /// The rustls suite.
+    fn suite(self) -> SupportedCipherSuite {
+        match self {
+            Cipher::Aes128 => cipher_suite::TLS13_AES_128_GCM_SHA256,
+            Cipher::Aes256 => cipher_suite::TLS13_AES_256_GCM_SHA384,
+            Cipher::Chacha20 => cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        }
+    }
+}
 
 /// How the client speaks TLS: the `--ca`, `--insecure` and `--resume` flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,14 +64,20 @@ pub struct TlsOptions {
     pub insecure: bool,
     /// Offer the session tickets of earlier connections.
     pub resume: bool,
+    /// Offer this TLS 1.3 suite alone (and no TLS 1.2).
+    pub cipher: Option<Cipher>,
 }
 
 impl TlsOptions {
     /// The configuration all connections of a run share.
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(self.provider());
+        let versions: &[_] = match self.cipher {
+            Some(_) => &[&rustls::version::TLS13],
+            None => rustls::DEFAULT_VERSIONS,
+        };
         let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(|e| format!("TLS: {e}"))?;
         let mut config = if self.insecure {
             builder
@@ -61,6 +98,33 @@ impl TlsOptions {
             Resumption::disabled()
         };
         Ok(Arc::new(config))
+    }
+}
+
+impl TlsOptions {
+    /// ring, offering the suites browsers offer in their order, or the
+    /// one `--cipher` names.
+    fn provider(&self) -> CryptoProvider {
+        let mut provider = rustls::crypto::ring::default_provider();
+        match self.cipher {
+            Some(cipher) => provider.cipher_suites = vec![cipher.suite()],
+            None => provider
+                .cipher_suites
+                .sort_by_key(|s| browser_rank(s.suite())),
+        }
+        provider
+    }
+}
+
+/// Where browsers put a TLS 1.3 suite in their ClientHello (AES-128-GCM,
+/// AES-256-GCM, ChaCha20-Poly1305); the sort is stable, so TLS 1.2 suites
+/// keep rustls's order after them.
+fn browser_rank(suite: CipherSuite) -> u8 {
+    match suite {
+        CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+        CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        _ => 3,
     }
 }
 
@@ -197,6 +261,38 @@ mod tests {
         assert!(format!("{:?}", on.resumption).contains("TicketStore"));
         assert!(format!("{:?}", off.resumption).contains("NoClientSessionStorage"));
         assert_eq!(on.alpn_protocols, [b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn suites_in_browser_order_or_one_alone() {
+        let suites = |cipher| {
+            let opts = TlsOptions {
+                insecure: true,
+                cipher,
+                ..TlsOptions::default()
+            };
+            let provider = opts.provider();
+            assert!(opts.client_config().is_ok());
+            provider
+                .cipher_suites
+                .iter()
+                .map(|s| s.suite())
+                .collect::<Vec<_>>()
+        };
+        let all = suites(None);
+        assert_eq!(
+            all[..3],
+            [
+                CipherSuite::TLS13_AES_128_GCM_SHA256,
+                CipherSuite::TLS13_AES_256_GCM_SHA384,
+                CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+            ]
+        );
+        assert!(all.len() > 3, "TLS 1.2 suites follow");
+        assert_eq!(
+            suites(Some(Cipher::Aes256)),
+            [CipherSuite::TLS13_AES_256_GCM_SHA384]
+        );
     }
 
     #[test]
