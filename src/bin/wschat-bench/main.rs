@@ -405,66 +405,68 @@ mod tests {
             .is_none());
     }
 
+    /// Command lines refused, with words of the refusal.
+    const REFUSED: &[(&[&str], &str)] = &[
+        (
+            &["connect", "--url", "ws://127.0.0.1:1/", "--insecure"],
+            "--insecure needs a wss:// URL",
+        ),
+        (
+            &["connect", "--url", "ws://127.0.0.1:1/", "--resume"],
+            "--resume needs a wss:// URL",
+        ),
+        (
+            &["echo", "--url", "tcp://127.0.0.1:1", "--ca", "x.pem"],
+            "--ca needs a wss:// URL",
+        ),
+        (
+            &["echo", "--url", "ws://127.0.0.1:1/", "--cipher", "aes128"],
+            "--cipher needs a wss:// URL",
+        ),
+        (
+            &["echo", "--url", "wss://127.0.0.1:1/", "--cipher", "rot13"],
+            "invalid value 'rot13'",
+        ),
+        (
+            &["echo", "--url", "wss://127.0.0.1:1/", "--tcp", "--insecure"],
+            "--tcp cannot be used",
+        ),
+        (
+            &[
+                "echo",
+                "--url",
+                "wss://127.0.0.1:1/",
+                "--ca",
+                "x.pem",
+                "--insecure",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &[
+                "echo",
+                "--url",
+                "wss://127.0.0.1:1/",
+                "--resume",
+                "--insecure",
+            ],
+            "unexpected argument",
+        ),
+        (
+            &[
+                "echo",
+                "--url",
+                "wss://127.0.0.1:1/",
+                "--ca",
+                "/nonexistent.pem",
+            ],
+            "--ca /nonexistent.pem",
+        ),
+    ];
+
     #[test]
     fn tls_flags_refused_where_they_change_nothing() {
-        let refused = [
-            (
-                &["connect", "--url", "ws://127.0.0.1:1/", "--insecure"][..],
-                "--insecure needs a wss:// URL",
-            ),
-            (
-                &["connect", "--url", "ws://127.0.0.1:1/", "--resume"],
-                "--resume needs a wss:// URL",
-            ),
-            (
-                &["echo", "--url", "tcp://127.0.0.1:1", "--ca", "x.pem"],
-                "--ca needs a wss:// URL",
-            ),
-            (
-                &["echo", "--url", "ws://127.0.0.1:1/", "--cipher", "aes128"],
-                "--cipher needs a wss:// URL",
-            ),
-            (
-                &["echo", "--url", "wss://127.0.0.1:1/", "--cipher", "rot13"],
-                "invalid value 'rot13'",
-            ),
-            (
-                &["echo", "--url", "wss://127.0.0.1:1/", "--tcp", "--insecure"],
-                "--tcp cannot be used",
-            ),
-            (
-                &[
-                    "echo",
-                    "--url",
-                    "wss://127.0.0.1:1/",
-                    "--ca",
-                    "x.pem",
-                    "--insecure",
-                ],
-                "cannot be used with",
-            ),
-            (
-                &[
-                    "echo",
-                    "--url",
-                    "wss://127.0.0.1:1/",
-                    "--resume",
-                    "--insecure",
-                ],
-                "unexpected argument",
-            ),
-            (
-                &[
-                    "echo",
-                    "--url",
-                    "wss://127.0.0.1:1/",
-                    "--ca",
-                    "/nonexistent.pem",
-                ],
-                "--ca /nonexistent.pem",
-            ),
-        ];
-        for (args, words) in refused {
+        for (args, words) in REFUSED {
             let err = settings_of(args).err().unwrap_or_default();
             assert!(err.contains(words), "{args:?}: {err}");
         }
