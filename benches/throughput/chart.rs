@@ -1,6 +1,7 @@
 //! An SVG bar chart of the throughput bench's results, drawn from the JSON
 //! lines the bench writes (`target/bench-results.json`): for each case,
-//! wschat's figure next to the baseline's, and the ratio.
+//! the measured side's figure next to the one it is compared against
+//! (wschat and the baseline, or wss:// and ws://), and the ratio.
 
 use std::fmt::Write as _;
 
@@ -17,20 +18,29 @@ fn json_str<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     Some(&rest[..rest.find('"')?])
 }
 
-/// Renders every result line that has `case`, `metric`, `wschat` and
-/// `baseline` as one row of two bars.
+/// One row of the chart: a case, its metric, and the two sides.
+struct Row<'a> {
+    case: &'a str,
+    metric: &'a str,
+    sides: [(&'a str, f64); 2],
+}
+
+/// Reads a row from a result line that has `case`, `metric`, and the
+/// figures of the sides `subject` and `reference` name (`wschat` and
+/// `baseline` when those are missing).
+fn row<'a>(line: &'a str, number: &impl Fn(&str, &str) -> Option<f64>) -> Option<Row<'a>> {
+    let ours = json_str(line, "subject").unwrap_or("wschat");
+    let theirs = json_str(line, "reference").unwrap_or("baseline");
+    Some(Row {
+        case: json_str(line, "case")?,
+        metric: json_str(line, "metric")?,
+        sides: [(ours, number(line, ours)?), (theirs, number(line, theirs)?)],
+    })
+}
+
+/// Renders every result line [`row`] can read as one row of two bars.
 pub fn render(json_lines: &str, number: impl Fn(&str, &str) -> Option<f64>) -> String {
-    let rows: Vec<(&str, &str, f64, f64)> = json_lines
-        .lines()
-        .filter_map(|l| {
-            Some((
-                json_str(l, "case")?,
-                json_str(l, "metric")?,
-                number(l, "wschat")?,
-                number(l, "baseline")?,
-            ))
-        })
-        .collect();
+    let rows: Vec<Row<'_>> = json_lines.lines().filter_map(|l| row(l, &number)).collect();
     let height = 50.0 + ROW * rows.len() as f64;
     let mut svg = String::new();
     let _ = write!(
@@ -39,11 +49,20 @@ pub fn render(json_lines: &str, number: impl Fn(&str, &str) -> Option<f64>) -> S
          font-family=\"sans-serif\" font-size=\"13\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">wschat against a plain TCP \
-         baseline, same run (higher is better)</text>\n"
+         baseline, wss:// against ws://, same run (higher is better)</text>\n"
     );
-    for (i, (case, metric, ours, base)) in rows.iter().enumerate() {
+    for (
+        i,
+        Row {
+            case,
+            metric,
+            sides,
+        },
+    ) in rows.iter().enumerate()
+    {
         let top = 40.0 + ROW * i as f64;
-        let scale = BAR_MAX / ours.max(*base).max(1.0);
+        let [(_, ours), (_, base)] = *sides;
+        let scale = BAR_MAX / ours.max(base).max(1.0);
         let _ = write!(
             svg,
             "<text x=\"10\" y=\"{}\" font-weight=\"bold\">{case}</text>\n\
@@ -54,11 +73,7 @@ pub fn render(json_lines: &str, number: impl Fn(&str, &str) -> Option<f64>) -> S
             top + 54.0,
             ours / base
         );
-        for (j, (name, value, colour)) in
-            [("wschat", ours, "#2563eb"), ("baseline", base, "#9ca3af")]
-                .iter()
-                .enumerate()
-        {
+        for (j, ((name, value), colour)) in sides.iter().zip(["#2563eb", "#9ca3af"]).enumerate() {
             let y = top + 8.0 + 26.0 * j as f64;
             let w = (*value * scale).max(1.0);
             let _ = write!(

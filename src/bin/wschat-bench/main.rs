@@ -10,8 +10,13 @@
 //! when the run passed its own checks (no errors, no mismatched echoes, no
 //! lost broadcasts), 1 when it did not, 2 on bad usage or a local failure.
 //!
+//! Every scenario also speaks `wss://`: certificates are checked against
+//! the system's roots, or the CAs of `--ca FILE`, or not at all with
+//! `--insecure`; `connect --resume` resumes TLS sessions.
+//!
 //! ```text
 //! wschat-bench connect   --url ws://127.0.0.1:9502/echo --concurrency 50 --duration 5
+//! wschat-bench connect   --url wss://127.0.0.1:9443/echo --insecure --resume
 //! wschat-bench echo      --url ws://127.0.0.1:9502/echo --conns 100 --size 16 --pipeline 16
 //! wschat-bench echo      --url tcp://127.0.0.1:7000 --tcp --conns 100 --size 16
 //! wschat-bench broadcast --url ws://127.0.0.1:9502/ --conns 1000 --senders 10 --rate 100
@@ -26,14 +31,18 @@ mod report;
 mod rng;
 mod scenario;
 mod target;
+mod tls;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::scenario::{broadcast, connect, echo, hold, Settings};
 use crate::target::Target;
+use crate::tls::{Cipher, TlsOptions};
 
 /// Load generator for WebSocket servers (wschat or any other).
 #[derive(Debug, Parser)]
@@ -67,6 +76,18 @@ struct Common {
     /// Seconds one connect plus handshake (or one close) may take.
     #[arg(long, global = true, default_value_t = 10.0, value_name = "SECS")]
     timeout: f64,
+    /// wss://: trust the CA certificates in this PEM file instead of the
+    /// system's roots (for a test CA).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// wss://: check no certificate and no handshake signature at all
+    /// (for self-signed test certificates; proves nothing about the server).
+    #[arg(long, global = true, conflicts_with = "ca")]
+    insecure: bool,
+    /// wss://: offer this TLS 1.3 cipher suite alone (default: all, in
+    /// browsers' order, AES-128-GCM first).
+    #[arg(long, global = true, value_enum, value_name = "SUITE")]
+    cipher: Option<Cipher>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,7 +105,7 @@ enum Scenario {
 /// The flags of `connect` (its description is the variant's).
 #[derive(Debug, Args)]
 struct ConnectFlags {
-    /// ws://HOST:PORT/PATH (or tcp://HOST:PORT with --tcp).
+    /// ws:// or wss://HOST:PORT/PATH (or tcp://HOST:PORT with --tcp).
     #[arg(long)]
     url: String,
     /// Cycles in flight at once.
@@ -101,12 +122,17 @@ struct ConnectFlags {
     /// server that closes only at end of stream (e.g. an echo server).
     #[arg(long)]
     half_close: bool,
+    /// wss://: offer the TLS session tickets of earlier cycles, so that
+    /// handshakes after the first ones are resumed (without it every
+    /// handshake is full).
+    #[arg(long)]
+    resume: bool,
 }
 
 /// The flags of `echo` (its description is the variant's).
 #[derive(Debug, Args)]
 struct EchoFlags {
-    /// ws://HOST:PORT/PATH of an endpoint that echoes every message.
+    /// ws:// or wss://HOST:PORT/PATH of an endpoint that echoes every message.
     #[arg(long)]
     url: String,
     /// Connections.
@@ -132,7 +158,8 @@ struct EchoFlags {
 /// The flags of `broadcast` (its description is the variant's).
 #[derive(Debug, Args)]
 struct BroadcastFlags {
-    /// ws://HOST:PORT/PATH of a room that relays every message to all members.
+    /// ws:// or wss://HOST:PORT/PATH of a room that relays every message to
+    /// all members.
     #[arg(long)]
     url: String,
     /// Connections in the room.
@@ -155,7 +182,7 @@ struct BroadcastFlags {
 /// The flags of `hold` (its description is the variant's).
 #[derive(Debug, Args)]
 struct HoldFlags {
-    /// ws://HOST:PORT/PATH.
+    /// ws:// or wss://HOST:PORT/PATH.
     #[arg(long)]
     url: String,
     /// Connections.
@@ -171,10 +198,18 @@ fn secs(flag: &str, value: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value).map_err(|_| format!("--{flag}: {value} is not a duration"))
 }
 
-/// Resolves the target and the flags shared by all scenarios.
-fn settings(common: &Common, url: &str, tcp: bool, conns: usize) -> Result<Settings, String> {
+/// Resolves the target and the flags shared by all scenarios; `resume`
+/// is `connect --resume`.
+fn settings(
+    common: &Common,
+    url: &str,
+    tcp: bool,
+    conns: usize,
+    resume: bool,
+) -> Result<Settings, String> {
     let target = Target::parse(url)?;
     let plain_tcp = tcp || target.plain_tcp;
+    let tls = tls_config(common, &target, plain_tcp, resume)?;
     let sources = target.sources(conns, common.sources)?;
     if common.ramp == 0 {
         return Err("--ramp must be at least 1".into());
@@ -189,11 +224,46 @@ fn settings(common: &Common, url: &str, tcp: bool, conns: usize) -> Result<Setti
     Ok(Settings {
         target,
         plain_tcp,
+        tls,
         sources,
         ramp: common.ramp,
         timeout: secs("timeout", common.timeout)?,
         progress: !common.quiet,
     })
+}
+
+/// The TLS configuration for a `wss://` target; the TLS flags are refused
+/// anywhere else, since they would change nothing.
+fn tls_config(
+    common: &Common,
+    target: &Target,
+    plain_tcp: bool,
+    resume: bool,
+) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    if target.tls.is_none() {
+        let flag = [
+            (common.ca.is_some(), "--ca"),
+            (common.insecure, "--insecure"),
+            (common.cipher.is_some(), "--cipher"),
+            (resume, "--resume"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag));
+        return match flag {
+            Some(flag) => Err(format!("{flag} needs a wss:// URL")),
+            None => Ok(None),
+        };
+    }
+    if plain_tcp {
+        return Err("--tcp cannot be used with a wss:// URL".into());
+    }
+    let options = TlsOptions {
+        ca: common.ca.clone(),
+        insecure: common.insecure,
+        resume,
+        cipher: common.cipher,
+    };
+    options.client_config().map(Some)
 }
 
 /// The soft `RLIMIT_NOFILE`, read from /proc (no libc call needed).
@@ -260,19 +330,19 @@ fn run(cli: Cli) -> Result<bool, String> {
     // reported before those of the scenario's own flags.
     let outcome = match &cli.scenario {
         Scenario::Connect(f) => {
-            let settings = settings(common, &f.url, f.tcp, f.concurrency)?;
+            let settings = settings(common, &f.url, f.tcp, f.concurrency, f.resume)?;
             connect::run(&settings, &f.options(&settings)?)
         }
         Scenario::Echo(f) => {
-            let settings = settings(common, &f.url, f.tcp, f.conns)?;
+            let settings = settings(common, &f.url, f.tcp, f.conns, false)?;
             echo::run(&settings, &f.options()?)
         }
         Scenario::Broadcast(f) => {
-            let settings = settings(common, &f.url, false, f.conns)?;
+            let settings = settings(common, &f.url, false, f.conns, false)?;
             broadcast::run(&settings, &f.options()?)
         }
         Scenario::Hold(f) => {
-            let settings = settings(common, &f.url, false, f.conns)?;
+            let settings = settings(common, &f.url, false, f.conns, false)?;
             hold::run(&settings, &f.options()?)
         }
     };
@@ -289,6 +359,116 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("wschat-bench: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The settings of `wschat-bench ARGS` (a `connect` or `echo` line).
+    fn settings_of(args: &[&str]) -> Result<Settings, String> {
+        let cli =
+            Cli::try_parse_from(["wschat-bench"].iter().chain(args)).map_err(|e| e.to_string())?;
+        match &cli.scenario {
+            Scenario::Connect(f) => settings(&cli.common, &f.url, f.tcp, 1, f.resume),
+            Scenario::Echo(f) => settings(&cli.common, &f.url, f.tcp, 1, false),
+            _ => unreachable!("only connect and echo here"),
+        }
+    }
+
+    #[test]
+    fn tls_flags_with_wss() {
+        let s = settings_of(&["connect", "--url", "wss://127.0.0.1:1/", "--insecure"]).unwrap();
+        assert!(s.tls.is_some());
+        assert!(s.report("connect").json().contains("\"mode\":\"wss\""));
+        let s = settings_of(&[
+            "echo",
+            "--url",
+            "wss://127.0.0.1:1/",
+            "--insecure",
+            "--quiet",
+        ]);
+        assert!(s.unwrap().tls.is_some());
+        let s = settings_of(&[
+            "connect",
+            "--insecure",
+            "--url",
+            "wss://127.0.0.1:1/",
+            "--resume",
+        ]);
+        assert!(s.is_ok());
+        assert!(settings_of(&["echo", "--url", "ws://127.0.0.1:1/"])
+            .unwrap()
+            .tls
+            .is_none());
+    }
+
+    /// Command lines refused, with words of the refusal.
+    const REFUSED: &[(&[&str], &str)] = &[
+        (
+            &["connect", "--url", "ws://127.0.0.1:1/", "--insecure"],
+            "--insecure needs a wss:// URL",
+        ),
+        (
+            &["connect", "--url", "ws://127.0.0.1:1/", "--resume"],
+            "--resume needs a wss:// URL",
+        ),
+        (
+            &["echo", "--url", "tcp://127.0.0.1:1", "--ca", "x.pem"],
+            "--ca needs a wss:// URL",
+        ),
+        (
+            &["echo", "--url", "ws://127.0.0.1:1/", "--cipher", "aes128"],
+            "--cipher needs a wss:// URL",
+        ),
+        (
+            &["echo", "--url", "wss://127.0.0.1:1/", "--cipher", "rot13"],
+            "invalid value 'rot13'",
+        ),
+        (
+            &["echo", "--url", "wss://127.0.0.1:1/", "--tcp", "--insecure"],
+            "--tcp cannot be used",
+        ),
+        (
+            &[
+                "echo",
+                "--url",
+                "wss://127.0.0.1:1/",
+                "--ca",
+                "x.pem",
+                "--insecure",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &[
+                "echo",
+                "--url",
+                "wss://127.0.0.1:1/",
+                "--resume",
+                "--insecure",
+            ],
+            "unexpected argument",
+        ),
+        (
+            &[
+                "echo",
+                "--url",
+                "wss://127.0.0.1:1/",
+                "--ca",
+                "/nonexistent.pem",
+            ],
+            "--ca /nonexistent.pem",
+        ),
+    ];
+
+    #[test]
+    fn tls_flags_refused_where_they_change_nothing() {
+        for (args, words) in REFUSED {
+            let err = settings_of(args).err().unwrap_or_default();
+            assert!(err.contains(words), "{args:?}: {err}");
         }
     }
 }

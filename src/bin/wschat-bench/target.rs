@@ -2,12 +2,17 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 
+use rustls::pki_types::ServerName;
+
+use crate::tls::server_name;
+
 /// Local ports one source address can use towards one server address
 /// (Linux's default `ip_local_port_range` 32768-60999 is ~28000; keep a
 /// margin for ports other programs hold).
 pub const PORTS_PER_SOURCE: usize = 25_000;
 
-/// A parsed `ws://host:port/path` (or `tcp://host:port`) URL.
+/// A parsed `ws://host:port/path`, `wss://host:port/path` (or
+/// `tcp://host:port`) URL.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// The resolved server address (the first one the resolver gives).
@@ -18,21 +23,23 @@ pub struct Target {
     pub path: String,
     /// The URL said `tcp://`: plain TCP, no WebSocket at all.
     pub plain_tcp: bool,
+    /// The URL said `wss://`: the name the server's certificate must carry
+    /// (the host without port or brackets).
+    pub tls: Option<ServerName<'static>>,
 }
 
 impl Target {
-    /// Parses and resolves `url`. `wss://` is refused: this tool speaks no
-    /// TLS, and silently downgrading would measure the wrong thing.
+    /// Parses and resolves `url`.
     pub fn parse(url: &str) -> Result<Target, String> {
-        let (rest, default_port, plain_tcp) = if let Some(rest) = url.strip_prefix("ws://") {
-            (rest, 80, false)
+        let (rest, default_port, plain_tcp, tls) = if let Some(rest) = url.strip_prefix("ws://") {
+            (rest, 80, false, false)
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            (rest, 443, false, true)
         } else if let Some(rest) = url.strip_prefix("tcp://") {
-            (rest, 0, true)
-        } else if url.starts_with("wss://") {
-            return Err("wss:// is not supported (no TLS); use ws://".into());
+            (rest, 0, true, false)
         } else {
             return Err(format!(
-                "{url}: expected ws://HOST:PORT/PATH or tcp://HOST:PORT"
+                "{url}: expected ws://HOST:PORT/PATH, wss://HOST:PORT/PATH or tcp://HOST:PORT"
             ));
         };
         let (authority, path) = match rest.find(['/', '?']) {
@@ -58,6 +65,7 @@ impl Target {
             host: authority.to_string(),
             path,
             plain_tcp,
+            tls: tls.then(|| server_name(host)).transpose()?,
         })
     }
 
@@ -117,6 +125,21 @@ mod tests {
         assert_eq!(t.host, "127.0.0.1:9001");
         assert_eq!(t.path, "/echo?x=1");
         assert!(!t.plain_tcp);
+        assert!(t.tls.is_none());
+    }
+
+    #[test]
+    fn wss_urls_name_the_server() {
+        let t = Target::parse("wss://127.0.0.1:9443/echo").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:9443".parse().unwrap());
+        assert_eq!(t.host, "127.0.0.1:9443");
+        assert_eq!(t.path, "/echo");
+        assert_eq!(t.tls, Some(ServerName::try_from("127.0.0.1").unwrap()));
+        let t = Target::parse("wss://localhost/").unwrap();
+        assert_eq!(t.addr.port(), 443);
+        assert_eq!(t.tls, Some(ServerName::try_from("localhost").unwrap()));
+        let t = Target::parse("wss://[::1]:9443").unwrap();
+        assert_eq!(t.tls, Some(ServerName::try_from("::1").unwrap()));
     }
 
     #[test]
@@ -134,7 +157,8 @@ mod tests {
     #[test]
     fn refusals() {
         for bad in [
-            "wss://127.0.0.1/",
+            "https://127.0.0.1/",
+            "wss:///x",
             "http://127.0.0.1/",
             "ws:///x",
             "ws://127.0.0.1:x/",

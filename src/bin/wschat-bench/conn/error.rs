@@ -13,6 +13,9 @@ pub enum ConnError {
     Connect(io::Error),
     /// A read or write failed after connecting (e.g. reset by the server).
     Io(io::Error),
+    /// The TLS handshake failed or the server broke TLS (a certificate
+    /// that does not check out, a bad record, an alert).
+    Tls(rustls::Error),
     /// The server's answer to the upgrade was not a valid 101.
     Handshake(HandshakeFailure),
     /// The server broke RFC 6455 after the upgrade.
@@ -31,6 +34,7 @@ impl fmt::Display for ConnError {
         match self {
             ConnError::Connect(e) => write!(f, "connect: {}", io_kind(e)),
             ConnError::Io(e) => write!(f, "io: {}", io_kind(e)),
+            ConnError::Tls(e) => write!(f, "tls: {e}"),
             ConnError::Handshake(h) => h.fmt(f),
             ConnError::Protocol(v) => v.fmt(f),
             ConnError::UnexpectedEof(when) => write!(f, "eof {when}"),
@@ -38,6 +42,21 @@ impl fmt::Display for ConnError {
             ConnError::Closed(Some(code)) => write!(f, "closed by server: {code}"),
             ConnError::Closed(None) => f.write_str("closed by server"),
         }
+    }
+}
+
+impl ConnError {
+    /// A failed read: TLS's own failures (carried in an `io::Error` by
+    /// the TLS reader) become [`ConnError::Tls`], the rest stay I/O.
+    pub fn from_io(e: io::Error) -> ConnError {
+        if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+            let inner = e.into_inner().expect("checked above");
+            return match inner.downcast::<rustls::Error>() {
+                Ok(tls) => ConnError::Tls(*tls),
+                Err(other) => ConnError::Io(io::Error::new(io::ErrorKind::InvalidData, other)),
+            };
+        }
+        ConnError::Io(e)
     }
 }
 

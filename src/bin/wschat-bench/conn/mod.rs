@@ -8,17 +8,23 @@
 //! scenario's business.
 //!
 //! The state machine lives here; the socket, the receive buffer, the send
-//! queue and the error kinds each live in their own module.
+//! queue, the TLS layer and the error kinds each live in their own module.
+//! Under `wss://` the state machine sees plaintext as with `ws://`: TLS is
+//! a layer between it and the socket (see `tls`), and a plain connection
+//! takes the same path as before, byte for byte.
 
 mod error;
 mod recv;
 mod send;
 mod socket;
+mod tls;
 
 use std::io;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use mio::net::TcpStream;
+use rustls::ClientConfig;
 
 use crate::codec::{ClientHandshake, Decoded, Frame, FrameReader};
 use crate::rng::Rng;
@@ -30,6 +36,8 @@ pub use send::Outbox;
 use send::SendBuf;
 use socket::open_socket;
 pub use socket::Readiness;
+pub use tls::Handshake as TlsHandshake;
+use tls::Tls;
 
 /// Largest message the client accepts from a server.
 const MAX_MESSAGE: usize = 64 << 20;
@@ -88,6 +96,8 @@ pub struct Conn {
     stream: TcpStream,
     phase: Phase,
     plain_tcp: bool,
+    /// TLS under the bytes (`wss://`), or none (`ws://`, plain TCP).
+    tls: Option<Tls>,
     rx: RecvBuf,
     tx: SendBuf,
     frames: FrameReader,
@@ -97,14 +107,24 @@ pub struct Conn {
 
 impl Conn {
     /// Starts connecting to `target` (from `source`, if given) and queues
-    /// the upgrade request, sent as soon as TCP is up. Register
+    /// the upgrade request, sent as soon as TCP (and, for `wss://`, the TLS
+    /// handshake with `tls_config`) is up. Register
     /// [`stream`](Conn::stream) for both readable and writable.
     pub fn connect(
         target: &Target,
         plain_tcp: bool,
+        tls_config: Option<&Arc<ClientConfig>>,
         source: Option<IpAddr>,
         rng: &mut Rng,
     ) -> Result<Conn, ConnError> {
+        let tls = match (&target.tls, tls_config) {
+            (Some(name), Some(config)) => Some(Tls::start(config, name.clone())?),
+            (None, None) => None,
+            _ => {
+                let why = "a TLS configuration goes with a wss:// URL and nothing else";
+                return Err(ConnError::Tls(rustls::Error::General(why.into())));
+            }
+        };
         let stream = open_socket(target.addr, source).map_err(ConnError::Connect)?;
         let mut tx = Vec::new();
         let handshake =
@@ -113,6 +133,7 @@ impl Conn {
             stream,
             phase: Phase::Connecting(handshake),
             plain_tcp,
+            tls,
             rx: RecvBuf::new(),
             tx: SendBuf::with(tx),
             frames: FrameReader::new(MAX_MESSAGE),
@@ -128,6 +149,16 @@ impl Conn {
     /// Whether the upgrade (or TCP connect) is done and not yet closing.
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open)
+    }
+
+    /// How the TLS handshake went, once it is over (`None` for `ws://`).
+    pub fn tls_handshake(&self) -> Option<TlsHandshake> {
+        self.tls.as_ref()?.handshake()
+    }
+
+    /// What TLS negotiated, once the handshake is over (`None` for `ws://`).
+    pub fn tls_description(&self) -> Option<String> {
+        self.tls.as_ref()?.describe()
     }
 
     /// Handles one readiness event: finishes the connect, flushes queued
@@ -243,7 +274,10 @@ impl Conn {
         if let Phase::Connecting(_) = self.phase {
             return Ok(());
         }
-        self.tx.flush(&mut self.stream)
+        match &mut self.tls {
+            None => self.tx.flush(&mut self.stream),
+            Some(tls) => tls.flush(&mut self.tx, &mut self.stream),
+        }
     }
 
     /// Reads until the socket is drained, decoding after every read.
@@ -254,7 +288,9 @@ impl Conn {
     /// syscall for the `WouldBlock`. When the peer's FIN came with the
     /// event, nothing can follow the bytes read: a short read is the end of
     /// stream, again without the read that would return 0. After an error
-    /// reading goes on until the error shows.
+    /// reading goes on until the error shows. Under TLS neither shortcut
+    /// holds (rustls may keep decrypted bytes no event will announce), so
+    /// reading goes on until the socket would block.
     fn read_all<F>(
         &mut self,
         readiness: Readiness,
@@ -265,20 +301,25 @@ impl Conn {
         F: FnMut(Event<'_>, &mut Outbox<'_>),
     {
         loop {
-            match self.rx.read_from(&mut self.stream) {
+            let read = match &mut self.tls {
+                None => self.rx.read_from(&mut self.stream),
+                Some(tls) => self.rx.read_from(&mut tls.reader(&mut self.stream)),
+            };
+            match read {
                 Ok((0, _)) => return self.on_eof(),
                 Ok((_, filled)) => {
                     self.process(rng, handler)?;
-                    if !filled && readiness.fin {
+                    let drained = !filled && self.tls.is_none();
+                    if drained && readiness.fin {
                         return self.on_eof();
                     }
-                    if !filled && !readiness.closed {
+                    if drained && !readiness.closed {
                         return Ok(Status::Alive);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Status::Alive),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(ConnError::Io(e)),
+                Err(e) => return Err(ConnError::from_io(e)),
             }
         }
     }
@@ -381,149 +422,6 @@ impl Conn {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read, Write};
-    use std::net::TcpListener;
-    use std::thread;
-    use std::time::{Duration, Instant};
-
-    use mio::{Events, Interest, Poll, Token};
-    use wschat::protocol::frame::{decode_header, encode_frame, OpCode};
-    use wschat::protocol::handshake::accept_key;
-    use wschat::protocol::mask::apply_mask;
-
-    /// Reads one client frame from a blocking socket: checks it is masked
-    /// and returns the opcode and the unmasked payload.
-    fn read_client_frame(s: &mut std::net::TcpStream) -> (OpCode, Vec<u8>) {
-        let mut buf = Vec::new();
-        let mut byte = [0u8; 1];
-        let (header, n) = loop {
-            if let Some(found) = decode_header(&buf).unwrap() {
-                break found;
-            }
-            s.read_exact(&mut byte).unwrap();
-            buf.push(byte[0]);
-        };
-        assert_eq!(n, buf.len());
-        let mask = header.mask.expect("client frames are masked");
-        let mut payload = vec![0u8; header.payload_len as usize];
-        s.read_exact(&mut payload).unwrap();
-        apply_mask(&mut payload, mask, 0);
-        (header.opcode, payload)
-    }
-
-    /// A scripted server: 101 with the first fragment in the same write,
-    /// a ping between fragments, then a close with 1001.
-    fn scripted_server(listener: TcpListener) -> Vec<(OpCode, Vec<u8>)> {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            s.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let text = String::from_utf8(head).unwrap();
-        let key = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap();
-        let mut out = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            accept_key(key.as_bytes())
-        )
-        .into_bytes();
-        encode_frame(false, OpCode::Text, false, &[b"hello "], &mut out);
-        s.write_all(&out).unwrap();
-        out.clear();
-        encode_frame(true, OpCode::Ping, false, &[b"p1"], &mut out);
-        encode_frame(true, OpCode::Continuation, false, &[b"world"], &mut out);
-        // Split mid-frame across two writes.
-        s.write_all(&out[..5]).unwrap();
-        thread::sleep(Duration::from_millis(20));
-        s.write_all(&out[5..]).unwrap();
-        let mut seen = vec![read_client_frame(&mut s)];
-        out.clear();
-        encode_frame(
-            true,
-            OpCode::Close,
-            false,
-            &[&1001u16.to_be_bytes()],
-            &mut out,
-        );
-        s.write_all(&out).unwrap();
-        seen.push(read_client_frame(&mut s));
-        seen
-    }
-
-    /// A poll with `conn` registered for reading and writing.
-    fn poll_for(conn: &mut Conn) -> (Poll, Events) {
-        let poll = Poll::new().unwrap();
-        poll.registry()
-            .register(
-                conn.stream(),
-                Token(0),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .unwrap();
-        (poll, Events::with_capacity(8))
-    }
-
-    #[test]
-    fn fragments_pings_and_close_against_a_scripted_server() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = thread::spawn(move || scripted_server(listener));
-        let target = Target::parse(&format!("ws://{addr}/echo")).unwrap();
-        let mut rng = Rng::with_seed(11);
-        let mut conn = Conn::connect(&target, false, None, &mut rng).unwrap();
-        let (mut poll, mut events) = poll_for(&mut conn);
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            assert!(Instant::now() < deadline, "timed out; saw {seen:?}");
-            poll.poll(&mut events, Some(Duration::from_millis(100)))
-                .unwrap();
-            let Some(event) = events.iter().next() else {
-                continue;
-            };
-            let status = conn
-                .on_ready(Readiness::of(event), &mut rng, |e, _| {
-                    seen.push(match e {
-                        Event::Opened => "opened".to_string(),
-                        Event::Message { binary, data } => {
-                            format!("{binary}:{}", String::from_utf8_lossy(data))
-                        }
-                        Event::Bytes(_) => "bytes".to_string(),
-                        Event::Ping => "ping".to_string(),
-                    })
-                })
-                .unwrap();
-            if status != Status::Alive {
-                break status;
-            }
-        };
-        assert_eq!(status, Status::Finished { code: Some(1001) });
-        assert_eq!(seen, ["opened", "ping", "false:hello world"]);
-        let answers = server.join().unwrap();
-        assert_eq!(answers[0], (OpCode::Pong, b"p1".to_vec()));
-        assert_eq!(answers[1], (OpCode::Close, 1001u16.to_be_bytes().to_vec()));
-    }
-
-    #[test]
-    fn refused_connect_is_a_connect_error() {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let target = Target::parse(&format!("ws://127.0.0.1:{port}/")).unwrap();
-        let mut rng = Rng::with_seed(12);
-        let mut conn = Conn::connect(&target, false, None, &mut rng).unwrap();
-        let (mut poll, mut events) = poll_for(&mut conn);
-        poll.poll(&mut events, Some(Duration::from_secs(5)))
-            .unwrap();
-        let event = events.iter().next().expect("an event");
-        let result = conn.on_ready(Readiness::of(event), &mut rng, |_, _| {});
-        assert!(matches!(result, Err(ConnError::Connect(_))), "{result:?}");
-    }
-}
+mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -57,6 +57,22 @@ impl SendBuf {
         self.shutdown_pending = true;
     }
 
+    /// The queued bytes not yet written.
+    pub(super) fn unsent(&self) -> &[u8] {
+        &self.bytes[self.pos..]
+    }
+
+    /// Marks `n` more bytes as written.
+    pub(super) fn advance(&mut self, n: usize) {
+        self.pos += n;
+    }
+
+    /// Empties the queue once everything is written, keeping its memory.
+    pub(super) fn clear(&mut self) {
+        self.bytes.clear();
+        self.pos = 0;
+    }
+
     /// Writes queued bytes until done or the socket is full.
     pub(super) fn flush(&mut self, stream: &mut TcpStream) -> Result<(), ConnError> {
         while self.pos < self.bytes.len() {
@@ -68,8 +84,7 @@ impl SendBuf {
                 Err(e) => return Err(ConnError::Io(e)),
             }
         }
-        self.bytes.clear();
-        self.pos = 0;
+        self.clear();
         if self.shutdown_pending {
             self.shutdown_pending = false;
             match stream.shutdown(Shutdown::Write) {

@@ -11,11 +11,15 @@
 //! `--half-close` shuts down writing first instead, for servers that close
 //! only at end of stream (an echo server); then our side holds TIME_WAIT,
 //! and past ~28000 cycles a minute port allocation costs us CPU.
+//!
+//! Over `wss://` each cycle starts with a TLS handshake, counted as full or
+//! resumed: all full unless `--resume` lets cycles offer the session
+//! tickets of earlier ones.
 
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::conn::{ConnError, Event, Readiness, Status};
+use crate::conn::{ConnError, Event, Readiness, Status, TlsHandshake};
 use crate::report::{CpuMeter, Errors, Latency, Progress, Report};
 use crate::rng::Rng;
 use crate::scenario::{fmt_p99, Fleet, Peer, Settings};
@@ -64,6 +68,11 @@ struct Cycles {
     latency: Latency,
     /// Handshakes completed before the deadline.
     handshakes: u64,
+    /// Of those, over TLS: full and resumed TLS handshakes.
+    tls_full: u64,
+    tls_resumed: u64,
+    /// What TLS negotiated for the first cycle.
+    tls: Option<String>,
     /// Cycles that ended with a clean close after their handshake.
     closed: u64,
     interval_handshakes: u64,
@@ -78,6 +87,9 @@ impl Cycles {
             errors: Errors::default(),
             latency: Latency::new(),
             handshakes: 0,
+            tls_full: 0,
+            tls_resumed: 0,
+            tls: None,
             closed: 0,
             interval_handshakes: 0,
         }
@@ -148,9 +160,17 @@ impl Cycles {
         if opened && !was_done {
             peer.state = true;
             self.latency.record(now.duration_since(peer.started));
+            if self.tls.is_none() {
+                self.tls = peer.conn.tls_description();
+            }
             if now <= self.deadline {
                 self.handshakes += 1;
                 self.interval_handshakes += 1;
+                match peer.conn.tls_handshake() {
+                    Some(TlsHandshake::Full) => self.tls_full += 1,
+                    Some(TlsHandshake::Resumed) => self.tls_resumed += 1,
+                    None => {}
+                }
             }
         }
         match result {
@@ -214,6 +234,17 @@ impl Cycles {
         report.float("duration", "s", secs);
         report.int("handshakes", "", self.handshakes);
         report.float("handshakes", "/s", self.handshakes as f64 / secs);
+        if settings.tls.is_some() {
+            report.text("tls", self.tls.as_deref().unwrap_or("-"));
+            report.int("tls full handshakes", "", self.tls_full);
+            report.float("tls full handshakes", "/s", self.tls_full as f64 / secs);
+            report.int("tls resumed handshakes", "", self.tls_resumed);
+            report.float(
+                "tls resumed handshakes",
+                "/s",
+                self.tls_resumed as f64 / secs,
+            );
+        }
         self.latency.report(&mut report, "handshake");
         report.int("cycles closed cleanly", "", self.closed);
         report.float("client cpu", "%", client_cpu);

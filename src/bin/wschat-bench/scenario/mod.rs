@@ -11,9 +11,11 @@ pub mod hold;
 
 use std::io;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConfig;
 use slab::Slab;
 
 use crate::conn::{Conn, ConnError, Event, Outbox, Readiness, Status};
@@ -31,6 +33,9 @@ pub struct Settings {
     pub target: Target,
     /// Plain TCP instead of WebSocket.
     pub plain_tcp: bool,
+    /// For a `wss://` target: the TLS configuration every connection
+    /// shares (and with it the session store, under `--resume`).
+    pub tls: Option<Arc<ClientConfig>>,
     /// Source addresses to spread connections over (empty: kernel's choice).
     pub sources: Vec<IpAddr>,
     /// Connects and handshakes in flight at once while opening a fleet.
@@ -45,10 +50,15 @@ impl Settings {
     /// A report for `scenario` that starts with the mode and the target.
     pub fn report(&self, scenario: &str) -> Report {
         let t = &self.target;
-        let (mode, url) = if self.plain_tcp {
-            ("tcp", format!("tcp://{}", t.host))
+        let mode = match (self.plain_tcp, &self.tls) {
+            (true, _) => "tcp",
+            (false, Some(_)) => "wss",
+            (false, None) => "ws",
+        };
+        let url = if self.plain_tcp {
+            format!("tcp://{}", t.host)
         } else {
-            ("ws", format!("ws://{}{}", t.host, t.path))
+            format!("{mode}://{}{}", t.host, t.path)
         };
         let mut report = Report::new(scenario, mode);
         report.text("url", &url);
@@ -137,6 +147,7 @@ impl<S> Fleet<S> {
         let mut conn = Conn::connect(
             &self.settings.target,
             self.settings.plain_tcp,
+            self.settings.tls.as_ref(),
             source,
             &mut self.rng,
         )?;
@@ -223,6 +234,8 @@ pub struct Setup {
     pub latency: Latency,
     /// How long setup took.
     pub elapsed: Duration,
+    /// What TLS negotiated for the first connection (`wss://` only).
+    pub tls: Option<String>,
 }
 
 impl Setup {
@@ -232,6 +245,9 @@ impl Setup {
         report.int("connections opened", "", self.open as u64);
         report.float("setup time", "s", self.elapsed.as_secs_f64());
         self.latency.report(report, "handshake");
+        if let Some(tls) = &self.tls {
+            report.text("tls", tls);
+        }
     }
 }
 
@@ -244,6 +260,7 @@ struct Opening {
     in_flight: usize,
     errors: Errors,
     latency: Latency,
+    tls: Option<String>,
 }
 
 impl Opening {
@@ -256,6 +273,7 @@ impl Opening {
             in_flight: 0,
             errors: Errors::default(),
             latency: Latency::new(),
+            tls: None,
         }
     }
 
@@ -297,6 +315,9 @@ impl Opening {
             on_open(&mut peer.state, self.open);
             self.open += 1;
             self.latency.record(now.duration_since(peer.started));
+            if self.tls.is_none() {
+                self.tls = peer.conn.tls_description();
+            }
         }
         if !ended(result, &mut self.errors) {
             return false;
@@ -359,6 +380,7 @@ pub fn establish<S: Default>(
         errors: opening.errors,
         latency: opening.latency,
         elapsed: start.elapsed(),
+        tls: opening.tls,
     })
 }
 
