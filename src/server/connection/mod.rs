@@ -17,7 +17,7 @@ mod stream;
 mod timers;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use mio::{Registry, Token};
 
@@ -79,11 +79,47 @@ impl Flags {
     }
 }
 
+/// A socket address in 20 bytes instead of `SocketAddr`'s 32 (no IPv6
+/// flow label or scope, which logs and limits never use): every connection
+/// keeps one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PeerAddr {
+    /// IPv4 addresses as IPv4-mapped IPv6.
+    ip: [u8; 16],
+    port: u16,
+    v4: bool,
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(addr: SocketAddr) -> PeerAddr {
+        let ip = match addr.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        PeerAddr {
+            ip,
+            port: addr.port(),
+            v4: addr.is_ipv4(),
+        }
+    }
+}
+
+impl From<PeerAddr> for SocketAddr {
+    fn from(peer: PeerAddr) -> SocketAddr {
+        let v6 = Ipv6Addr::from(peer.ip);
+        let ip = match v6.to_ipv4_mapped() {
+            Some(v4) if peer.v4 => IpAddr::V4(v4),
+            _ => IpAddr::V6(v6),
+        };
+        SocketAddr::new(ip, peer.port)
+    }
+}
+
 /// A client connection and everything the server keeps for it.
 #[derive(Debug)]
 pub struct Connection {
     transport: Transport,
-    peer: SocketAddr,
+    peer: PeerAddr,
     state: State,
     /// Bytes received but not yet used: part of a head or a frame header.
     inbuf: Vec<u8>,
@@ -112,7 +148,7 @@ impl Connection {
         transport.count_into(&gauge);
         Connection {
             transport,
-            peer,
+            peer: PeerAddr::from(peer),
             state: State::Head(HeadReader::new()),
             inbuf: Vec::new(),
             queue: WriteQueue::with_gauge(gauge),
@@ -127,7 +163,7 @@ impl Connection {
     /// The client's address, for logs and per-address limits: the TCP
     /// peer's, or what a trusted proxy said of the client.
     pub fn peer(&self) -> SocketAddr {
-        self.peer
+        self.peer.into()
     }
 
     /// Whether the TCP peer is a trusted proxy.
@@ -143,7 +179,7 @@ impl Connection {
 
     /// The client's real address, as a trusted proxy told it.
     pub fn set_client(&mut self, client: SocketAddr) {
-        self.peer = client;
+        self.peer = PeerAddr::from(client);
     }
 
     /// Whether the connection is counted in the per-address limits.
@@ -429,5 +465,19 @@ mod tests {
         assert!(gauge.get() > 0);
         drop(conn);
         assert_eq!(gauge.get(), 0);
+    }
+
+    #[test]
+    fn peer_addresses_keep_their_form() {
+        for text in [
+            "127.0.0.1:9502",
+            "[::1]:443",
+            "[::ffff:10.0.0.1]:80",
+            "0.0.0.0:0",
+        ] {
+            let addr: SocketAddr = text.parse().unwrap();
+            assert_eq!(SocketAddr::from(PeerAddr::from(addr)), addr, "{text}");
+        }
+        assert_eq!(std::mem::size_of::<PeerAddr>(), 20);
     }
 }

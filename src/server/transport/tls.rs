@@ -206,7 +206,8 @@ impl TlsStream {
         // cannot even frame; before the handshake is done, alerts go in
         // the clear, so one is written here (RFC 8446 section 6).
         if self.outgoing.len() == before && !self.open {
-            self.outgoing.extend_from_slice(&[21, 3, 3, 0, 2, 2, alert_for(err)]);
+            self.outgoing
+                .extend_from_slice(&[21, 3, 3, 0, 2, 2, alert_for(err)]);
         }
         let _ = self.flush_outgoing();
     }
@@ -457,7 +458,7 @@ fn alert_for(err: &rustls::Error) -> u8 {
         rustls::Error::InvalidMessage(_) => 50, // decode_error
         rustls::Error::InappropriateMessage { .. }
         | rustls::Error::InappropriateHandshakeMessage { .. } => 10, // unexpected_message
-        _ => 40, // handshake_failure
+        _ => 40,                                // handshake_failure
     }
 }
 
