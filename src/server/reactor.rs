@@ -4,15 +4,15 @@
 //! a connection, a session or a room can decide for itself. Each of its
 //! files takes one step of the way data flows:
 //!
-//! * [`accept`](self::accept): the listener, drained to `WouldBlock`, and
+//! * `accept`: the listener, drained to `WouldBlock`, and
 //!   admission (limits on connections, per address);
-//! * [`io`](self::io): reading sockets into the one read buffer of the
+//! * `io`: reading sockets into the one read buffer of the
 //!   loop, feeding each connection, flushing write queues;
-//! * [`handshake`](self::handshake): a complete request head, routed to a
+//! * `handshake`: a complete request head, routed to a
 //!   response or an upgrade;
-//! * [`messages`](self::messages): what a session's events do (echo,
+//! * `messages`: what a session's events do (echo,
 //!   broadcast through the relay), and policy closes;
-//! * [`lifecycle`](self::lifecycle): timers, shutdown and removal.
+//! * `lifecycle`: timers, shutdown and removal.
 //!
 //! Room messages leave and come back through the [`Relay`] (here alone, or
 //! through Redis), which the loop drives like a connection: readiness and

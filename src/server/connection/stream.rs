@@ -41,7 +41,7 @@ impl Connection {
     }
 
     /// Whether a read of `n` bytes into a buffer of `capacity` emptied the
-    /// transport (see [`Transport::drained_by`]).
+    /// transport (see [`Transport::drained_by`](crate::server::transport::Transport::drained_by)).
     pub fn drained_by(&self, n: usize, capacity: usize) -> bool {
         self.transport.drained_by(n, capacity)
     }
@@ -146,7 +146,7 @@ impl Connection {
     }
 
     /// Writes what fits of `bytes` outside the queue, for a connection
-    /// dropped right after (see [`Transport::write_once`]).
+    /// dropped right after (see [`Transport::write_once`](crate::server::transport::Transport::write_once)).
     pub fn write_once(&mut self, bytes: &[u8]) {
         self.transport.write_once(bytes);
     }
