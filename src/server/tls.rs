@@ -2,11 +2,9 @@
 //! reloading it, and how handshake failures are named.
 //!
 //! rustls is driven by hand from the loop (see `transport`): its
-//! `ServerConnection` takes TLS bytes in and gives plaintext and TLS bytes
-//! out, on the one thread, without blocking. The crypto provider is ring:
-//! it builds in a fraction of aws-lc-rs's time with nothing but a C
-//! compiler, and the handshake and record costs the benches measure are of
-//! the same order.
+//! unbuffered connection takes TLS bytes in and gives plaintext and TLS
+//! bytes out, on the one thread, without blocking. The crypto provider is
+//! ring, which builds in 27 s here against aws-lc-rs's 45 s (README, TLS).
 //!
 //! A reload (SIGHUP) builds a whole new `ServerConfig`; connections made
 //! before keep the one they started with (each holds an `Arc` of it), new
