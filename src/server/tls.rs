@@ -4,7 +4,8 @@
 //! rustls is driven by hand from the loop (see `transport`): its
 //! unbuffered connection takes TLS bytes in and gives plaintext and TLS
 //! bytes out, on the one thread, without blocking. The crypto provider is
-//! ring, which builds in 27 s here against aws-lc-rs's 45 s (README, TLS).
+//! ring: it builds in 27 s here against aws-lc-rs's 45 s, moves records as
+//! fast, and keeps an idle connection under 4 KiB (README, TLS).
 //!
 //! A reload (SIGHUP) builds a whole new `ServerConfig`; connections made
 //! before keep the one they started with (each holds an `Arc` of it), new
