@@ -197,3 +197,26 @@ fn log_lines_name_the_real_client() {
     })
     .unwrap_or_else(|| panic!("no refusal naming the client:\n{}", daemon.log_tail()));
 }
+
+#[test]
+fn a_missing_header_is_refused_once_however_the_bytes_come() {
+    let server = start_server(wschat::Config {
+        trusted_proxies: TrustedProxies::parse(["127.0.0.1"]).unwrap(),
+        proxy_protocol: true,
+        ..test_config()
+    });
+    let addr = server.addr();
+    let mut stream = tcp_connect_from(PROXY, addr);
+    stream.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let _ = stream.write_all(b"Host: x\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.contains("PROXY protocol header required"),
+        "{answer}"
+    );
+    assert_eq!(refused(addr, "proxy_header_missing"), 1.0);
+}

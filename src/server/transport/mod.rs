@@ -69,6 +69,9 @@ struct ProxyGate {
     held: Vec<u8>,
     /// The header came: what followed it waits in `held` to be taken.
     passed: bool,
+    /// The header was refused: whatever follows is read and dropped (the
+    /// refusal is answered once, and the connection is ending).
+    refused: bool,
 }
 
 impl Transport {
@@ -217,10 +220,17 @@ impl Transport {
             let Some(gate) = self.gate.as_mut() else {
                 return Ok(None);
             };
+            if gate.refused {
+                continue;
+            }
             gate.held.extend_from_slice(&buf[..n]);
             match read_proxy_header(&gate.held) {
                 ProxyHeader::Partial => continue,
-                ProxyHeader::Invalid(why) => return Ok(Some(ReadResult::ProxyRefused(why))),
+                ProxyHeader::Invalid(why) => {
+                    gate.refused = true;
+                    gate.held = Vec::new();
+                    return Ok(Some(ReadResult::ProxyRefused(why)));
+                }
                 ProxyHeader::Complete { source, consumed } => {
                     gate.held.drain(..consumed);
                     gate.passed = true;
