@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{assert_healthy, free_port, op, Daemon, RawClient};
+use support::{assert_healthy, free_port, op, python_or_skip, Daemon, RawClient};
 
 /// The variables of the service manager, removed from every child so that
 /// a test run under systemd does not hand its own on.
@@ -181,22 +181,9 @@ if names != "-":
 os.execv(sys.argv[sep + 1], sys.argv[sep + 1:])
 "#;
 
-/// Whether python3 runs; if not, says the test is skipped (and fails when
-/// `WSCHAT_REQUIRE_PYTHON=1`).
+/// Whether python3 runs the trampoline; if not, the test is skipped.
 fn python3_or_skip() -> bool {
-    let found = Command::new("python3")
-        .args(["-c", "pass"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        let required = std::env::var("WSCHAT_REQUIRE_PYTHON").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "python3 is required for the socket activation tests"
-        );
-        println!("skipped: python3 not found (install: apt-get install python3)");
-    }
-    found
+    python_or_skip("os", "apt-get install python3")
 }
 
 /// The binary, socket-activated by the trampoline with listeners on

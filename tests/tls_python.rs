@@ -8,24 +8,11 @@ mod support;
 
 use std::process::Command;
 
-use support::{start_server, test_config, TestCa};
-
-fn python_websockets_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import websockets"])
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use support::{python_websockets_or_skip, start_server, test_config, TestCa};
 
 #[test]
 fn python_websockets_over_ssl_echoes_and_chats_compressed() {
-    if !python_websockets_available() {
-        let required = std::env::var("WSCHAT_REQUIRE_PYTHON").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "python3 with websockets is required (pip install websockets)"
-        );
-        println!("skipped: python3 websockets not found (install: pip install websockets)");
+    if !python_websockets_or_skip() {
         return;
     }
     let ca = TestCa::new("tls-python");

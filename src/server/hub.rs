@@ -29,39 +29,20 @@ pub fn classic_prefix(sender: u64, buf: &mut [u8; PREFIX_BYTES]) -> &[u8] {
     &buf[..PREFIX_BYTES - left]
 }
 
-/// Rooms and the means to broadcast into them.
+/// What building a message's frames takes: the loop's shared deflater and
+/// the scratch buffer frames are built in.
 #[derive(Debug)]
-pub struct Hub {
-    /// Every room and its members.
-    pub rooms: Rooms,
+struct Framing {
     /// The deflater of every message compressed without context takeover.
     deflater: Deflater,
     /// Reused to build each frame before it is shared.
     scratch: Vec<u8>,
-    fanout: Fanout,
     /// Messages shorter than this are never compressed.
     min_compress: usize,
 }
 
-impl Hub {
-    /// No rooms; messages from `min_compress` bytes on may be compressed.
-    pub fn new(min_compress: usize) -> Hub {
-        Hub {
-            rooms: Rooms::new(),
-            deflater: Deflater::new(15),
-            scratch: Vec::new(),
-            fanout: Fanout::default(),
-            min_compress,
-        }
-    }
-
-    /// Messages compressed by the shared deflater so far.
-    pub fn deflate_calls(&self) -> u64 {
-        self.deflater.calls()
-    }
-
-    /// A message to frame (at most once per form) for any receiver.
-    pub fn outgoing<'a>(
+impl Framing {
+    fn outgoing<'a>(
         &'a mut self,
         opcode: OpCode,
         prefix: &'a [u8],
@@ -75,6 +56,45 @@ impl Hub {
             &mut self.deflater,
             &mut self.scratch,
         )
+    }
+}
+
+/// Rooms and the means to broadcast into them.
+#[derive(Debug)]
+pub struct Hub {
+    /// Every room and its members.
+    pub rooms: Rooms,
+    framing: Framing,
+    fanout: Fanout,
+}
+
+impl Hub {
+    /// No rooms; messages from `min_compress` bytes on may be compressed.
+    pub fn new(min_compress: usize) -> Hub {
+        Hub {
+            rooms: Rooms::new(),
+            framing: Framing {
+                deflater: Deflater::new(15),
+                scratch: Vec::new(),
+                min_compress,
+            },
+            fanout: Fanout::default(),
+        }
+    }
+
+    /// Messages compressed by the shared deflater so far.
+    pub fn deflate_calls(&self) -> u64 {
+        self.framing.deflater.calls()
+    }
+
+    /// A message to frame (at most once per form) for any receiver.
+    pub fn outgoing<'a>(
+        &'a mut self,
+        opcode: OpCode,
+        prefix: &'a [u8],
+        payload: &'a [u8],
+    ) -> Outgoing<'a> {
+        self.framing.outgoing(opcode, prefix, payload)
     }
 
     /// Delivers `from{sender}:{payload}` to the members of `room` among
@@ -93,19 +113,12 @@ impl Hub {
         let prefix = classic_prefix(sender, &mut buf);
         let mut fanout = std::mem::take(&mut self.fanout);
         fanout.limit = limit;
-        let mut message = Outgoing::new(
-            opcode,
-            prefix,
-            payload,
-            self.min_compress,
-            &mut self.deflater,
-            &mut self.scratch,
-        );
+        let mut message = self.framing.outgoing(opcode, prefix, payload);
         self.rooms
             .broadcast(room, &mut message, members, &mut fanout);
         drop(message);
-        if self.scratch.capacity() > SCRATCH_KEEP_BYTES {
-            self.scratch = Vec::new();
+        if self.framing.scratch.capacity() > SCRATCH_KEEP_BYTES {
+            self.framing.scratch = Vec::new();
         }
         self.fanout = fanout;
         &mut self.fanout

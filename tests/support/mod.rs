@@ -25,6 +25,7 @@ mod daemon;
 mod frames;
 mod http;
 mod net;
+mod python;
 mod redis;
 mod rng;
 mod server;
@@ -50,6 +51,7 @@ pub use {
         free_port, read_to_eof, reset, tcp_connect, tcp_connect_from, tcp_connect_small_rcvbuf,
         ReadError,
     },
+    python::{python_or_skip, python_websockets_or_skip},
     redis::{redis_or_skip, redis_server_path, Redis},
     rng::{random_key, random_mask, Rng},
     server::{start_server, test_config, TestServer},

@@ -274,7 +274,7 @@ impl Member for Connection {
     fn backlog(&self) -> Option<usize> {
         match self.state {
             State::WebSocket(_) if !self.queue.is_sealed() && !self.flags.get(Flags::DEAD) => {
-                Some(self.queue.queued_bytes() + self.transport.pending_bytes())
+                Some(self.backlog_bytes())
             }
             _ => None,
         }

@@ -101,9 +101,14 @@ impl Connection {
         self.queue.queued_bytes()
     }
 
-    /// Bytes queued and not yet written: in the queue, and encrypted
-    /// bytes the transport holds.
+    /// Bytes in the write queue, not yet handed to the transport.
     pub fn queued_bytes(&self) -> usize {
+        self.queue.queued_bytes()
+    }
+
+    /// Bytes waiting for the peer: in the write queue, and encrypted bytes
+    /// the transport holds (what backpressure and the budgets see).
+    pub fn backlog_bytes(&self) -> usize {
         self.queue.queued_bytes() + self.transport.pending_bytes()
     }
 

@@ -225,6 +225,8 @@ impl Server {
         if !conn.can_write() {
             return;
         }
+        // What left the write queue (under TLS, as plaintext: the records
+        // rustls makes of it may still wait in the transport).
         let before = conn.queued_bytes();
         let result = conn.flush(&mut self.buffers.pool);
         self.metrics.bytes_sent += (before - conn.queued_bytes()) as u64;

@@ -174,8 +174,8 @@ impl Server {
             .table
             .conns()
             .iter()
-            .filter(|(_, c)| !c.is_dead() && !c.is_closing() && c.queued_bytes() > 0)
-            .map(|(key, c)| (c.queued_bytes(), key))
+            .filter(|(_, c)| !c.is_dead() && !c.is_closing() && c.backlog_bytes() > 0)
+            .map(|(key, c)| (c.backlog_bytes(), key))
             .collect();
         by_size.sort_unstable_by(|a, b| b.cmp(a));
         let mut shed = 0;
