@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::protocol::extension::Takeover;
+use crate::server::history::HistoryLimits;
 use crate::server::proxy::TrustedProxies;
 
 /// How the server uses permessage-deflate (`--compression`): a memory
@@ -87,6 +88,15 @@ pub struct Config {
     pub compression: CompressionMode,
     /// Messages shorter than this are sent uncompressed.
     pub compression_min_size: usize,
+    /// Messages each room keeps (`--history-size`); 0 keeps none.
+    pub history_size: usize,
+    /// How long a room keeps a message (`--history-ttl`).
+    pub history_ttl: Duration,
+    /// Bytes all rooms' history may hold together (`--history-memory`).
+    pub history_memory: usize,
+    /// Messages a `wschat.v1` client without a position is sent on
+    /// joining (`--history-on-join`).
+    pub history_on_join: usize,
     /// Cluster mode: the Redis that relays room messages between
     /// instances (`--redis`); `None` runs alone and loads nothing of Redis.
     pub redis: Option<crate::server::cluster::RedisUrl>,
@@ -131,6 +141,10 @@ impl Default for Config {
             max_inbound_memory: 256 * 1024 * 1024,
             compression: CompressionMode::Shared,
             compression_min_size: 64,
+            history_size: 100,
+            history_ttl: Duration::from_secs(600),
+            history_memory: 64 * 1024 * 1024,
+            history_on_join: 50,
             redis: None,
             reuse_port: false,
             tls_listen: None,
@@ -221,6 +235,18 @@ impl Config {
         }
         self.max_message_size = self.max_message_size.min(MAX_MESSAGE_SIZE);
         Ok(self)
+    }
+}
+
+impl Config {
+    /// The history bounds, as the rooms apply them.
+    pub fn history_limits(&self) -> HistoryLimits {
+        HistoryLimits {
+            size: self.history_size,
+            ttl: self.history_ttl,
+            memory: self.history_memory,
+            on_join: self.history_on_join,
+        }
     }
 }
 

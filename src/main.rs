@@ -81,6 +81,18 @@ struct Flags {
     /// Messages shorter than this many bytes are sent uncompressed.
     #[arg(long, default_value_t = 64)]
     compression_min_size: usize,
+    /// Messages each room keeps for members that join late or come back (0: no history).
+    #[arg(long, default_value_t = 100)]
+    history_size: usize,
+    /// Seconds a room keeps a message.
+    #[arg(long, default_value = "600", value_parser = seconds)]
+    history_ttl: Duration,
+    /// Bytes all rooms' history may hold together; the oldest messages go first.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    history_memory: usize,
+    /// Messages a wschat.v1 client that gives no position is sent on joining.
+    #[arg(long, default_value_t = 50)]
+    history_on_join: usize,
     /// Cluster mode: relay room messages through this Redis (redis://HOST:PORT[/DB]).
     #[arg(long, value_name = "URL")]
     redis: Option<wschat::server::cluster::RedisUrl>,
@@ -136,6 +148,10 @@ fn main() -> ExitCode {
             Compression::Dedicated => CompressionMode::Dedicated,
         },
         compression_min_size: flags.compression_min_size,
+        history_size: flags.history_size,
+        history_ttl: flags.history_ttl,
+        history_memory: flags.history_memory,
+        history_on_join: flags.history_on_join,
         redis: flags.redis,
         reuse_port: flags.reuse_port,
         tls_listen: flags.tls_listen,

@@ -5,8 +5,10 @@ use wschat::protocol::deflate::Deflater;
 use wschat::protocol::extension::Deflate;
 use wschat::protocol::frame::OpCode;
 use wschat::server::connection::Compression;
+use wschat::server::history::HistoryLimits;
 use wschat::server::hub::{classic_prefix, PREFIX_BYTES};
-use wschat::server::outgoing::Outgoing;
+use wschat::server::json::Stamp;
+use wschat::server::outgoing::{Format, Outgoing};
 use wschat::server::room::{Fanout, Member, Rooms, LOBBY};
 use wschat::server::write_queue::{Flush, WriteQueue};
 
@@ -21,6 +23,7 @@ pub const SHARED: Deflate = Deflate {
 pub struct Receiver {
     queue: WriteQueue,
     compression: Compression,
+    format: Format,
     dirty: bool,
 }
 
@@ -29,8 +32,18 @@ impl Member for Receiver {
         Some(self.queue.queued_bytes())
     }
 
+    fn format(&self) -> Format {
+        self.format
+    }
+
     fn queue(&mut self, message: &mut Outgoing<'_>) -> bool {
-        self.queue.push_shared(self.compression.frame_of(message));
+        self.queue
+            .push_shared(self.compression.frame_of(message, self.format));
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
+    fn queue_frame(&mut self, frame: std::rc::Rc<[u8]>) -> bool {
+        self.queue.push_shared(frame);
         !std::mem::replace(&mut self.dirty, true)
     }
 }
@@ -43,11 +56,18 @@ pub struct Lobby {
     pub deflater: Deflater,
     scratch: Vec<u8>,
     fanout: Fanout,
+    offset: u64,
 }
 
 impl Lobby {
+    /// `n` classic receivers.
     pub fn new(n: usize, compress: bool) -> Lobby {
-        let mut rooms = Rooms::new();
+        Lobby::speaking(n, compress, Format::Classic)
+    }
+
+    /// `n` receivers that speak `format`.
+    pub fn speaking(n: usize, compress: bool, format: Format) -> Lobby {
+        let mut rooms = Rooms::new(HistoryLimits::default());
         let mut receivers = Slab::new();
         let mut room = 0;
         for _ in 0..n {
@@ -57,6 +77,7 @@ impl Lobby {
                     compress.then_some(SHARED),
                     wschat::config::CompressionMode::Shared,
                 ),
+                format,
                 dirty: false,
             });
             room = rooms.join(LOBBY, key);
@@ -71,6 +92,7 @@ impl Lobby {
                 limit: usize::MAX,
                 ..Fanout::default()
             },
+            offset: 0,
         }
     }
 
@@ -78,7 +100,7 @@ impl Lobby {
     pub fn broadcast(&mut self, sender: u64, payload: &[u8]) -> usize {
         let mut buf = [0; PREFIX_BYTES];
         let prefix = classic_prefix(sender, &mut buf);
-        let mut message = Outgoing::new(
+        let message = Outgoing::new(
             OpCode::Text,
             prefix,
             payload,
@@ -86,6 +108,13 @@ impl Lobby {
             &mut self.deflater,
             &mut self.scratch,
         );
+        self.offset += 1;
+        let stamp = Stamp {
+            epoch: "bench",
+            offset: self.offset,
+            time_ms: 1_764_489_600_000,
+        };
+        let mut message = message.stamped(sender, stamp);
         self.fanout.woken.clear();
         self.rooms.broadcast(
             self.room,

@@ -168,6 +168,12 @@ impl<'h> RequestHead<'h> {
         self.target.split(['?', '#']).next().unwrap_or("")
     }
 
+    /// The query string of the target, without its `?` (empty if none).
+    pub fn query(&self) -> &'h str {
+        let without_fragment = self.target.split('#').next().unwrap_or("");
+        without_fragment.split_once('?').map_or("", |(_, q)| q)
+    }
+
     /// Every value of the header `name` (case-insensitive), in order.
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'h [u8]> + 'a {
         self.headers

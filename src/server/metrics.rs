@@ -56,6 +56,8 @@ pub struct Gauges {
     pub rooms: usize,
     /// Messages compressed by the loop's shared deflater.
     pub deflate_calls: u64,
+    /// Messages kept in all rooms' history, and the bytes they hold.
+    pub history: (usize, usize),
 }
 
 impl Metrics {
@@ -127,9 +129,23 @@ impl Metrics {
         series(
             &mut out,
             "wschat_rooms",
-            "Rooms with members.",
+            "Rooms with members or history.",
             "gauge",
             gauges.rooms as u64,
+        );
+        series(
+            &mut out,
+            "wschat_history_messages",
+            "Messages kept in all rooms' history.",
+            "gauge",
+            gauges.history.0 as u64,
+        );
+        series(
+            &mut out,
+            "wschat_history_bytes",
+            "Bytes all rooms' history holds (within --history-memory).",
+            "gauge",
+            gauges.history.1 as u64,
         );
         series(
             &mut out,
@@ -202,7 +218,10 @@ mod tests {
             connections: 2,
             rooms: 1,
             deflate_calls: 0,
+            history: (4, 4096),
         });
+        assert!(text.contains("wschat_history_messages 4\n"));
+        assert!(text.contains("wschat_history_bytes 4096\n"));
         assert!(text.contains("wschat_connections_accepted_total 3\n"));
         assert!(text.contains("wschat_handshake_failures_total{reason=\"version\"} 1\n"));
         assert!(text.contains("wschat_protocol_errors_total{code=\"1002\"} 2\n"));

@@ -16,7 +16,9 @@
 pub mod admission;
 pub mod cluster;
 pub mod connection;
+pub mod history;
 pub mod hub;
+pub mod json;
 pub mod listener;
 pub mod metrics;
 pub mod outgoing;

@@ -21,6 +21,8 @@ pub enum Refusal {
     NotFound,
     /// A `/room/{name}` path whose name breaks the naming rule.
     InvalidRoomName,
+    /// A `since` that is not `EPOCH:OFFSET`.
+    InvalidPosition,
     /// An `Origin` not in `--allowed-origin`.
     ForbiddenOrigin,
     /// The server is at `--max-connections`.
@@ -53,7 +55,7 @@ impl Refusal {
         match self {
             Refusal::Protocol(err) => err.status(),
             Refusal::NotFound => 404,
-            Refusal::InvalidRoomName => 400,
+            Refusal::InvalidRoomName | Refusal::InvalidPosition => 400,
             Refusal::ForbiddenOrigin => 403,
             Refusal::ServerFull => 503,
             Refusal::TooManyFromAddress => 429,
@@ -73,6 +75,9 @@ impl Refusal {
             Refusal::Protocol(err) => err.reason(),
             Refusal::NotFound => "not found",
             Refusal::InvalidRoomName => "room names are 1-64 letters, digits, '-', '_' or '.'",
+            Refusal::InvalidPosition => {
+                "since must be EPOCH:OFFSET (letters and digits, then a number)"
+            }
             Refusal::ForbiddenOrigin => "origin not allowed",
             Refusal::ServerFull => "server at connection limit",
             Refusal::TooManyFromAddress => "too many connections from this address",
@@ -90,6 +95,7 @@ impl Refusal {
             Refusal::Protocol(err) => err.label(),
             Refusal::NotFound => "not_found",
             Refusal::InvalidRoomName => "room_name",
+            Refusal::InvalidPosition => "since",
             Refusal::ForbiddenOrigin => "origin",
             Refusal::ServerFull => "server_full",
             Refusal::TooManyFromAddress => "per_address_limit",
@@ -136,13 +142,18 @@ pub enum PolicyClose {
     IdleTimeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// A member catching up on history fell so far behind that a message
+    /// it still needed was forgotten (by the size, age or byte bound).
+    HistoryOverrun,
 }
 
 impl PolicyClose {
     /// The close code this close is sent with.
     pub fn close_code(self) -> CloseCode {
         match self {
-            PolicyClose::SlowConsumer | PolicyClose::RateLimited => CloseCode::POLICY_VIOLATION,
+            PolicyClose::SlowConsumer | PolicyClose::RateLimited | PolicyClose::HistoryOverrun => {
+                CloseCode::POLICY_VIOLATION
+            }
             PolicyClose::IdleTimeout | PolicyClose::ShuttingDown => CloseCode::GOING_AWAY,
         }
     }
@@ -154,6 +165,7 @@ impl PolicyClose {
             PolicyClose::RateLimited => "rate limit exceeded",
             PolicyClose::IdleTimeout => "idle timeout",
             PolicyClose::ShuttingDown => "server shutting down",
+            PolicyClose::HistoryOverrun => "slow consumer: fell behind the room history",
         }
     }
 
@@ -161,7 +173,10 @@ impl PolicyClose {
     /// counted as an error) rather than closed with a handshake that waits
     /// for the client's reply.
     pub fn fails(self) -> bool {
-        matches!(self, PolicyClose::SlowConsumer | PolicyClose::RateLimited)
+        matches!(
+            self,
+            PolicyClose::SlowConsumer | PolicyClose::RateLimited | PolicyClose::HistoryOverrun
+        )
     }
 }
 

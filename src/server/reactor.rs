@@ -102,6 +102,8 @@ struct ReadBuffers {
     inflater: Inflater,
     /// Message buffers written out, for the next messages to reuse.
     pool: BufferPool,
+    /// Members that left this turn (key and id), to tell their rooms.
+    left: Vec<(usize, u64)>,
 }
 
 /// Settings derived from the configuration once, in the form each step
@@ -228,12 +230,13 @@ impl Server {
                 config.max_handshakes_per_ip_per_second,
             ),
             table: Table::new(),
-            hub: Hub::new(config.compression_min_size),
+            hub: Hub::new(config.compression_min_size, config.history_limits()),
             buffers: ReadBuffers {
                 scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
                 events: Vec::new(),
                 inflater: Inflater::new(),
                 pool: BufferPool::new(POOLED_BUFFERS),
+                left: Vec::new(),
             },
             budgets: Budgets::default(),
             metrics: Metrics::default(),
@@ -384,6 +387,7 @@ impl Server {
         self.deliver_relayed();
         self.notifier.handle_timeout(self.clock.now());
         self.per_address.sweep(self.clock.now());
+        self.hub.expire(self.clock.now());
         let mut dirty = self.table.take_dirty();
         for key in dirty.drain(..) {
             if let Some(conn) = self.table.get_mut(key) {
@@ -406,6 +410,7 @@ impl Server {
             self.shutdown_deadline,
             self.relay.poll_timeout(),
             self.notifier.poll_timeout(),
+            self.hub.rooms.next_expiry(),
         ]
         .into_iter()
         .flatten()

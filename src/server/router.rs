@@ -7,6 +7,8 @@
 //! routing decision can be read (and tested) without the rest of the
 //! configuration.
 
+use super::history::Position;
+use super::json;
 use super::policy::Refusal;
 use super::room::{is_valid_room_name, LOBBY};
 use crate::config::Config;
@@ -28,9 +30,14 @@ pub struct Routes {
 impl Routes {
     /// The routing part of `config`.
     pub fn from_config(config: &Config) -> Routes {
+        let mut protocols = config.protocols.clone();
+        // Always spoken: a client that offers it gets JSON with offsets.
+        if !protocols.iter().any(|p| p == json::SUBPROTOCOL) {
+            protocols.push(json::SUBPROTOCOL.to_string());
+        }
         Routes {
             allowed_origins: config.allowed_origins.clone(),
-            protocols: config.protocols.clone(),
+            protocols,
             deflate: config.compression.takeover(),
         }
     }
@@ -51,6 +58,8 @@ pub enum Request {
         upgrade: Upgrade,
         /// `None` for `/echo`, else the room's name.
         room: Option<String>,
+        /// Where a returning client left off (`?since=EPOCH:OFFSET`).
+        since: Option<Position>,
     },
 }
 
@@ -87,7 +96,25 @@ pub fn route(head: &RequestHead<'_>, routes: &Routes) -> Result<Request, Refusal
             return Err(Refusal::ForbiddenOrigin);
         }
     }
-    Ok(Request::Upgrade { upgrade, room })
+    let since = match query_param(head.query(), "since") {
+        Some(value) => Some(Position::parse(&value).map_err(|_| Refusal::InvalidPosition)?),
+        None => None,
+    };
+    Ok(Request::Upgrade {
+        upgrade,
+        room,
+        since,
+    })
+}
+
+/// The value of parameter `name` in `query`, with the percent-escapes a
+/// position may carry decoded (`%3A` for `:`, as `URLSearchParams` writes
+/// it); `None` if absent.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| value.replace("%3A", ":").replace("%3a", ":"))
+    })
 }
 
 /// The paths that are never upgraded.
@@ -175,6 +202,19 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
     fn upgrade_routes() {
         let lobby = route_of(&format!("GET / HTTP/1.1\r\n{UPGRADE}")).unwrap();
         assert!(matches!(lobby, Request::Upgrade { room: Some(ref r), .. } if r == LOBBY));
+        let since = route_of(&format!(
+            "GET /room/rust?x=1&since=ab1%3A41 HTTP/1.1\r\n{UPGRADE}"
+        ))
+        .unwrap();
+        let at = Position {
+            epoch: "ab1".into(),
+            offset: 41,
+        };
+        assert!(matches!(since, Request::Upgrade { since: Some(ref p), .. } if *p == at));
+        assert_eq!(
+            route_of(&format!("GET /?since=ab1 HTTP/1.1\r\n{UPGRADE}")),
+            Err(Refusal::InvalidPosition)
+        );
         let echo = route_of(&format!("GET /echo HTTP/1.1\r\n{UPGRADE}")).unwrap();
         assert!(matches!(echo, Request::Upgrade { room: None, .. }));
         let room = route_of(&format!("GET /room/rust HTTP/1.1\r\n{UPGRADE}")).unwrap();

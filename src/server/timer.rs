@@ -62,6 +62,15 @@ impl Sub<Duration> for Time {
     }
 }
 
+/// The wall clock, in milliseconds since the Unix epoch: when a message
+/// was accepted, as clients are told (the loop's own clock is monotonic
+/// and starts at zero).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A duration in whole milliseconds, rounded up.
 pub fn ceil_millis(d: Duration) -> u64 {
     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);

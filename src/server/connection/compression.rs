@@ -6,7 +6,7 @@ use std::rc::Rc;
 use crate::config::CompressionMode;
 use crate::protocol::deflate::{Deflater, Inflater};
 use crate::protocol::extension::Deflate;
-use crate::server::outgoing::Outgoing;
+use crate::server::outgoing::{Format, Outgoing};
 
 /// permessage-deflate state of one connection.
 #[derive(Debug)]
@@ -60,13 +60,13 @@ impl Compression {
         }
     }
 
-    /// The frame of `message` this connection should be sent.
-    pub fn frame_of(&mut self, message: &mut Outgoing<'_>) -> Rc<[u8]> {
+    /// The frame of `message` this connection should be sent, in `format`.
+    pub fn frame_of(&mut self, message: &mut Outgoing<'_>, format: Format) -> Rc<[u8]> {
         match self {
-            Compression::Off => message.frame_for(None, None),
-            Compression::Shared(d) => message.frame_for(Some(*d), None),
+            Compression::Off => message.frame_for(format, None, None),
+            Compression::Shared(d) => message.frame_for(format, Some(*d), None),
             Compression::Dedicated(own) => {
-                message.frame_for(Some(own.agreed), Some(&mut own.deflater))
+                message.frame_for(format, Some(own.agreed), Some(&mut own.deflater))
             }
         }
     }

@@ -27,7 +27,7 @@ pub use self::state::{AfterResponse, Endpoint, Received, Shared, WebSocket};
 pub use self::stream::Echo;
 pub use self::timers::{Expiry, Timeouts};
 use super::admission::RateBucket;
-use super::outgoing::Outgoing;
+use super::outgoing::{Format, Outgoing};
 use super::room::Member;
 use super::timer::{Time, Timer};
 use super::transport::Transport;
@@ -280,11 +280,27 @@ impl Member for Connection {
         }
     }
 
+    fn format(&self) -> Format {
+        match &self.state {
+            State::WebSocket(ws) => ws.format,
+            _ => Format::Classic,
+        }
+    }
+
     fn queue(&mut self, message: &mut Outgoing<'_>) -> bool {
         let State::WebSocket(ws) = &mut self.state else {
             return false;
         };
-        self.queue.push_shared(ws.compression.frame_of(message));
+        self.queue
+            .push_shared(ws.compression.frame_of(message, ws.format));
+        self.mark_dirty()
+    }
+
+    fn queue_frame(&mut self, frame: std::rc::Rc<[u8]>) -> bool {
+        if !matches!(self.state, State::WebSocket(_)) {
+            return false;
+        }
+        self.queue.push_shared(frame);
         self.mark_dirty()
     }
 }
@@ -343,6 +359,7 @@ mod tests {
             id: 7,
             session: Session::new(),
             endpoint: Endpoint::Echo,
+            format: Format::Classic,
             compression: Compression::Off,
         };
         let upgrade = Upgrade {

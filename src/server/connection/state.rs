@@ -6,6 +6,7 @@ use crate::protocol::deflate::Inflater;
 use crate::protocol::handshake::{looks_like_tls, HeadReader, HeadStatus};
 use crate::protocol::session::{Event, Input, Limits};
 use crate::protocol::{HandshakeError, Session};
+use crate::server::outgoing::Format;
 use crate::server::proxy::looks_like_proxy_header;
 use crate::server::timer::{Time, Timer};
 
@@ -28,6 +29,8 @@ pub struct WebSocket {
     pub session: Session,
     /// Echo or room.
     pub endpoint: Endpoint,
+    /// What a room's messages look like to it (classic or `wschat.v1`).
+    pub format: Format,
     /// permessage-deflate state.
     pub compression: Compression,
 }

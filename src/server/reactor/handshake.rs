@@ -9,7 +9,11 @@ use crate::protocol::handshake::{parse_head, Upgrade};
 use crate::protocol::session::Inflate;
 use crate::protocol::Session;
 use crate::server::connection::{AfterResponse, Compression, Endpoint, WebSocket};
+use crate::server::history::Position;
+use crate::server::hub::Joining;
+use crate::server::json;
 use crate::server::metrics::{render_tls, render_top_rooms, Gauges};
+use crate::server::outgoing::Format;
 use crate::server::policy::Refusal;
 use crate::server::router::{route, Request};
 
@@ -31,8 +35,12 @@ impl Server {
                 let page = self.metrics_page();
                 self.respond(key, http::text(&page));
             }
-            Ok(Request::Upgrade { upgrade, room }) => {
-                self.open(key, &upgrade, room.as_deref());
+            Ok(Request::Upgrade {
+                upgrade,
+                room,
+                since,
+            }) => {
+                self.open(key, &upgrade, room.as_deref(), since.as_ref());
                 // A first frame pipelined behind the head is used at once.
                 return end + self.consume(key, &mut data[end..]);
             }
@@ -46,6 +54,7 @@ impl Server {
             connections: self.table.len(),
             rooms: self.hub.rooms.len(),
             deflate_calls: self.hub.deflate_calls(),
+            history: self.hub.rooms.kept(),
         });
         let mut sizes: Vec<(&str, usize)> = self.hub.rooms.sizes().collect();
         render_top_rooms(&mut page, &mut sizes);
@@ -60,16 +69,24 @@ impl Server {
         page
     }
 
-    /// Completes an upgrade: the connection joins its room (or echoes)
-    /// and its 101 is queued.
-    fn open(&mut self, key: usize, upgrade: &Upgrade, room: Option<&str>) {
+    /// Completes an upgrade: the 101 is queued, and the connection joins
+    /// its room (welcomed and replayed to, if it speaks `wschat.v1`) or
+    /// echoes.
+    fn open(
+        &mut self,
+        key: usize,
+        upgrade: &Upgrade,
+        room: Option<&str>,
+        since: Option<&Position>,
+    ) {
         let id = self.relay.next_id();
         let endpoint = match room {
-            Some(name) => {
-                self.hub.rooms.join(name, key);
-                Endpoint::Room
-            }
+            Some(_) => Endpoint::Room,
             None => Endpoint::Echo,
+        };
+        let format = match upgrade.protocol.as_deref() {
+            Some(json::SUBPROTOCOL) => Format::Json,
+            _ => Format::Classic,
         };
         let inflate = match upgrade.deflate {
             Some(d) => Inflate::On {
@@ -81,6 +98,7 @@ impl Server {
             id,
             session: Session::with_inflate(inflate),
             endpoint,
+            format,
             compression: Compression::new(upgrade.deflate, self.settings.config.compression),
         };
         let ping_at = self.clock.after(self.settings.config.ping_interval);
@@ -92,6 +110,19 @@ impl Server {
         self.table.track_timer(key);
         self.metrics.upgraded += 1;
         self.table.mark_dirty(key);
+        if let Some(name) = room {
+            let joining = Joining {
+                key,
+                id,
+                format,
+                since,
+            };
+            let mut woken = Vec::new();
+            self.hub
+                .join(name, joining, self.table.conns_mut(), &mut woken);
+            self.table.extend_dirty(&mut woken);
+            self.pump(key);
+        }
     }
 
     /// Queues a plain response, after which the connection ends.

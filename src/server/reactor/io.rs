@@ -237,6 +237,8 @@ impl Server {
                 if conn.resume_reading(resume_at) {
                     self.table.read_again(key);
                 }
+                // A member catching up on history gets more as it drains.
+                self.pump(key);
             }
             Err(e) => {
                 debug!("{}: write: {e}", conn.peer());

@@ -76,7 +76,8 @@ impl Server {
     /// Removes the connections that ended this turn.
     pub(super) fn reap(&mut self) {
         let registry = self.poll.registry();
-        let (hub, budgets, per_address) = (&mut self.hub, &mut self.budgets, &mut self.per_address);
+        let (budgets, per_address) = (&mut self.budgets, &mut self.per_address);
+        let mut left = std::mem::take(&mut self.buffers.left);
         self.table.reap(|key, mut conn| {
             conn.deregister(registry);
             budgets.inbound -= conn.buffered_bytes();
@@ -84,9 +85,16 @@ impl Server {
                 per_address.release(conn.peer().ip());
             }
             if let Some(id) = conn.id() {
-                hub.rooms.leave(key);
+                left.push((key, id));
                 debug!("client-{id} closed");
             }
         });
+        // Before any key is used again: the rooms know members by key.
+        let mut woken = Vec::new();
+        for (key, id) in left.drain(..) {
+            self.hub.leave(key, id, self.table.conns_mut(), &mut woken);
+        }
+        self.table.extend_dirty(&mut woken);
+        self.buffers.left = left;
     }
 }

@@ -7,8 +7,11 @@ use super::Server;
 use crate::protocol::session::{Event, Payload};
 use crate::protocol::{CloseCode, OpCode, ProtocolError};
 use crate::server::connection::{Echo, Endpoint};
+use crate::server::hub::{Pump, RoomMessage};
+use crate::server::outgoing::Format;
 use crate::server::policy::PolicyClose;
 use crate::server::relay::Route;
+use crate::server::timer::wall_ms;
 use crate::server::write_queue::BufferPool;
 
 impl Server {
@@ -62,10 +65,17 @@ impl Server {
             Endpoint::Echo => self.echo(key, opcode, payload, data),
             Endpoint::Room => {
                 if let Some(room) = self.hub.rooms.room_of(key) {
+                    let message = RoomMessage {
+                        sender: id,
+                        opcode,
+                        payload: bytes,
+                        time_ms: wall_ms(),
+                        numbered: None,
+                    };
                     // Cluster mode: the message comes back through Redis,
                     // to every instance alike, so it is not delivered here now.
-                    if self.relay_room_message(room, id, opcode, bytes) == Route::DeliverHere {
-                        self.broadcast(room, id, opcode, bytes);
+                    if self.relay_room_message(room, message) == Route::DeliverHere {
+                        self.broadcast(room, message);
                     }
                 }
                 recycle(&mut self.buffers.pool, payload);
@@ -92,7 +102,7 @@ impl Server {
             }
         } else {
             let mut message = self.hub.outgoing(opcode, b"", payload.bytes(data));
-            let frame = ws.compression.frame_of(&mut message);
+            let frame = ws.compression.frame_of(&mut message, Format::Classic);
             drop(message);
             recycle(pool, payload);
             conn.push_shared(frame)
@@ -107,18 +117,12 @@ impl Server {
 
     /// Hands a local client's room message to the relay, which says
     /// whether it is delivered to the local room now.
-    fn relay_room_message(
-        &mut self,
-        room: usize,
-        sender: u64,
-        opcode: OpCode,
-        payload: &[u8],
-    ) -> Route {
+    fn relay_room_message(&mut self, room: usize, m: RoomMessage<'_>) -> Route {
         let Some(name) = self.hub.rooms.name(room) else {
             return Route::DeliverHere;
         };
         self.relay
-            .publish(name, sender, opcode, payload, self.clock.now())
+            .publish(name, m.sender, m.opcode, m.payload, self.clock.now())
     }
 
     /// Room messages the relay brought back (from Redis), to this
@@ -130,26 +134,51 @@ impl Server {
             let Some(room) = self.hub.rooms.find(m.room) else {
                 continue;
             };
+            let message = RoomMessage {
+                sender: m.sender,
+                opcode: m.opcode,
+                payload: m.payload,
+                time_ms: wall_ms(),
+                numbered: None,
+            };
             let members = self.table.conns_mut();
-            let fanout = self
-                .hub
-                .broadcast(room, m.sender, m.opcode, m.payload, members, limit);
+            let now = self.clock.now();
+            let fanout = self.hub.broadcast(room, message, members, limit, now);
             self.table.extend_dirty(&mut fanout.woken);
             let (delivered, refused) = (fanout.delivered, std::mem::take(&mut fanout.refused));
             self.after_broadcast(delivered, refused);
         }
     }
 
-    /// Delivers `from{sender}:{payload}` to the local members of `room`.
-    fn broadcast(&mut self, room: usize, sender: u64, opcode: OpCode, payload: &[u8]) {
+    /// Delivers a message to the local members of `room`, and keeps it in
+    /// the room's history.
+    fn broadcast(&mut self, room: usize, message: RoomMessage<'_>) {
         let limit = self.settings.config.max_backpressure;
         let members = self.table.conns_mut();
-        let fanout = self
-            .hub
-            .broadcast(room, sender, opcode, payload, members, limit);
+        let now = self.clock.now();
+        let fanout = self.hub.broadcast(room, message, members, limit, now);
         self.table.extend_dirty(&mut fanout.woken);
         let (delivered, refused) = (fanout.delivered, std::mem::take(&mut fanout.refused));
         self.after_broadcast(delivered, refused);
+    }
+
+    /// Sends replaying member `key` more of its room's history, as far as
+    /// its queue allows; one that fell behind what the history keeps is
+    /// closed.
+    pub(super) fn pump(&mut self, key: usize) {
+        if self.hub.rooms.cursor(key).is_none() {
+            return;
+        }
+        let limit = self.settings.config.max_backpressure;
+        let mut woken = Vec::new();
+        let outcome = self
+            .hub
+            .pump(key, self.table.conns_mut(), limit, &mut woken);
+        self.table.extend_dirty(&mut woken);
+        if outcome == Pump::Lost {
+            self.metrics.slow_consumers += 1;
+            self.close_for(key, PolicyClose::HistoryOverrun);
+        }
     }
 
     /// Counts a broadcast's deliveries and closes the receivers that
