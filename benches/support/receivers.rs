@@ -36,6 +36,10 @@ impl Member for Receiver {
         self.format
     }
 
+    fn id(&self) -> u64 {
+        1
+    }
+
     fn queue(&mut self, message: &mut Outgoing<'_>) -> bool {
         self.queue
             .push_shared(self.compression.frame_of(message, self.format));

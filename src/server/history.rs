@@ -218,6 +218,10 @@ pub struct History {
     /// The last offset given out.
     head: u64,
     entries: VecDeque<Entry>,
+    /// The numbering is Redis's (cluster mode), not this instance's own.
+    shared: bool,
+    /// Some client was told this epoch: changing it must be announced.
+    announced: bool,
 }
 
 impl History {
@@ -232,7 +236,35 @@ impl History {
             epoch,
             head,
             entries: VecDeque::new(),
+            shared: false,
+            announced: false,
         }
+    }
+
+    /// Whether the numbering is Redis's (adopted from a cluster message).
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Whether a client was told the current epoch.
+    pub fn is_announced(&self) -> bool {
+        self.announced
+    }
+
+    /// Notes that a client was told the current epoch.
+    pub fn announce(&mut self) {
+        self.announced = true;
+    }
+
+    /// Starts a numbering of this instance's own under a new epoch (cluster
+    /// mode while Redis is unreachable: offsets given here must not pass
+    /// for Redis's); returns the entries dropped.
+    pub fn renumber_locally(&mut self) -> Vec<Entry> {
+        self.epoch = new_epoch();
+        self.head = 0;
+        self.shared = false;
+        self.announced = false;
+        self.entries.drain(..).collect()
     }
 
     /// The room's epoch.
@@ -264,12 +296,14 @@ impl History {
     /// Takes a numbering from elsewhere (Redis): a new epoch forgets every
     /// message kept; returns the entries dropped.
     pub fn adopt(&mut self, epoch: &str, head: u64) -> Vec<Entry> {
+        self.shared = true;
         if *self.epoch == *epoch {
             self.head = self.head.max(head);
             return Vec::new();
         }
         self.epoch = epoch.into();
         self.head = head;
+        self.announced = false;
         self.entries.drain(..).collect()
     }
 

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use slab::Slab;
 
-use super::history::{Entry, HistoryLimits, Position, MAX_EPOCH};
+use super::history::{Entry, History, HistoryLimits, Position, MAX_EPOCH};
 use super::json::{self, Presence, Stamp, Welcome};
 use super::outgoing::{Format, Outgoing};
 use super::room::{Fanout, Member, Next, Rooms};
@@ -86,6 +86,9 @@ pub struct Hub {
     pub rooms: Rooms,
     framing: Framing,
     fanout: Fanout,
+    /// Cluster mode: rooms take Redis's numbering, and a message numbered
+    /// here (Redis unreachable) starts a numbering of the instance's own.
+    clustered: bool,
 }
 
 /// Where a room message sits, when it is numbered elsewhere (Redis).
@@ -136,6 +139,34 @@ pub struct Joining<'a> {
     pub format: Format,
     /// The position it comes back from, if it gave one.
     pub since: Option<&'a Position>,
+    /// Its history comes from Redis: hold it until [`Hub::recalled`].
+    pub recall: bool,
+}
+
+/// A room's numbering and messages, as Redis keeps them.
+#[derive(Debug, Clone)]
+pub struct Recalled<'a> {
+    /// The room's epoch.
+    pub epoch: &'a str,
+    /// The room's newest offset.
+    pub head: u64,
+    /// Messages, oldest first.
+    pub entries: Vec<RecalledEntry<'a>>,
+}
+
+/// One message read back from Redis.
+#[derive(Debug, Clone, Copy)]
+pub struct RecalledEntry<'a> {
+    /// Its offset.
+    pub offset: u64,
+    /// When it was accepted, in ms since the Unix epoch.
+    pub time_ms: u64,
+    /// The sender's connection id.
+    pub sender: u64,
+    /// Text or binary.
+    pub opcode: OpCode,
+    /// What the sender sent.
+    pub payload: &'a [u8],
 }
 
 /// A copy of a room's epoch, so that a message can carry it while the
@@ -172,6 +203,15 @@ impl Hub {
                 min_compress,
             },
             fanout: Fanout::default(),
+            clustered: false,
+        }
+    }
+
+    /// The same hub in cluster mode (see [`Hub::broadcast`]).
+    pub fn clustered(self) -> Hub {
+        Hub {
+            clustered: true,
+            ..self
         }
     }
 
@@ -206,11 +246,19 @@ impl Hub {
         let mut fanout = std::mem::take(&mut self.fanout);
         fanout.limit = limit;
         fanout.delivered = 0;
+        let announced = self.rooms.history(room).is_some_and(History::is_announced);
+        let renumbered = match message.numbered {
+            // The message itself moves the head once it is delivered: a
+            // welcome sent first says what came before it.
+            Some(n) => self.rooms.adopt(room, n.epoch, n.offset.saturating_sub(1)),
+            None if self.clustered => self.rooms.renumber_locally(room),
+            None => false,
+        };
+        if renumbered && announced {
+            self.rewelcome(room, members, &mut fanout.woken);
+        }
         let numbered = match message.numbered {
-            Some(n) => {
-                self.rooms.adopt(room, n.epoch, n.offset);
-                Some((EpochCopy::of(n.epoch), n.offset))
-            }
+            Some(n) => Some((EpochCopy::of(n.epoch), n.offset)),
             None => self
                 .rooms
                 .history_mut(room)
@@ -229,6 +277,9 @@ impl Hub {
                 .outgoing(message.opcode, prefix, message.payload)
                 .stamped(message.sender, stamp);
             self.rooms.broadcast(room, &mut out, members, &mut fanout);
+            if let Some(n) = message.numbered {
+                self.rooms.adopt(room, n.epoch, n.offset);
+            }
             if self.rooms.limits().size > 0 {
                 // The classic frame holds the bytes every other form is
                 // built from: the history keeps it whoever took it.
@@ -247,10 +298,12 @@ impl Hub {
     }
 
     /// Adds a member to the room called `name`; the JSON members already
-    /// there are told. A classic member is live at once; a `wschat.v1`
+    /// there are told. A classic member is live at once. A `wschat.v1`
     /// member is sent its welcome, then what it missed (or the last
-    /// messages, without a position) through [`Hub::pump`]. Returns the room's
-    /// key and the members that need a flush (in `woken`).
+    /// messages, without a position) through [`Hub::pump`]; with
+    /// `joining.recall` it is held instead until [`Hub::recalled`] brings
+    /// the room's history from Redis. Returns the room's key; the members
+    /// that need a flush go to `woken`.
     pub fn join<M: Member>(
         &mut self,
         name: &str,
@@ -270,33 +323,135 @@ impl Hub {
         if joining.format == Format::Classic {
             return room;
         }
+        if joining.recall {
+            self.rooms.hold(joining.key);
+            return room;
+        }
+        self.welcome(room, joining, None, members, woken);
+        room
+    }
+
+    /// Merges history read back from Redis into `room` (the numbering,
+    /// and messages older than what the room keeps), then welcomes held
+    /// member `joining` and lets its replay start; `recalled` is `None`
+    /// when Redis could not answer, and the member is told
+    /// `recovered:false` if it asked for a position.
+    pub fn recalled<'e, M: Member>(
+        &mut self,
+        room: usize,
+        joining: Joining<'_>,
+        recalled: Option<Recalled<'e>>,
+        members: &mut Slab<M>,
+        woken: &mut Vec<usize>,
+        now: Time,
+    ) {
+        let complete = match recalled {
+            Some(recalled) => {
+                self.merge(room, recalled, members, woken, now);
+                None
+            }
+            None => Some(false),
+        };
+        self.welcome(room, joining, complete, members, woken);
+    }
+
+    fn merge<M: Member>(
+        &mut self,
+        room: usize,
+        recalled: Recalled<'_>,
+        members: &mut Slab<M>,
+        woken: &mut Vec<usize>,
+        now: Time,
+    ) {
+        let announced = self.rooms.history(room).is_some_and(History::is_announced);
+        if self.rooms.adopt(room, recalled.epoch, recalled.head) && announced {
+            self.rewelcome(room, members, woken);
+        }
+        let ttl = self.rooms.limits().ttl;
+        let mut older = Vec::new();
+        for e in recalled.entries {
+            let mut buf = [0; PREFIX_BYTES];
+            let prefix = classic_prefix(e.sender, &mut buf);
+            let mut out = self.framing.outgoing(e.opcode, prefix, e.payload);
+            out.plain();
+            let forms = out.into_forms();
+            older.extend(Entry::new(
+                e.offset,
+                e.time_ms,
+                e.sender,
+                e.opcode,
+                now + ttl,
+                forms,
+            ));
+        }
+        self.framing.release();
+        self.rooms.remember_older(room, older, now);
+    }
+
+    /// Welcomes `joining` in `room` and starts its replay; `recovered`
+    /// overrides what the history says (a recall that failed).
+    fn welcome<M: Member>(
+        &mut self,
+        room: usize,
+        joining: Joining<'_>,
+        recovered: Option<bool>,
+        members: &mut Slab<M>,
+        woken: &mut Vec<usize>,
+    ) {
         let on_join = self.rooms.limits().on_join;
-        let (plan, welcome) = {
-            let Some(history) = self.rooms.history(room) else {
-                return room;
-            };
-            let plan = history.plan(joining.since, on_join);
-            let mut object = Vec::new();
+        let Some(history) = self.rooms.history(room) else {
+            return;
+        };
+        let plan = history.plan(joining.since, on_join);
+        let frame = self.welcome_frame(room, joining.id, recovered.unwrap_or(plan.recovered));
+        if let Some(member) = members.get_mut(joining.key) {
+            if member.queue_frame(frame) {
+                woken.push(joining.key);
+            }
+        }
+        if self.rooms.is_held(joining.key) {
+            self.rooms.release(joining.key, plan.from);
+        } else {
+            self.rooms.start_replay(joining.key, plan.from);
+        }
+    }
+
+    /// The welcome of member `id` in `room`, as it stands now.
+    fn welcome_frame(&mut self, room: usize, id: u64, recovered: bool) -> Rc<[u8]> {
+        let mut object = Vec::new();
+        let name = self.rooms.name(room).unwrap_or_default();
+        if let Some(history) = self.rooms.history(room) {
             json::welcome(
                 &Welcome {
-                    id: joining.id,
+                    id,
                     room: name,
                     epoch: history.epoch(),
                     offset: history.head(),
                     members: self.rooms.members(room),
-                    recovered: plan.recovered,
+                    recovered,
                 },
                 &mut object,
             );
-            (plan, self.framing.text_frame(&object))
-        };
-        if let Some(member) = members.get_mut(joining.key) {
-            if member.queue_frame(welcome) {
-                woken.push(joining.key);
+        }
+        if let Some(history) = self.rooms.history_mut(room) {
+            history.announce();
+        }
+        self.framing.text_frame(&object)
+    }
+
+    /// Tells every JSON member of `room` that its numbering changed (a new
+    /// epoch): a fresh welcome, with `recovered:false`, since what they
+    /// hold cannot be resumed under the new one.
+    fn rewelcome<M: Member>(&mut self, room: usize, members: &mut Slab<M>, woken: &mut Vec<usize>) {
+        for key in self.rooms.members_speaking(room, Format::Json, members) {
+            let id = members.get(key).map_or(0, Member::id);
+            let frame = self.welcome_frame(room, id, false);
+            if let Some(member) = members.get_mut(key) {
+                if member.backlog().is_some() && member.queue_frame(frame) {
+                    woken.push(key);
+                }
             }
         }
-        self.rooms.start_replay(joining.key, plan.from);
-        room
     }
 
     /// Removes member `key` (connection `id`) from its room; the JSON
@@ -366,6 +521,7 @@ impl Hub {
             let entry = match self.rooms.next_for(key) {
                 Next::Entry(entry) => entry,
                 Next::Live => break Pump::Live,
+                Next::Held => break Pump::Waiting,
                 Next::Lost => break Pump::Lost,
             };
             let frame = entry.frame();
@@ -423,6 +579,10 @@ mod tests {
 
         fn format(&self) -> Format {
             self.format
+        }
+
+        fn id(&self) -> u64 {
+            7
         }
 
         fn queue(&mut self, message: &mut Outgoing<'_>) -> bool {
@@ -499,7 +659,7 @@ mod tests {
             let epoch = hub.rooms.history(room).unwrap().epoch().to_string();
             let key = members.insert(Queue { format: Format::Json, ..Queue::default() });
             let position = Position { epoch, offset: since };
-            let joining = Joining { key, id: 2, format: Format::Json, since: Some(&position) };
+            let joining = Joining { key, id: 2, format: Format::Json, since: Some(&position), recall: false };
             let mut woken = Vec::new();
             hub.join("r", joining, &mut members, &mut woken);
             hub.pump(key, &mut members, limit, &mut woken);
@@ -530,6 +690,157 @@ mod tests {
         }
     }
 
+    fn numbered<'a>(epoch: &'a str, offset: u64, payload: &'a [u8]) -> RoomMessage<'a> {
+        RoomMessage {
+            sender: 3,
+            opcode: OpCode::Text,
+            payload,
+            time_ms: 9,
+            numbered: Some(Numbered { epoch, offset }),
+        }
+    }
+
+    fn types(frames: &VecDeque<Rc<[u8]>>) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| {
+                let v: serde_json::Value = serde_json::from_slice(&f[2..]).unwrap();
+                match v["type"].as_str().unwrap() {
+                    "message" => format!("m{}", v["offset"]),
+                    "welcome" => format!(
+                        "w{}:{}:{}",
+                        v["epoch"].as_str().unwrap(),
+                        v["offset"],
+                        v["recovered"]
+                    ),
+                    other => other.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_member_held_for_redis_gets_the_recalled_history_then_what_came_meanwhile() {
+        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
+        let mut members: Slab<Queue> = Slab::new();
+        let key = members.insert(Queue {
+            format: Format::Json,
+            ..Queue::default()
+        });
+        let since = Position {
+            epoch: "E".into(),
+            offset: 2,
+        };
+        let joining = Joining {
+            key,
+            id: 5,
+            format: Format::Json,
+            since: Some(&since),
+            recall: true,
+        };
+        let mut woken = Vec::new();
+        let room = hub.join("r", joining, &mut members, &mut woken);
+        let now = Time::from_millis(0);
+        // A live message arrives before Redis answers: it waits.
+        hub.broadcast(room, numbered("E", 5, b"five"), &mut members, 1 << 20, now);
+        assert!(members[key].frames.is_empty(), "held: nothing yet");
+        let recalled = Recalled {
+            epoch: "E",
+            head: 4,
+            entries: (3..=4)
+                .map(|offset| RecalledEntry {
+                    offset,
+                    time_ms: 1,
+                    sender: 3,
+                    opcode: OpCode::Text,
+                    payload: b"old",
+                })
+                .collect(),
+        };
+        hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
+        assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
+        assert_eq!(types(&members[key].frames), ["wE:5:true", "m3", "m4", "m5"]);
+        members[key].frames.clear();
+        hub.broadcast(room, numbered("E", 6, b"six"), &mut members, 1 << 20, now);
+        assert_eq!(types(&members[key].frames), ["m6"], "live now");
+    }
+
+    #[test]
+    fn a_failed_recall_says_recovered_false() {
+        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
+        let mut members: Slab<Queue> = Slab::new();
+        let key = members.insert(Queue {
+            format: Format::Json,
+            ..Queue::default()
+        });
+        let since = Position {
+            epoch: "E".into(),
+            offset: 0,
+        };
+        let joining = Joining {
+            key,
+            id: 5,
+            format: Format::Json,
+            since: Some(&since),
+            recall: true,
+        };
+        let mut woken = Vec::new();
+        let room = hub.join("r", joining, &mut members, &mut woken);
+        hub.recalled(
+            room,
+            joining,
+            None,
+            &mut members,
+            &mut woken,
+            Time::from_millis(0),
+        );
+        let welcome = types(&members[key].frames);
+        assert!(welcome[0].ends_with(":false"), "{welcome:?}");
+    }
+
+    #[test]
+    fn a_changed_numbering_is_announced_with_a_fresh_welcome() {
+        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
+        let mut members: Slab<Queue> = Slab::new();
+        let key = members.insert(Queue {
+            format: Format::Json,
+            ..Queue::default()
+        });
+        let joining = Joining {
+            key,
+            id: 5,
+            format: Format::Json,
+            since: None,
+            recall: false,
+        };
+        let mut woken = Vec::new();
+        let room = hub.join("r", joining, &mut members, &mut woken);
+        let now = Time::from_millis(0);
+        hub.broadcast(room, numbered("E", 1, b"a"), &mut members, 1 << 20, now);
+        // Redis unreachable: the instance numbers on its own, under an
+        // epoch of its own, and says so.
+        let local = RoomMessage {
+            numbered: None,
+            ..numbered("E", 0, b"b")
+        };
+        hub.broadcast(room, local, &mut members, 1 << 20, now);
+        let seen = types(&members[key].frames);
+        assert_eq!(seen.len(), 5, "{seen:?}");
+        // The first welcome was under the room's own epoch: Redis's
+        // numbering replaces it, announced before its first message.
+        assert_eq!(&seen[1..3], ["wE:0:false", "m1"]);
+        assert!(
+            seen[3].starts_with('w') && seen[3].ends_with(":0:false"),
+            "{seen:?}"
+        );
+        assert!(!seen[3].starts_with("wE:"), "a new epoch: {seen:?}");
+        assert_eq!(seen[4], "m1", "numbered from 1 under it");
+        // Redis is back: its numbering again, announced again.
+        hub.broadcast(room, numbered("E", 2, b"c"), &mut members, 1 << 20, now);
+        let seen = types(&members[key].frames);
+        assert_eq!(&seen[5..], ["wE:1:false", "m2"]);
+    }
+
     #[test]
     fn a_json_member_is_welcomed_and_replayed_the_recent_messages() {
         let limits = HistoryLimits {
@@ -546,6 +857,7 @@ mod tests {
             id: 1,
             format: Format::Classic,
             since: None,
+            recall: false,
         };
         let room = hub.join("r", joining, &mut members, &mut woken);
         assert!(
@@ -576,6 +888,7 @@ mod tests {
             id: 2,
             format: Format::Json,
             since: None,
+            recall: false,
         };
         hub.join("r", joining, &mut members, &mut woken);
         assert_eq!(

@@ -57,6 +57,8 @@ impl Seat {
 struct Cursor {
     key: usize,
     next: u64,
+    /// Waiting for its history from Redis: nothing is sent to it yet.
+    held: bool,
 }
 
 #[derive(Debug)]
@@ -134,6 +136,9 @@ pub trait Member {
     /// member was idle and now needs a flush.
     #[must_use]
     fn queue(&mut self, message: &mut Outgoing<'_>) -> bool;
+
+    /// The member's connection id.
+    fn id(&self) -> u64;
 
     /// Queues a frame built for this member's format (a welcome, a
     /// presence change). Returns `true` when the member now needs a flush.
@@ -390,13 +395,95 @@ impl Rooms {
         let index = seat.index as usize;
         room.members.swap_remove(index);
         let moved = room.members.get(index).copied();
-        room.replaying.push(Cursor { key, next });
+        room.replaying.push(Cursor {
+            key,
+            next,
+            held: false,
+        });
         let at = (room.replaying.len() - 1) as u32;
         if let Some(moved) = moved {
             self.seats[moved].index = seat.index;
         }
         self.seat(key, room_key, at, true);
         true
+    }
+
+    /// Moves live member `key` to the replay list, held: it is sent nothing
+    /// (live messages wait in the history for it) until
+    /// [`Rooms::release`] says where its replay starts.
+    pub fn hold(&mut self, key: usize) -> bool {
+        let Some(seat) = self.seats.get(key).copied() else {
+            return false;
+        };
+        if seat == Seat::EMPTY || seat.replaying {
+            return false;
+        }
+        let room_key = seat.room as usize;
+        let room = &mut self.rooms[room_key];
+        let index = seat.index as usize;
+        room.members.swap_remove(index);
+        let moved = room.members.get(index).copied();
+        room.replaying.push(Cursor {
+            key,
+            next: u64::MAX,
+            held: true,
+        });
+        let at = (room.replaying.len() - 1) as u32;
+        if let Some(moved) = moved {
+            self.seats[moved].index = seat.index;
+        }
+        self.seat(key, room_key, at, true);
+        true
+    }
+
+    /// Whether member `key` is held (see [`Rooms::hold`]).
+    pub fn is_held(&self, key: usize) -> bool {
+        self.cursor_of(key).is_some_and(|c| c.held)
+    }
+
+    /// Lets held member `key` be replayed from offset `from` on (or go
+    /// live, with nothing kept from there).
+    pub fn release(&mut self, key: usize, from: u64) {
+        let next = self
+            .room_of(key)
+            .and_then(|room| self.rooms[room].history.next_kept(from));
+        let Some(seat) = self.seats.get(key).copied().filter(|s| s.replaying) else {
+            return;
+        };
+        let room = &mut self.rooms[seat.room as usize];
+        if let Some(cursor) = room.replaying.get_mut(seat.index as usize) {
+            cursor.held = false;
+            cursor.next = next.unwrap_or(u64::MAX);
+        }
+    }
+
+    fn cursor_of(&self, key: usize) -> Option<Cursor> {
+        let seat = self.seats.get(key).filter(|s| s.replaying)?;
+        self.rooms
+            .get(seat.room as usize)?
+            .replaying
+            .get(seat.index as usize)
+            .copied()
+    }
+
+    /// Every member of `room` (live or replaying, not held) that speaks
+    /// `format`.
+    pub fn members_speaking<M: Member>(
+        &self,
+        room: usize,
+        format: Format,
+        conns: &Slab<M>,
+    ) -> Vec<usize> {
+        let Some(room) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        let replaying = room.replaying.iter().filter(|c| !c.held).map(|c| c.key);
+        room.members
+            .iter()
+            .copied()
+            .chain(replaying)
+            .filter(|&k| conns.get(k).is_some_and(|m| m.format() == format))
+            .collect()
     }
 
     /// Where replaying member `key` is: its room and the next offset to
@@ -413,6 +500,9 @@ impl Rooms {
         let Some((room, next)) = self.cursor(key) else {
             return Next::Live;
         };
+        if self.is_held(key) {
+            return Next::Held;
+        }
         let history = &self.rooms[room].history;
         if next <= history.head() && history.front().is_none_or(|e| e.offset > next) {
             // Evicted before it was sent.
@@ -521,6 +611,23 @@ impl Rooms {
         changed
     }
 
+    /// Gives `room` a numbering of this instance's own, if its numbering
+    /// was Redis's (cluster mode, Redis unreachable). Returns whether the
+    /// epoch changed.
+    pub fn renumber_locally(&mut self, room: usize) -> bool {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        if !r.history.is_shared() {
+            return false;
+        }
+        for e in r.history.renumber_locally() {
+            self.kept -= 1;
+            self.bytes -= e.bytes();
+        }
+        true
+    }
+
     /// Applies a room's own size limit.
     fn trim(&mut self, room: usize) {
         while self.rooms[room].history.len() > self.limits.size {
@@ -591,6 +698,8 @@ pub enum Next<'a> {
     Entry(&'a mut Entry),
     /// Nothing: it has caught up and is now live.
     Live,
+    /// Nothing yet: its history is on its way from Redis.
+    Held,
     /// The next message it needs was forgotten before it could be sent.
     Lost,
 }
@@ -618,6 +727,10 @@ mod tests {
 
         fn format(&self) -> Format {
             self.format
+        }
+
+        fn id(&self) -> u64 {
+            0
         }
 
         fn queue(&mut self, message: &mut Outgoing<'_>) -> bool {

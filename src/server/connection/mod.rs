@@ -296,6 +296,10 @@ impl Member for Connection {
         self.mark_dirty()
     }
 
+    fn id(&self) -> u64 {
+        Connection::id(self).unwrap_or(0)
+    }
+
     fn queue_frame(&mut self, frame: std::rc::Rc<[u8]>) -> bool {
         if !matches!(self.state, State::WebSocket(_)) {
             return false;

@@ -116,6 +116,7 @@ impl Server {
                 id,
                 format,
                 since,
+                recall: false,
             };
             let mut woken = Vec::new();
             self.hub
