@@ -12,8 +12,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use support::{
-    peer_common_name, start_server, test_config, tls_connect, wait_for, wss_connect, Daemon,
-    Metrics, RawClient, TestCa, TestServer, TlsClient, IO_TIMEOUT,
+    client_frame, decode_all, handshake_request, op, peer_common_name, random_key, start_server,
+    test_config, tls_connect, wait_for, wss_connect, Daemon, Metrics, RawClient, TestCa,
+    TestServer, TlsClient, IO_TIMEOUT,
 };
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
@@ -77,6 +78,35 @@ fn wss_echo_and_one_room_for_both_listeners() {
     let big = vec![0x5a; 300 * 1024];
     echo.send(Message::binary(big.clone())).unwrap();
     assert_eq!(echo.read().unwrap(), Message::binary(big));
+
+    // Many small records in one read (each frame its own record), and
+    // records cut by the ends of reads: each decrypted in place, in order.
+    let mut raw = tls_connect(server.tls_addr(), ca.client_config());
+    let host = server.tls_addr().to_string();
+    raw.write_all(&handshake_request(&host, "/echo", &random_key(), &[]))
+        .unwrap();
+    raw.flush().unwrap();
+    for i in 0..300u32 {
+        let frame = client_frame(true, op::TEXT, format!("record {i}").as_bytes());
+        raw.write_all(&frame).unwrap();
+    }
+    raw.flush().unwrap();
+    let mut received = Vec::new();
+    let expected: usize = (0..300u32).map(|i| 2 + format!("record {i}").len()).sum();
+    let mut chunk = [0u8; 16 * 1024];
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !String::from_utf8_lossy(&received).contains("record 299") && Instant::now() < deadline {
+        let n = raw.read(&mut chunk).unwrap();
+        received.extend_from_slice(&chunk[..n]);
+    }
+    let body = &received[received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    assert_eq!(body.len(), expected, "every echo, nothing else");
+    let texts: Vec<String> = decode_all(body)
+        .into_iter()
+        .map(|f| String::from_utf8(f.payload).unwrap())
+        .collect();
+    let want: Vec<String> = (0..300).map(|i| format!("record {i}")).collect();
+    assert_eq!(texts, want);
 
     let mut secure = wss_connect(server.tls_addr(), "/room/mixed", ca.client_config());
     let mut plain = RawClient::connect(server.addr(), "/room/mixed");

@@ -142,6 +142,11 @@ impl TlsStream {
 
     /// Plaintext if some is waiting; else TLS bytes from the socket,
     /// processed until there is plaintext or the socket would block.
+    ///
+    /// The records are decrypted where they were read, in `buf` (the loop's
+    /// read buffer), and their plaintext is moved to its front: no copy
+    /// into a buffer of the connection's own, which keeps only the bytes
+    /// of a record cut by the end of a read.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<ReadResult> {
         loop {
             if !self.plaintext.is_empty() {
@@ -154,14 +159,117 @@ impl TlsStream {
             if self.peer_closed {
                 return Ok(ReadResult::Eof);
             }
-            let n = match read_socket(&mut self.tcp, buf)? {
+            let kept = self.incoming.len();
+            if self.failed || kept + RECORD_OVERHEAD >= buf.len() {
+                // (A record longer than the read buffer cannot be: TLS
+                // records are at most 16 KiB plus overhead.)
+                let n = match read_socket(&mut self.tcp, buf)? {
+                    ReadResult::Data(n) => n,
+                    other => return Ok(other),
+                };
+                if let Err(err) = self.feed(&buf[..n]) {
+                    return Ok(ReadResult::TlsFailed(err));
+                }
+                continue;
+            }
+            buf[..kept].copy_from_slice(&self.incoming);
+            let n = match read_socket(&mut self.tcp, &mut buf[kept..])? {
                 ReadResult::Data(n) => n,
                 other => return Ok(other),
             };
-            if let Err(err) = self.feed(&buf[..n]) {
-                return Ok(ReadResult::TlsFailed(err));
+            self.incoming.clear();
+            match self.process_in_place(&mut buf[..kept + n]) {
+                Ok(0) => {
+                    let _ = self.flush_outgoing();
+                }
+                Ok(len) => {
+                    let _ = self.flush_outgoing();
+                    return Ok(ReadResult::Data(len));
+                }
+                Err(err) => {
+                    self.failed = true;
+                    self.send_alert(&err);
+                    return Ok(ReadResult::TlsFailed(err));
+                }
             }
         }
+    }
+
+    /// Runs rustls over `data` until it needs more bytes: records are
+    /// decrypted in place and their plaintext moved to the front of `data`
+    /// (returns its length); bytes of an incomplete record are kept in
+    /// `incoming` for the next read.
+    fn process_in_place(&mut self, data: &mut [u8]) -> Result<usize, rustls::Error> {
+        /// Records moved per round: their places are noted while rustls
+        /// borrows `data`, and the moves done once it is released.
+        const ROUND: usize = 32;
+        let base = data.as_ptr() as usize;
+        let end = data.len();
+        let mut consumed = 0;
+        let mut plain = 0;
+        let mut spilled = false;
+        let result = loop {
+            let mut found = [(0usize, 0usize); ROUND];
+            let mut count = 0;
+            let mut seen = 0;
+            let mut reading = false;
+            let status = self.tls.process_tls_records(&mut data[consumed..]);
+            let mut discard = status.discard;
+            let stop = match status.state {
+                Err(err) => break Err(err),
+                Ok(ConnectionState::ReadTraffic(mut records)) => {
+                    reading = true;
+                    while seen < ROUND {
+                        let Some(record) = records.next_record() else {
+                            break;
+                        };
+                        let record = record?;
+                        seen += 1;
+                        discard += record.discard;
+                        let payload = record.payload;
+                        let start = (payload.as_ptr() as usize).wrapping_sub(base);
+                        if spilled || start.saturating_add(payload.len()) > end {
+                            // Not decrypted in `data` (rustls held it), or
+                            // after one that was not: in order, it waits
+                            // with the connection's plaintext.
+                            spilled = true;
+                            self.plaintext.extend_from_slice(payload);
+                        } else {
+                            found[count] = (start, payload.len());
+                            count += 1;
+                        }
+                    }
+                    None
+                }
+                Ok(state) => handle(
+                    state,
+                    &mut self.plaintext,
+                    &mut self.outgoing,
+                    &mut self.open,
+                    &mut self.peer_closed,
+                )?,
+            };
+            // Plaintext never overtakes the bytes consumed, so the moves
+            // only write over records already done with.
+            for &(start, len) in &found[..count] {
+                data.copy_within(start..start + len, plain);
+                plain += len;
+            }
+            consumed += discard;
+            // (A read that yields no record and consumes nothing would
+            // yield the same again.)
+            if stop.is_some() || (reading && seen == 0 && discard == 0) {
+                break Ok(plain);
+            }
+        };
+        if result.is_ok() {
+            self.incoming.extend_from_slice(&data[consumed..]);
+        } else {
+            self.incoming.clear();
+        }
+        release_if_empty(&mut self.incoming);
+        self.recount();
+        result
     }
 
     /// TLS bytes received, processed: plaintext kept for [`TlsStream::read`],
