@@ -7,6 +7,7 @@
 //! it empties, so an idle TLS connection keeps rustls's state (keys, the
 //! state machine) and no record buffer.
 
+use std::cell::RefCell;
 use std::io;
 
 use mio::net::TcpStream;
@@ -451,24 +452,13 @@ impl TlsStream {
     /// Writes the encrypted bytes waiting, until none is left or the
     /// socket would block.
     fn flush_outgoing(&mut self) -> io::Result<Flush> {
-        use std::io::Write;
-        let mut sent = 0;
-        let result = loop {
-            if sent == self.outgoing.len() {
-                break Ok(Flush::Done);
-            }
-            match self.tcp.write(&self.outgoing[sent..]) {
-                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(Flush::Blocked),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
+        let result = write_some(&mut self.tcp, &self.outgoing);
+        let sent = *result.as_ref().unwrap_or(&0);
+        let blocked = sent < self.outgoing.len();
         self.outgoing.drain(..sent);
         release_if_empty(&mut self.outgoing);
         self.recount();
-        result
+        result.map(|_| if blocked { Flush::Blocked } else { Flush::Done })
     }
 }
 
@@ -577,41 +567,147 @@ fn release_if_empty(buf: &mut Vec<u8>) {
     }
 }
 
-/// The write queue's plaintext, encrypted as it is written: a full
-/// outgoing buffer reads as `WouldBlock`.
+thread_local! {
+    /// Where records are sealed before they are written, shared by every
+    /// connection of the loop's thread: sealing writes into memory that is
+    /// already there (no allocation, no zeroing per record), and only what
+    /// the socket does not take is copied into the connection's own buffer.
+    static SEALED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Small slices of plaintext gathered into one record: a record per
+    /// frame would cost a header, a tag and a seal each.
+    static GATHERED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Slices shorter than this are gathered with their neighbours into one
+/// record; longer ones are sealed where they are.
+const GATHER_BELOW: usize = 4 * 1024;
+
+/// The shared buffers are freed past this, so one burst does not keep
+/// them large.
+const SHARED_KEEP: usize = 256 * 1024;
+
+/// The write queue's plaintext, encrypted as it is written: records are
+/// sealed into the loop's [`SEALED`] buffer and written at once; a
+/// connection with encrypted bytes still waiting reads as `WouldBlock`.
 struct Encrypt<'a> {
     stream: &'a mut TlsStream,
 }
 
+impl Encrypt<'_> {
+    /// Seals `plaintext` (one record's worth at most) onto `sealed[*len..]`.
+    fn seal_into(&mut self, plaintext: &[u8], sealed: &mut Vec<u8>, len: &mut usize) -> io::Result<()> {
+        let mut need = plaintext.len() + RECORD_OVERHEAD;
+        loop {
+            if sealed.len() < *len + need {
+                sealed.resize(*len + need, 0);
+            }
+            let out = &mut sealed[*len..];
+            let result = self.stream.with_writer(|writer, _| writer.encrypt(plaintext, out));
+            match result {
+                Some(Ok(written)) => {
+                    *len += written;
+                    return Ok(());
+                }
+                Some(Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))) => {
+                    need = required_size;
+                }
+                Some(Err(e)) => return Err(io::Error::other(format!("TLS: {e}"))),
+                None => return Err(io::Error::other("TLS: not ready to send application data")),
+            }
+        }
+    }
+
+    /// Seals what `bufs` hold, up to [`TLS_BUFFER_LIMIT`] of plaintext,
+    /// into `sealed`; returns the plaintext taken and the sealed length.
+    fn seal_all(
+        &mut self,
+        bufs: &[io::IoSlice<'_>],
+        sealed: &mut Vec<u8>,
+        gathered: &mut Vec<u8>,
+    ) -> io::Result<(usize, usize)> {
+        let (mut taken, mut len) = (0, 0);
+        gathered.clear();
+        for buf in bufs.iter().filter(|b| !b.is_empty()) {
+            let room = TLS_BUFFER_LIMIT - taken;
+            if room == 0 {
+                break;
+            }
+            let buf = &buf[..buf.len().min(room)];
+            if buf.len() < GATHER_BELOW {
+                if gathered.len() + buf.len() > RECORD_PLAINTEXT {
+                    self.seal_into(gathered, sealed, &mut len)?;
+                    gathered.clear();
+                }
+                gathered.extend_from_slice(buf);
+            } else {
+                if !gathered.is_empty() {
+                    self.seal_into(gathered, sealed, &mut len)?;
+                    gathered.clear();
+                }
+                for record in buf.chunks(RECORD_PLAINTEXT) {
+                    self.seal_into(record, sealed, &mut len)?;
+                }
+            }
+            taken += buf.len();
+        }
+        if !gathered.is_empty() {
+            self.seal_into(gathered, sealed, &mut len)?;
+        }
+        Ok((taken, len))
+    }
+}
+
 impl io::Write for Encrypt<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = TLS_BUFFER_LIMIT.saturating_sub(self.stream.outgoing.len());
-        if room == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let take = buf.len().min(room);
-        self.stream.encrypt(&buf[..take])?;
-        Ok(take)
+        self.write_vectored(&[io::IoSlice::new(buf)])
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let mut total = 0;
-        for buf in bufs.iter().filter(|b| !b.is_empty()) {
-            match self.write(buf) {
-                Ok(n) => {
-                    total += n;
-                    if n < buf.len() {
-                        break;
-                    }
-                }
-                Err(e) if total > 0 && e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
+        if !self.stream.outgoing.is_empty() {
+            // Earlier records go first.
+            return Err(io::ErrorKind::WouldBlock.into());
         }
-        Ok(total)
+        SEALED.with_borrow_mut(|sealed| {
+            GATHERED.with_borrow_mut(|gathered| {
+                let (taken, len) = self.seal_all(bufs, sealed, gathered)?;
+                // Bytes rustls had to send on the way (a key update) are
+                // older than these records.
+                let start = self.stream.outgoing.len();
+                if start > 0 {
+                    self.stream.outgoing.extend_from_slice(&sealed[..len]);
+                } else {
+                    let sent = write_some(&mut self.stream.tcp, &sealed[..len])?;
+                    self.stream.outgoing.extend_from_slice(&sealed[sent..len]);
+                }
+                self.stream.recount();
+                if sealed.len() > SHARED_KEEP {
+                    *sealed = Vec::new();
+                }
+                if gathered.capacity() > SHARED_KEEP {
+                    *gathered = Vec::new();
+                }
+                Ok(taken)
+            })
+        })
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Writes as much of `bytes` as the socket takes now; returns how much.
+fn write_some(tcp: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    use std::io::Write;
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match tcp.write(&bytes[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
