@@ -107,6 +107,12 @@ pub struct Config {
     /// Every connection starts with a PROXY protocol v1 or v2 header
     /// (`--proxy-protocol`), which only a trusted proxy may send.
     pub proxy_protocol: bool,
+    /// Messages kept per room for clients that come back
+    /// (`--history-size`); 0 keeps none.
+    pub history_size: usize,
+    /// How long a room's kept messages outlive its last one
+    /// (`--history-ttl`); more than zero.
+    pub history_ttl: Duration,
 }
 
 impl Default for Config {
@@ -138,6 +144,8 @@ impl Default for Config {
             tls_key: None,
             trusted_proxies: TrustedProxies::default(),
             proxy_protocol: false,
+            history_size: 100,
+            history_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -216,6 +224,9 @@ impl Config {
                 ))
             }
         }
+        if self.history_ttl.is_zero() {
+            return Err(ConfigError::NotPositive("history_ttl"));
+        }
         if self.proxy_protocol && self.trusted_proxies.is_empty() {
             return Err(ConfigError::ProxyProtocolWithoutTrustedProxy);
         }
@@ -272,6 +283,19 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(half_tls.validate(), Err(ConfigError::Tls(_))));
+        let no_ttl = Config {
+            history_ttl: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(
+            no_ttl.validate().unwrap_err(),
+            ConfigError::NotPositive("history_ttl")
+        );
+        let no_history = Config {
+            history_size: 0,
+            ..Config::default()
+        };
+        assert!(no_history.validate().is_ok(), "0 turns history off");
     }
 
     #[test]

@@ -102,6 +102,12 @@ struct Flags {
     /// Expect a PROXY protocol v1 or v2 header first on every connection (needs --trusted-proxy).
     #[arg(long)]
     proxy_protocol: bool,
+    /// Messages kept per room for clients that come back; 0 keeps none.
+    #[arg(long, default_value_t = 100)]
+    history_size: usize,
+    /// Seconds a room's kept messages outlive its last one.
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = seconds)]
+    history_ttl: Duration,
 }
 
 /// Seconds with decimals, e.g. `0.5`.
@@ -143,6 +149,8 @@ fn main() -> ExitCode {
         tls_key: flags.tls_key,
         trusted_proxies: flags.trusted_proxies.into_iter().collect(),
         proxy_protocol: flags.proxy_protocol,
+        history_size: flags.history_size,
+        history_ttl: flags.history_ttl,
         ..Config::default()
     };
     // Still one thread: taking the descriptors changes the environment.
