@@ -117,8 +117,11 @@ impl Server {
         let Some(name) = self.hub.rooms.name(room) else {
             return Route::DeliverHere;
         };
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         self.relay
-            .publish(name, sender, opcode, payload, self.clock.now())
+            .publish(name, sender, opcode, payload, time_ms, self.clock.now())
     }
 
     /// Room messages the relay brought back (from Redis), to this
