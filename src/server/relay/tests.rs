@@ -112,12 +112,8 @@ impl Peer {
 }
 
 impl Rig {
-    /// Starts a relay against a fake Redis and accepts its two links.
-    fn start() -> Rig {
-        Rig::start_with(|_| {})
-    }
-
-    /// [`Rig::start`] with settings changed by `adjust`.
+    /// Starts a relay against a fake Redis, with the test settings
+    /// changed by `adjust`, and accepts its two links.
     fn start_with(adjust: impl FnOnce(&mut Config)) -> Rig {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("redis://{}", listener.local_addr().unwrap());
