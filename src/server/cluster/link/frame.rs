@@ -54,13 +54,15 @@ pub(super) fn classify(
     let text = |e: &[u8]| String::from_utf8_lossy(e).into();
     let reply = match config.role {
         Role::Publisher => match resp::answer(frame, bytes) {
-            Answer::Integer(n) => Reply::Integer(n),
-            Answer::Status(_) => Reply::Status,
             Answer::Error(e) => Reply::Error(text(e)),
-            Answer::Bulk(b) if b.len() <= 64 => Reply::Text(text(b)),
-            Answer::Unexpected if matches!(awaited, Some(Command::Fetch { .. })) => {
+            // A history of the wrong shape is the fetch's error; the
+            // stream is still in step, so the link goes on.
+            _ if matches!(awaited, Some(Command::Fetch { .. })) => {
                 Reply::History(history::parse(frame, bytes, config.max_message_size))
             }
+            Answer::Integer(n) => Reply::Integer(n),
+            Answer::Status(_) => Reply::Status,
+            Answer::Bulk(b) if b.len() <= 64 => Reply::Text(text(b)),
             Answer::Bulk(_) | Answer::Unexpected => Reply::Other,
         },
         Role::Subscriber => match resp::push(frame, bytes) {
