@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
-use support::{redis_or_skip, Redis};
+use support::{redis_or_skip, Daemon, RawClient, Redis};
 use wschat::protocol::OpCode;
 use wschat::server::relay::{Fetch, FetchId, Fetched, FetchedHistory, Relay, Route};
 use wschat::server::timer::Clock;
@@ -404,11 +404,14 @@ fn keys_expire_entries_first_and_the_epoch_stays() {
         (before.epoch.as_str(), 3)
     );
     assert!(after.entries.is_empty());
+    // A read refreshes the meta's TTL too.
+    redis.command(&[b"PEXPIRE", b"wschat:meta:brief", b"60000"]);
     let since = |offset| Fetch::Since {
         epoch: before.epoch.clone(),
         offset,
     };
     let behind = cluster.fetch(0, "brief", since(1));
+    assert!(pttl(b"wschat:meta:brief") > 86_000_000);
     assert!(
         !behind.is_complete_since(&before.epoch, 1),
         "expired: incomplete"
@@ -550,4 +553,77 @@ fn a_script_flush_loses_no_message() {
     for i in 0..2 {
         assert_eq!(cluster.metric(i, "wschat_cluster_publish_lost_total"), 0.0);
     }
+}
+
+#[test]
+fn a_lost_meta_starts_a_new_epoch_over_the_old_entries() {
+    let Some(exe) = redis_or_skip("a_lost_meta_starts_a_new_epoch_over_the_old_entries") else {
+        return;
+    };
+    let redis = Redis::start(&exe);
+    let mut cluster = Cluster::start(&redis, 1, 100, TTL);
+    for m in 1..=3 {
+        cluster.publish(0, "lobby", 1, &format!("m{m}"), m);
+    }
+    cluster.until_seen(0, 3);
+    let old = cluster.nodes[0].seen[0].epoch.clone();
+    // Evicted, or deleted by hand: the entries outlive their numbering.
+    let deleted = redis.command(&[b"DEL", b"wschat:meta:lobby"]);
+    assert_eq!(integer(&deleted), 1);
+    cluster.publish(0, "lobby", 1, "again", 4);
+    cluster.until_seen(0, 4);
+    let seen = cluster.nodes[0].seen.last().unwrap().clone();
+    assert_ne!(seen.epoch, old);
+    assert_eq!(seen.offset, 1, "offset 1 again: the old entries went");
+    let history = cluster.fetch(0, "lobby", Fetch::Last(10));
+    assert_eq!(payloads(&history), ["again"]);
+    assert_eq!(cluster.metric(0, "wschat_cluster_publish_lost_total"), 0.0);
+}
+
+#[test]
+fn the_daemon_hands_its_history_flags_to_redis() {
+    let Some(exe) = redis_or_skip("the_daemon_hands_its_history_flags_to_redis") else {
+        return;
+    };
+    let redis = Redis::start(&exe);
+    let url = redis.url();
+    let kept = Daemon::start(&[
+        "--redis",
+        &url,
+        "--history-size",
+        "5",
+        "--history-ttl",
+        "30",
+    ]);
+    let off = Daemon::start(&["--redis", &url, "--history-size", "0"]);
+    for daemon in [&kept, &off] {
+        daemon.wait_health("ok", LIMIT * 2);
+    }
+    let mut a = RawClient::connect(kept.addr(), "/room/kept");
+    let mut b = RawClient::connect(off.addr(), "/room/off");
+    for (client, text) in [(&mut a, "one"), (&mut b, "two")] {
+        client.send_text(text);
+        let echo = client.next_text(LIMIT);
+        assert!(
+            echo.starts_with("from") && echo.ends_with(&format!(":{text}")),
+            "{echo}"
+        );
+    }
+    let reply = |args: &[&[u8]]| integer(&redis.command(args));
+    assert_eq!(reply(&[b"XLEN", b"wschat:history:kept"]), 1);
+    let ttl = reply(&[b"PTTL", b"wschat:history:kept"]);
+    assert!((25_000..=30_000).contains(&ttl), "--history-ttl 30: {ttl}");
+    assert_eq!(
+        reply(&[b"EXISTS", b"wschat:history:off"]),
+        0,
+        "--history-size 0"
+    );
+    assert_eq!(
+        reply(&[b"EXISTS", b"wschat:meta:off"]),
+        1,
+        "numbered all the same"
+    );
+    let refused = Daemon::try_start(&["--history-ttl", "0"], "info");
+    let err = refused.err().expect("a zero TTL is refused");
+    assert!(err.contains("history_ttl"), "{err}");
 }
