@@ -41,7 +41,8 @@ pub struct LinkConfig {
     /// `--max-message-size`: larger messages are dropped, and an incomplete
     /// frame much larger than this fails the link.
     pub max_message_size: usize,
-    /// The bound on queued bytes past which [`Link::publish`] refuses.
+    /// The bound on queued bytes past which
+    /// [`Link::publish`](super::Link::publish) refuses.
     pub queue_limit: usize,
     /// `--history-size`: entries kept per room (0: numbered, not kept), and
     /// the most a fetch returns.
