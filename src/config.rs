@@ -230,6 +230,9 @@ impl Config {
                 ))
             }
         }
+        if self.history_ttl.is_zero() {
+            return Err(ConfigError::NotPositive("history_ttl"));
+        }
         if self.proxy_protocol && self.trusted_proxies.is_empty() {
             return Err(ConfigError::ProxyProtocolWithoutTrustedProxy);
         }
@@ -298,6 +301,19 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(half_tls.validate(), Err(ConfigError::Tls(_))));
+        let no_ttl = Config {
+            history_ttl: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(
+            no_ttl.validate().unwrap_err(),
+            ConfigError::NotPositive("history_ttl")
+        );
+        let no_history = Config {
+            history_size: 0,
+            ..Config::default()
+        };
+        assert!(no_history.validate().is_ok(), "0 turns history off");
     }
 
     #[test]

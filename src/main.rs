@@ -84,8 +84,8 @@ struct Flags {
     /// Messages each room keeps for members that join late or come back (0: no history).
     #[arg(long, default_value_t = 100)]
     history_size: usize,
-    /// Seconds a room keeps a message.
-    #[arg(long, default_value = "600", value_parser = seconds)]
+    /// Seconds a room keeps a message (more than zero).
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = seconds)]
     history_ttl: Duration,
     /// Bytes all rooms' history may hold together; the oldest messages go first.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]

@@ -438,17 +438,21 @@ fn malformed_and_oversize_messages_from_redis_are_dropped_and_counted() {
         let reply = redis.command(&[b"PUBLISH", channel.as_bytes(), message]);
         assert_eq!(reply, b":1\r\n", "one subscriber");
     };
+    // The channel format (src/server/cluster/message.rs): kind, sender,
+    // time, offset, epoch length and epoch, payload.
+    let message = |kind: u8, sender: u8, payload: &[u8]| {
+        [&[kind, sender, 0x01, 0x01, 0x02, b'e', b'1'][..], payload].concat()
+    };
     publish("wschat:room:lobby", b"plain text, not our format");
-    publish("wschat:room:lobby", b"\x11\x07\xff\xfe not UTF-8");
-    publish("wschat:room:lobby", b"\x11\x80");
-    publish("wschat:room:bad/name", b"\x11\x07hello");
-    let mut oversize = vec![0x12, 0x07];
-    oversize.extend([b'x'; 101]);
-    publish("wschat:room:lobby", &oversize);
-    let mut fits = vec![0x12, 0x07];
-    fits.extend([b'x'; 100]);
-    publish("wschat:room:lobby", &fits);
-    publish("wschat:room:lobby", b"\x11\x2ahello");
+    publish(
+        "wschat:room:lobby",
+        &message(0x21, 0x07, b"\xff\xfe not UTF-8"),
+    );
+    publish("wschat:room:lobby", b"\x21\x80");
+    publish("wschat:room:bad/name", &message(0x21, 0x07, b"hello"));
+    publish("wschat:room:lobby", &message(0x22, 0x07, &[b'x'; 101]));
+    publish("wschat:room:lobby", &message(0x22, 0x07, &[b'x'; 100]));
+    publish("wschat:room:lobby", &message(0x21, 0x2a, b"hello"));
     // Only the two good messages arrive, in order.
     let (opcode, payload) = client
         .next_data_before(Instant::now() + DELIVERY_LIMIT)

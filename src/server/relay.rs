@@ -19,16 +19,42 @@
 //!
 //! A message `m` borrows the relay's read buffer, so the rooms it is
 //! delivered to must be borrowed apart from the relay.
+//!
+//! # History
+//!
+//! In cluster mode Redis numbers every room message (an epoch and an
+//! offset, see [`crate::server::cluster::history`]) and keeps the last
+//! `--history-size` of them: a relayed message carries its [`Stamp`], and
+//! [`Relay::fetch`] asks for part of a room's history, answered through
+//! [`Relay::poll_fetched`]. Alone, and while the cluster is degraded,
+//! there is no such numbering here: the reactor keeps its own history and
+//! numbers messages under a local epoch, and [`Relay::take_reconnected`]
+//! tells it when Redis numbers them again.
+//!
+//! ```text
+//! relay.fetch(room, Fetch::Since { epoch, offset }, now)  // Some(id), or None: do without
+//! while let Some(f) = relay.poll_fetched() { /* answer whoever asked f.id */ }
+//! if relay.take_reconnected() { /* rooms take Redis's epochs again */ }
+//! ```
 
 use std::io;
 
 use mio::event::Event;
 use mio::{Registry, Token};
 
-use super::cluster::{Cluster, ClusterConfig, Inbound};
+use super::cluster::{Cluster, ClusterConfig};
 use super::timer::Time;
 use crate::config::Config;
 use crate::protocol::OpCode;
+
+pub use super::cluster::history::{
+    Fetch, FetchError, FetchId, Fetched, FetchedEntry, FetchedHistory, Stamp,
+};
+pub use super::cluster::Inbound;
+
+/// A room message relayed back, with its [`Stamp`]: the name this seam
+/// gives [`Inbound`].
+pub type RoomMessage<'a> = Inbound<'a>;
 
 /// What [`Relay::publish`] decided for a room message.
 #[must_use = "a message routed DeliverHere is delivered by no one else"]
@@ -78,6 +104,8 @@ impl Relay {
             url,
             max_message_size: config.max_message_size,
             queue_limit: config.max_backpressure,
+            history_size: config.history_size,
+            history_ttl: config.history_ttl,
         };
         let cluster = Cluster::start(config, registry, tokens, now)?;
         Ok(Relay::Redis(Box::new(cluster)))
@@ -96,24 +124,61 @@ impl Relay {
         }
     }
 
-    /// Routes a local client's message to `room`; see [`Route`].
+    /// Routes a local client's message to `room`; see [`Route`]. `time_ms`
+    /// (ms since the Unix epoch) is the time its stamp carries when Redis
+    /// numbers it.
     pub fn publish(
         &mut self,
         room: &str,
         sender: u64,
         opcode: OpCode,
         payload: &[u8],
+        time_ms: u64,
         now: Time,
     ) -> Route {
         let relayed = match self {
             Relay::Local { .. } => false,
             // `false`: degraded, or the publish queue is full.
-            Relay::Redis(cluster) => cluster.publish(room, sender, opcode, payload, now),
+            Relay::Redis(cluster) => cluster.publish(room, sender, opcode, payload, time_ms, now),
         };
         if relayed {
             Route::Relayed
         } else {
             Route::DeliverHere
+        }
+    }
+
+    /// Asks Redis for part of `room`'s history; the answer comes out of
+    /// [`Relay::poll_fetched`] with the id returned. `None` alone, when
+    /// degraded, or when too many fetches are awaited already: the caller
+    /// falls back on its local history and says the recovery is not
+    /// complete.
+    pub fn fetch(&mut self, room: &str, want: Fetch, now: Time) -> Option<FetchId> {
+        match self {
+            Relay::Local { .. } => None,
+            Relay::Redis(cluster) => cluster.fetch(room, &want, now),
+        }
+    }
+
+    /// Answers to fetches, in the order asked; every [`FetchId`] gets
+    /// exactly one (`Err` when the link dropped or Redis answered an
+    /// error), so nobody waits forever. Call until `None` after each
+    /// `handle_*` call.
+    pub fn poll_fetched(&mut self) -> Option<Fetched> {
+        match self {
+            Relay::Local { .. } => None,
+            Relay::Redis(cluster) => cluster.poll_fetched(),
+        }
+    }
+
+    /// Whether the cluster came up since the last call (at start, or after
+    /// an outage): from now on room messages are numbered by Redis again,
+    /// so rooms numbered locally meanwhile should take Redis's epochs
+    /// (with a fetch). Always `false` alone.
+    pub fn take_reconnected(&mut self) -> bool {
+        match self {
+            Relay::Local { .. } => false,
+            Relay::Redis(cluster) => cluster.take_reconnected(),
         }
     }
 

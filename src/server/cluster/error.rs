@@ -159,6 +159,12 @@ pub enum Dropped {
     Oversize,
     /// A frame on the subscriber that is neither a message nor a reply.
     UnexpectedFrame,
+    /// An entry of a history reply that is not as the publish script
+    /// writes them (why, in a few words); the rest of the reply is kept.
+    BadEntry(&'static str),
+    /// A history reply not shaped as the read script makes it (why); the
+    /// fetch is answered with an error.
+    BadHistory(&'static str),
 }
 
 impl Dropped {
@@ -175,6 +181,8 @@ impl fmt::Display for Dropped {
             Dropped::Malformed(e) => write!(f, "a malformed message ({e})"),
             Dropped::Oversize => f.write_str("a message over --max-message-size"),
             Dropped::UnexpectedFrame => f.write_str("an unexpected frame"),
+            Dropped::BadEntry(why) => write!(f, "a history entry ({why})"),
+            Dropped::BadHistory(why) => write!(f, "a history reply ({why})"),
         }
     }
 }
@@ -210,7 +218,7 @@ mod tests {
         assert_eq!(refused.to_string(), "INCRBY wschat:ids: WRONGTYPE no");
         assert_eq!(
             LinkError::UnexpectedReply(Command::Publish).to_string(),
-            "unexpected reply to PUBLISH"
+            "unexpected reply to EVALSHA (publish)"
         );
         assert_eq!(
             Dropped::Malformed(Malformed::Utf8).to_string(),

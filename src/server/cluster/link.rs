@@ -18,11 +18,16 @@
 //! so each command sent is pushed on an expectation queue ([`Command`]) and
 //! each reply is matched with the front of it (`command.rs`). A command
 //! that needs context for its reply carries it in its variant
-//! (`IncrBy { delta }`); one whose outcome the owner must hear of turns it
-//! into an event. Adding a command (an `EVALSHA` that assigns offsets, an
-//! `XRANGE` that reads history back) touches `command.rs` and adds a method
-//! that queues it: the queue, the reply timer and the reporting of commands
-//! lost with a connection ([`LinkEvent::Unanswered`]) stay as they are.
+//! (`IncrBy { delta }`, `Fetch { id }`); one whose outcome the owner must
+//! hear of turns it into an event. The queue, the reply timer and the
+//! reporting of commands lost with a connection
+//! ([`LinkEvent::Unanswered`]) serve every command alike.
+//!
+//! The publisher loads the history scripts (`SCRIPT LOAD`) in its
+//! handshake, and runs them by `EVALSHA` for each publish
+//! ([`Link::publish`]) and fetch ([`Link::fetch`]); it keeps their bytes
+//! until they are answered, to send them again if Redis lost its scripts
+//! (`NOSCRIPT`): see `command.rs`.
 //!
 //! # Messages
 //!
@@ -32,23 +37,27 @@
 //! [`LinkEvent::Message`] says one is ready and [`Link::message`] borrows it.
 
 mod command;
+mod config;
+mod event;
 mod frame;
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
-use self::command::Reply;
+use self::command::{Held, HistoryArgs, Reply, Retained};
 use self::frame::{Incoming, Span};
 use super::error::{Dropped, LinkError};
+use super::history::Stamp;
 use super::resp;
+use super::scripts::Script;
 use super::PATTERN;
-use crate::protocol::frame::OpCode;
 use crate::server::timer::Time;
 use crate::server::write_queue::{Flush, WriteQueue};
 
-pub use self::command::Command;
+pub use self::command::{Command, MAX_TRIES, RETAINED_FACTOR};
+pub use self::config::{LinkConfig, Role};
+pub use self::event::{Inbound, LinkEvent, NotQueued};
 
 /// A TCP connect to Redis taking longer than this is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -61,96 +70,6 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bytes asked of the socket per read, and room made for them.
 pub const READ_CHUNK: usize = 64 * 1024;
-
-/// RESP framing, `pmessage`, the pattern and the channel name, on top of a
-/// message of `--max-message-size`: a partial frame longer than that is
-/// oversize for sure.
-const FRAME_OVERHEAD: usize = 1024;
-
-/// What a link is for; it decides the handshake and how frames are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Sends `PUBLISH` and `INCRBY`; every frame it receives is a reply.
-    Publisher,
-    /// `PSUBSCRIBE`d to every room: receives messages between its replies.
-    Subscriber,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Publisher => "publisher",
-            Role::Subscriber => "subscriber",
-        })
-    }
-}
-
-/// What a link is set up with; fixed for its lifetime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinkConfig {
-    /// Publisher or subscriber.
-    pub role: Role,
-    /// The database to `SELECT` (publisher only; 0 sends no `SELECT`).
-    pub db: u32,
-    /// `--max-message-size`: larger messages are dropped, and an incomplete
-    /// frame much larger than this fails the link.
-    pub max_message_size: usize,
-    /// The bound on queued bytes past which [`Link::publish`] refuses.
-    pub queue_limit: usize,
-}
-
-/// What a link has to report, in the order it happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkEvent {
-    /// The handshake's replies all came: the link is usable.
-    Ready,
-    /// A room message is ready: [`Link::message`] returns it until the next
-    /// [`Link::poll_event`].
-    Message,
-    /// `INCRBY` answered `end` to a request for `delta` ids.
-    IdsReserved {
-        /// The counter after the increment (negative answers read as 0).
-        end: u64,
-        /// The increment that was asked for.
-        delta: u64,
-    },
-    /// Redis refused a command with an error reply; the link goes on.
-    Refused {
-        /// The command refused.
-        command: Command,
-        /// Redis's message.
-        message: Box<str>,
-    },
-    /// The link failed with this command unanswered: it may or may not
-    /// have run. Reported for each such command before [`LinkEvent::Failed`].
-    Unanswered(Command),
-    /// A frame or message from Redis was skipped.
-    Dropped(Dropped),
-    /// The link is given up; it is idle until the driver connects again.
-    Failed(LinkError),
-}
-
-/// A room message received from Redis, for the local members of `room`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Inbound<'a> {
-    /// The room's name (valid by [`crate::server::room::is_valid_room_name`]).
-    pub room: &'a str,
-    /// The sender's connection id, on whichever instance it is.
-    pub sender: u64,
-    /// Text or binary.
-    pub opcode: OpCode,
-    /// The payload; never over `--max-message-size`, UTF-8 when text.
-    pub payload: &'a [u8],
-}
-
-/// Why [`Link::publish`] did not queue a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotQueued {
-    /// The link is not ready (connecting, handshaking or failed).
-    NotReady,
-    /// The bytes already queued are at the link's bound.
-    QueueFull,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -189,9 +108,22 @@ pub struct Link {
     last_rx: Time,
     /// When the bytes being decoded came.
     rx_at: Time,
-    /// Reused to encode each published message, and to name its channel.
+    /// Reused to encode the head of each published message.
     scratch: Vec<u8>,
-    channel: String,
+    /// `EVALSHA`s queued or sent, their replies awaited, in order: the
+    /// `Publish` and `Fetch` commands of `expected`.
+    retained: VecDeque<Retained>,
+    /// New `EVALSHA`s held until the commands sent before a reload are
+    /// answered: `barrier` replies still to come.
+    held: VecDeque<Held>,
+    barrier: usize,
+    /// The bytes of `retained` and `held`, for the bound on them.
+    retained_bytes: usize,
+    /// A script's reload is under way (by [`Script::index`]).
+    reloading: [bool; 2],
+    /// The SHA-1 of each script (by [`Script::index`]).
+    shas: [String; 2],
+    history: HistoryArgs,
 }
 
 impl Link {
@@ -212,7 +144,13 @@ impl Link {
             last_rx: now,
             rx_at: now,
             scratch: Vec::new(),
-            channel: String::new(),
+            retained: VecDeque::new(),
+            held: VecDeque::new(),
+            barrier: 0,
+            retained_bytes: 0,
+            reloading: [false; 2],
+            shas: Script::ALL.map(Script::sha1),
+            history: HistoryArgs::new(config.history_size, config.history_ttl),
         }
     }
 
@@ -256,15 +194,18 @@ impl Link {
     }
 
     /// The TCP connection is made: the handshake's commands are queued. A
-    /// publisher's ends with `INCRBY` of `reserve` ids when given, else with
-    /// `PING`, so that its last reply shows that Redis serves; a subscriber
-    /// ignores `reserve`.
+    /// publisher's loads the scripts and ends with `INCRBY` of `reserve` ids
+    /// when given, else with `PING`, so that its last reply shows that
+    /// Redis serves; a subscriber ignores `reserve`.
     pub fn connected(&mut self, now: Time, reserve: Option<u64>) {
         match self.config.role {
             Role::Publisher => {
                 if self.config.db != 0 {
                     let db = self.config.db.to_string();
                     self.send([b"SELECT", db.as_bytes()], Command::Select);
+                }
+                for script in Script::ALL {
+                    self.load_script(script);
                 }
                 match reserve {
                     Some(delta) => self.reserve_ids(delta),
@@ -388,11 +329,17 @@ impl Link {
     pub fn message(&self) -> Option<Inbound<'_>> {
         let span = self.current.as_ref()?;
         let room = std::str::from_utf8(self.inbuf.get(span.room.clone())?).ok()?;
+        let epoch = std::str::from_utf8(self.inbuf.get(span.epoch.clone())?).ok()?;
         Some(Inbound {
             room,
             sender: span.sender,
             opcode: span.opcode,
             payload: self.inbuf.get(span.payload.clone())?,
+            stamp: Some(Stamp {
+                epoch,
+                offset: span.offset,
+                time_ms: span.time_ms,
+            }),
         })
     }
 
@@ -421,12 +368,14 @@ impl Link {
         let rest = &self.inbuf[at..];
         let result = match resp::decode(rest) {
             Ok(Some(decoded)) => {
-                let incoming = frame::classify(&self.config, &decoded.frame, &self.inbuf, at);
+                let awaited = self.expected.front().copied();
+                let incoming =
+                    frame::classify(&self.config, awaited, &decoded.frame, &self.inbuf, at);
                 self.decoded += decoded.used;
                 self.on_frame(incoming)
             }
             Ok(None) => {
-                let max = self.config.max_message_size + FRAME_OVERHEAD;
+                let max = self.config.max_frame();
                 if rest.len() <= max {
                     return false;
                 }
@@ -452,14 +401,9 @@ impl Link {
                 self.events.push_back(LinkEvent::Message);
             }
             Incoming::Dropped(dropped) => self.events.push_back(LinkEvent::Dropped(dropped)),
-            Incoming::Reply(reply) => match (self.expected.pop_front(), self.config.role, reply) {
-                (Some(command), _, reply) => {
-                    let handshaking = self.state == State::Handshaking;
-                    self.events
-                        .extend(command::outcome(command, reply, handshaking)?);
-                }
-                (None, Role::Publisher, _) => return Err(LinkError::UnsolicitedReply),
-                (None, Role::Subscriber, Reply::Error(message)) => {
+            Incoming::Reply(reply) => match (self.expected.is_empty(), self.config.role, reply) {
+                (false, _, reply) | (true, Role::Publisher, reply) => self.on_reply(reply)?,
+                (true, Role::Subscriber, Reply::Error(message)) => {
                     return Err(LinkError::ErrorReply {
                         command: None,
                         message,
@@ -467,7 +411,7 @@ impl Link {
                 }
                 // The subscriber skips what it cannot use, as it does
                 // pushes of unknown shape.
-                (None, Role::Subscriber, _) => {
+                (true, Role::Subscriber, _) => {
                     let dropped = LinkEvent::Dropped(Dropped::UnexpectedFrame);
                     self.events.push_back(dropped);
                 }
@@ -491,6 +435,12 @@ impl Link {
     /// are reported as unanswered, then the failure.
     fn fail(&mut self, error: LinkError) {
         self.unanswered.append(&mut self.expected);
+        let held = self.held.drain(..).map(|held| held.command);
+        self.unanswered.extend(held);
+        self.retained.clear();
+        self.barrier = 0;
+        self.retained_bytes = 0;
+        self.reloading = [false; 2];
         self.failure = Some(error);
         self.state = State::Idle;
         self.out = WriteQueue::new();

@@ -20,6 +20,13 @@ pub struct ClusterStats {
     pub oversize: u64,
     /// Times the cluster became degraded.
     pub outages: u64,
+    /// History fetches answered with the history.
+    pub fetched: u64,
+    /// History fetches answered with an error, or refused because too many
+    /// were awaited.
+    pub fetch_errors: u64,
+    /// Scripts loaded again after Redis answered `NOSCRIPT`.
+    pub script_reloads: u64,
 }
 
 impl ClusterStats {
@@ -81,6 +88,24 @@ impl ClusterStats {
             self.outages,
         );
         metric(
+            "wschat_cluster_fetches_total",
+            "counter",
+            "Room history fetches answered by Redis.",
+            self.fetched,
+        );
+        metric(
+            "wschat_cluster_fetch_errors_total",
+            "counter",
+            "Room history fetches that failed (error reply, link lost, malformed reply, too many awaited).",
+            self.fetch_errors,
+        );
+        metric(
+            "wschat_redis_script_reloads_total",
+            "counter",
+            "Scripts loaded again because Redis had lost them (NOSCRIPT).",
+            self.script_reloads,
+        );
+        metric(
             "wschat_cluster_publish_queue_bytes",
             "gauge",
             "Bytes waiting to be sent to Redis.",
@@ -101,7 +126,7 @@ mod tests {
         };
         let mut out = String::new();
         stats.render(&mut out, true, 42);
-        assert_eq!(out.lines().count(), 9 * 3);
+        assert_eq!(out.lines().count(), 12 * 3);
         assert!(out.contains("\nwschat_redis_up 1\n"), "{out}");
         assert!(out.contains("\nwschat_cluster_received_total 7\n"));
         assert!(out.ends_with("\nwschat_cluster_publish_queue_bytes 42\n"));

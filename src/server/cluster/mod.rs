@@ -4,8 +4,11 @@
 //! non-blocking, on two tokens the reactor chooses: no thread, no async
 //! runtime, RESP2 through the `redis-protocol` crate.
 //!
-//! * The **publisher** sends `PUBLISH wschat:room:{name} {message}` for
-//!   every message a local client sends to a room, and `INCRBY wschat:ids`
+//! * The **publisher** runs the publish script ([`scripts`]) for every
+//!   message a local client sends to a room: Redis numbers it in the room's
+//!   history ([`history`]), keeps it, and `PUBLISH`es it on
+//!   `wschat:room:{name}` with its epoch and offset. It also runs the read
+//!   script for fetches of a room's history, and sends `INCRBY wschat:ids`
 //!   to reserve blocks of connection ids ([`ids`]). Its outgoing bytes sit
 //!   in a queue bounded like a client's (`--max-backpressure`).
 //! * The **subscriber** is `PSUBSCRIBE`d to `wschat:room:*`: it hears every
@@ -20,19 +23,24 @@
 //!
 //! # Layers
 //!
+//! * [`message`]: the bytes of a room message on a channel; [`scripts`]:
+//!   the Lua scripts that number, keep and read room history, and the keys
+//!   they use; [`history`]: what a fetch asks and answers.
 //! * [`link`]: each connection's protocol as a sans-I/O state machine
 //!   (RESP bytes in, commands and [`link::LinkEvent`]s out, time passed in),
 //!   with its errors in [`error`].
 //! * [`driver`]: the sockets, reconnects and read budgets; the only I/O.
-//! * [`Cluster`] (here): the two links together, the id blocks, and the
-//!   policy: when to publish, what a failure costs, what is counted
-//!   ([`metrics`]) and logged ([`health`]).
+//! * [`Cluster`] (here): the two links together, the id blocks, the fetches
+//!   awaited ([`fetches`]), and the policy (`reactions.rs`): when to
+//!   publish, what a failure costs, what is counted ([`metrics`]) and
+//!   logged ([`health`]).
 //!
 //! The reactor talks to it in the quinn-proto way, through
 //! [`crate::server::relay::Relay`]: [`Cluster::handle_event`] for readiness,
 //! [`Cluster::handle_timeout`] once per turn, [`Cluster::poll_timeout`] for
-//! its `poll` timeout, and [`Cluster::poll_message`] until `None` after each
-//! of the first two, to deliver the room messages received.
+//! its `poll` timeout, and [`Cluster::poll_message`] and
+//! [`Cluster::poll_fetched`] until `None` after each of the first two, to
+//! deliver the room messages received and the history fetched.
 //!
 //! # Why one pattern subscription, not one channel per room
 //!
@@ -55,17 +63,24 @@
 //! up when Redis stops answering (no reply within 5 s while one is awaited;
 //! idle links send `PING` every 5 s) or when its TCP connect takes over 3 s.
 //! Messages from Redis that are malformed, or larger than
-//! `--max-message-size`, are dropped and counted.
+//! `--max-message-size`, are dropped and counted. While degraded nothing
+//! is numbered here: fetches are refused (`None`) and the reactor numbers
+//! messages under an epoch of its own until [`Cluster::take_reconnected`]
+//! says Redis is back.
 
 pub mod backoff;
 pub mod driver;
 pub mod error;
+pub mod fetches;
 pub mod health;
+pub mod history;
 pub mod ids;
 pub mod link;
 pub mod message;
 pub mod metrics;
+mod reactions;
 pub mod resp;
+pub mod scripts;
 pub mod url;
 
 use std::io;
@@ -77,10 +92,11 @@ use mio::event::Event;
 use mio::{Registry, Token};
 
 use self::driver::{Connect, LinkDriver};
-use self::error::LinkError;
-use self::health::Health;
+use self::fetches::Fetches;
+use self::health::{log_allowed, Health};
+use self::history::{Fetch, FetchId, Fetched};
 use self::ids::IdBlocks;
-use self::link::{Command, Link, LinkConfig, LinkEvent, NotQueued, Role};
+use self::link::{Link, LinkConfig, LinkEvent, NotQueued, Role};
 use super::timer::Time;
 use crate::protocol::frame::OpCode;
 
@@ -97,6 +113,10 @@ pub const PATTERN: &str = "wschat:room:*";
 /// The counter connection ids are reserved from.
 pub const IDS_KEY: &str = "wschat:ids";
 
+/// Queued publishes are written at once, not at the end of the turn, from
+/// this many bytes on.
+const FLUSH_AT: usize = 64 * 1024;
+
 /// After `INCRBY` fails (say, the key holds a string), wait this long
 /// before asking again.
 const RESERVE_RETRY: Duration = Duration::from_secs(10);
@@ -110,6 +130,11 @@ pub struct ClusterConfig {
     pub max_message_size: usize,
     /// `--max-backpressure`: the bound of the publish queue.
     pub queue_limit: usize,
+    /// `--history-size`: messages kept per room in Redis (0: numbered but
+    /// not kept), and the most a fetch returns.
+    pub history_size: usize,
+    /// `--history-ttl`: how long a room's kept messages outlive its last one.
+    pub history_ttl: Duration,
 }
 
 /// The two links to Redis, the id blocks, the health and the counters.
@@ -129,6 +154,10 @@ pub struct Cluster {
     now: Time,
     /// A message is ready on the subscriber and not handed out yet.
     held: bool,
+    fetches: Fetches,
+    /// The cluster came up since the owner last asked.
+    reconnected: bool,
+    last_fetch_warning: Option<Time>,
 }
 
 impl Cluster {
@@ -146,6 +175,8 @@ impl Cluster {
             url,
             max_message_size,
             queue_limit,
+            history_size,
+            history_ttl,
         } = config;
         let addrs = url
             .resolve()
@@ -161,6 +192,8 @@ impl Cluster {
                 db: url.db,
                 max_message_size,
                 queue_limit,
+                history_size,
+                history_ttl,
             };
             Link::new(config, now)
         };
@@ -179,6 +212,9 @@ impl Cluster {
             reserve_paused_until: None,
             now,
             held: false,
+            fetches: Fetches::new(),
+            reconnected: false,
+            last_fetch_warning: None,
         };
         cluster
             .subscriber
@@ -207,7 +243,8 @@ impl Cluster {
         self.ids.next_id()
     }
 
-    /// Queues a local client's room message for `PUBLISH`. Returns `false`
+    /// Queues a local client's room message for the publish script, with
+    /// `time_ms` (ms since the Unix epoch) as its time. Returns `false`
     /// when the message was not queued (degraded, or the publish queue is
     /// full): the caller then delivers it to the local room itself.
     pub fn publish(
@@ -216,14 +253,23 @@ impl Cluster {
         sender: u64,
         opcode: OpCode,
         payload: &[u8],
+        time_ms: u64,
         now: Time,
     ) -> bool {
         if !self.health.is_up() {
             return false;
         }
-        match self.publisher.link.publish(room, sender, opcode, payload) {
+        let link = &mut self.publisher.link;
+        match link.publish(room, sender, opcode, payload, time_ms) {
             Ok(()) => {
                 self.stats.published += 1;
+                // A burst (a read of many clients in one turn) leaves in
+                // writes of this size rather than piling up until the end
+                // of the turn: each message is a few hundred bytes of
+                // script call, and the queue's bound is on what is unsent.
+                if self.publisher.link.queued_bytes() >= FLUSH_AT {
+                    self.publisher.flush_queued(now);
+                }
                 true
             }
             Err(NotQueued::QueueFull) => {
@@ -233,6 +279,42 @@ impl Cluster {
             }
             Err(NotQueued::NotReady) => false,
         }
+    }
+
+    /// Asks Redis for part of `room`'s history; the answer comes out of
+    /// [`Cluster::poll_fetched`] with the id returned. `None` when degraded
+    /// or when [`fetches::MAX_PENDING`] fetches are awaited already: the
+    /// caller then does without.
+    pub fn fetch(&mut self, room: &str, want: &Fetch, now: Time) -> Option<FetchId> {
+        if !self.health.is_up() {
+            return None;
+        }
+        let Some(id) = self.fetches.ask(room) else {
+            self.stats.fetch_errors += 1;
+            if log_allowed(&mut self.last_fetch_warning, now) {
+                warn!("redis: {} history fetches awaited already; more are refused until some are answered", self.fetches.len());
+            }
+            return None;
+        };
+        if self.publisher.link.fetch(id.0, room, want).is_err() {
+            self.fetches.cancel_last(id);
+            return None;
+        }
+        Some(id)
+    }
+
+    /// The next answer to a fetch, in the order they were asked; call until
+    /// `None` after each `handle_*` call.
+    pub fn poll_fetched(&mut self) -> Option<Fetched> {
+        self.fetches.poll()
+    }
+
+    /// Whether the cluster came up (both links ready) since the last call,
+    /// at start or after an outage: room messages go through Redis again,
+    /// numbered by Redis, so rooms numbered locally meanwhile switch back
+    /// to the epochs Redis gives.
+    pub fn take_reconnected(&mut self) -> bool {
+        std::mem::take(&mut self.reconnected)
     }
 
     /// Handles readiness of one of the two tokens (others are ignored).
@@ -352,95 +434,6 @@ impl Cluster {
             if !self.driver(role).read_once(now) {
                 return false;
             }
-        }
-    }
-
-    fn on_link_event(&mut self, role: Role, event: LinkEvent) {
-        match event {
-            LinkEvent::Ready => {
-                self.driver(role).on_ready();
-                self.update_health();
-            }
-            LinkEvent::Message => {}
-            LinkEvent::IdsReserved { end, delta } => {
-                let block = self.ids.on_reserved(end, delta);
-                if block.is_empty() {
-                    warn!("redis: the counter {IDS_KEY} went back to {end} (Redis lost its data?): moving it past this instance's ids");
-                } else {
-                    debug!("redis: ids {}..={} reserved", block.start, block.end - 1);
-                }
-            }
-            LinkEvent::Refused { command, message } => self.on_refused(command, &message),
-            LinkEvent::Unanswered(Command::Publish) => self.stats.publish_lost += 1,
-            LinkEvent::Unanswered(Command::IncrBy { .. }) => self.ids.cancel(),
-            LinkEvent::Unanswered(_) => {}
-            LinkEvent::Dropped(dropped) => {
-                if dropped.is_oversize() {
-                    self.stats.oversize += 1;
-                } else {
-                    self.stats.malformed += 1;
-                }
-                self.health.warn_drop(self.now, &dropped);
-            }
-            LinkEvent::Failed(error) => self.on_failed(role, error),
-        }
-    }
-
-    fn on_refused(&mut self, command: Command, message: &str) {
-        match command {
-            Command::Publish => {
-                self.stats.publish_lost += 1;
-                debug!("redis: PUBLISH: {message}");
-            }
-            Command::IncrBy { .. } => {
-                self.pause_reserving();
-                warn!("redis: {command}: {message}; new connections take ids from the local range");
-            }
-            _ => debug!("redis: {command}: {message}"),
-        }
-    }
-
-    /// What a failure costs beyond the link: counters, the id request it
-    /// refused, the socket, and maybe the cluster's health.
-    fn on_failed(&mut self, role: Role, error: LinkError) {
-        if error.is_malformed() {
-            self.stats.malformed += 1;
-        }
-        match &error {
-            LinkError::OversizedFrame { .. } => {
-                self.stats.oversize += 1;
-                self.health
-                    .warn_drop(self.now, &"a frame over --max-message-size");
-            }
-            LinkError::ErrorReply {
-                command: Some(Command::IncrBy { .. }),
-                ..
-            } => self.pause_reserving(),
-            _ => {}
-        }
-        let (now, registry) = (self.now, &self.registry);
-        match role {
-            Role::Publisher => self.publisher.on_failed(error, registry, now),
-            Role::Subscriber => self.subscriber.on_failed(error, registry, now),
-        }
-        self.update_health();
-    }
-
-    /// `INCRBY` was refused: ask again later, ids come from the local range
-    /// meanwhile.
-    fn pause_reserving(&mut self) {
-        self.ids.cancel();
-        self.reserve_paused_until = Some(self.now + RESERVE_RETRY);
-    }
-
-    fn update_health(&mut self) {
-        let up = self.publisher.link.is_ready() && self.subscriber.link.is_ready();
-        let down = [&self.publisher, &self.subscriber]
-            .into_iter()
-            .filter(|driver| driver.is_down())
-            .find_map(|driver| Some((driver.role(), driver.last_error()?)));
-        if self.health.update(up, down, &self.url) {
-            self.stats.outages += 1;
         }
     }
 }

@@ -50,13 +50,16 @@ pub fn command<const N: usize>(args: [&[u8]; N], out: &mut Vec<u8>) {
 /// A reply on the publishing connection, which only sends commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer<'a> {
-    /// `:n` (PUBLISH, INCRBY).
+    /// `:n` (EVALSHA of the publish script, INCRBY).
     Integer(i64),
     /// `+OK`, `+PONG`.
     Status(&'a [u8]),
     /// `-ERR …`.
     Error(&'a [u8]),
-    /// Anything else: not an answer these commands have.
+    /// `$n …` (SCRIPT LOAD).
+    Bulk(&'a [u8]),
+    /// Anything else: not an answer these commands have (arrays are read
+    /// apart, by the command that expects one).
     Unexpected,
 }
 
@@ -66,6 +69,7 @@ pub fn answer<'a>(frame: &RangeFrame, buf: &'a [u8]) -> Answer<'a> {
         RangeFrame::Integer(n) => Answer::Integer(*n),
         RangeFrame::SimpleString(r) => Answer::Status(slice(buf, *r)),
         RangeFrame::Error(r) => Answer::Error(slice(buf, *r)),
+        RangeFrame::BulkString(r) => Answer::Bulk(slice(buf, *r)),
         _ => Answer::Unexpected,
     }
 }
@@ -167,6 +171,8 @@ mod tests {
             Answer::Error(b"ERR value is not an integer")
         );
         let buf = b"$3\r\nabc\r\n";
+        assert_eq!(answer(&one(buf).frame, buf), Answer::Bulk(b"abc"));
+        let buf = b"*1\r\n:1\r\n";
         assert_eq!(answer(&one(buf).frame, buf), Answer::Unexpected);
     }
 

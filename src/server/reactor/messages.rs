@@ -122,7 +122,7 @@ impl Server {
             return Route::DeliverHere;
         };
         self.relay
-            .publish(name, m.sender, m.opcode, m.payload, self.clock.now())
+            .publish(name, m.sender, m.opcode, m.payload, m.time_ms, self.clock.now())
     }
 
     /// Room messages the relay brought back (from Redis), to this

@@ -5,16 +5,14 @@ use std::ops::Range;
 
 use redis_protocol::resp2::types::RangeFrame;
 
-use super::command::Reply;
+use super::command::{Command, Reply};
 use super::{LinkConfig, Role};
 use crate::protocol::frame::OpCode;
 use crate::server::cluster::error::Dropped;
+use crate::server::cluster::message::{self, MAX_HEADER};
 use crate::server::cluster::resp::{self, Answer, Push};
-use crate::server::cluster::{message, CHANNEL_PREFIX};
+use crate::server::cluster::{history, CHANNEL_PREFIX};
 use crate::server::room::is_valid_room_name;
-
-/// The message header (kind byte and sender varint) is at most this long.
-const MAX_HEADER: usize = 11;
 
 /// Where a message lies in the read buffer.
 #[derive(Debug, Clone)]
@@ -27,6 +25,12 @@ pub(super) struct Span {
     pub opcode: OpCode,
     /// The payload, within `--max-message-size` (and UTF-8 when text).
     pub payload: Range<usize>,
+    /// The room's epoch, valid ASCII.
+    pub epoch: Range<usize>,
+    /// The message's offset in the epoch.
+    pub offset: u64,
+    /// When it was published, ms since the Unix epoch.
+    pub time_ms: u64,
 }
 
 /// What one frame is.
@@ -37,16 +41,29 @@ pub(super) enum Incoming {
     Reply(Reply),
 }
 
-/// Reads the frame decoded from `buf[at..]` as the link's role does.
-pub(super) fn classify(config: &LinkConfig, frame: &RangeFrame, buf: &[u8], at: usize) -> Incoming {
+/// Reads the frame decoded from `buf[at..]` as the link's role does;
+/// `awaited` is the command the publisher's next reply answers.
+pub(super) fn classify(
+    config: &LinkConfig,
+    awaited: Option<Command>,
+    frame: &RangeFrame,
+    buf: &[u8],
+    at: usize,
+) -> Incoming {
     let bytes = &buf[at..];
     let text = |e: &[u8]| String::from_utf8_lossy(e).into();
     let reply = match config.role {
         Role::Publisher => match resp::answer(frame, bytes) {
+            Answer::Error(e) => Reply::Error(text(e)),
+            // A history of the wrong shape is the fetch's error; the
+            // stream is still in step, so the link goes on.
+            _ if matches!(awaited, Some(Command::Fetch { .. })) => {
+                Reply::History(history::parse(frame, bytes, config.max_message_size))
+            }
             Answer::Integer(n) => Reply::Integer(n),
             Answer::Status(_) => Reply::Status,
-            Answer::Error(e) => Reply::Error(text(e)),
-            Answer::Unexpected => Reply::Other,
+            Answer::Bulk(b) if b.len() <= 64 => Reply::Text(text(b)),
+            Answer::Bulk(_) | Answer::Unexpected => Reply::Other,
         },
         Role::Subscriber => match resp::push(frame, bytes) {
             Push::Message { channel, payload } => {
@@ -77,12 +94,19 @@ fn locate_message(buf: &[u8], channel: &[u8], payload: &[u8], max: usize) -> Inc
     match message::decode(payload) {
         Err(e) => Incoming::Dropped(Dropped::Malformed(e)),
         Ok(m) if m.payload.len() > max => Incoming::Dropped(Dropped::Oversize),
-        Ok(m) => match (within(buf, room), within(buf, m.payload)) {
-            (Some(room), Some(payload)) => Incoming::Message(Span {
+        Ok(m) => match (
+            within(buf, room),
+            within(buf, m.payload),
+            within(buf, m.epoch.as_bytes()),
+        ) {
+            (Some(room), Some(payload), Some(epoch)) => Incoming::Message(Span {
                 room,
                 sender: m.sender,
                 opcode: m.opcode,
                 payload,
+                epoch,
+                offset: m.offset,
+                time_ms: m.time_ms,
             }),
             _ => Incoming::Dropped(Dropped::UnexpectedFrame),
         },

@@ -2,13 +2,17 @@
 
 use std::time::Duration;
 
+use super::config::FRAME_OVERHEAD;
 use super::*;
+use crate::protocol::frame::OpCode;
+use crate::server::cluster::history::Fetch;
 use crate::server::cluster::message::{self, Malformed};
+use crate::server::cluster::scripts::Script;
 
-const MAX: usize = 100;
+pub(super) const MAX: usize = 100;
 
 /// The instant `n` milliseconds into the test.
-fn t(n: u64) -> Time {
+pub(super) fn t(n: u64) -> Time {
     Time::from_millis(n)
 }
 
@@ -19,17 +23,43 @@ fn ms(n: u64) -> Duration {
 
 const SUBSCRIBED: &[u8] = b"*3\r\n$10\r\npsubscribe\r\n$13\r\nwschat:room:*\r\n:1\r\n";
 
-fn config(role: Role) -> LinkConfig {
+pub(super) fn config(role: Role) -> LinkConfig {
     LinkConfig {
         role,
         db: 0,
         max_message_size: MAX,
         queue_limit: 1 << 20,
+        history_size: 3,
+        history_ttl: Duration::from_secs(600),
     }
 }
 
+/// What the publisher's handshake sends before its last command.
+pub(super) fn script_loads() -> Vec<u8> {
+    let mut out = Vec::new();
+    for script in Script::ALL {
+        out.extend(cmd([b"SCRIPT", b"LOAD", script.source().as_bytes()]));
+    }
+    out
+}
+
+/// The replies to [`script_loads`].
+pub(super) fn scripts_loaded() -> Vec<u8> {
+    Script::ALL
+        .iter()
+        .flat_map(|s| bulk(s.sha1().as_bytes()))
+        .collect()
+}
+
+pub(super) fn bulk(bytes: &[u8]) -> Vec<u8> {
+    let mut out = format!("${}\r\n", bytes.len()).into_bytes();
+    out.extend(bytes);
+    out.extend(b"\r\n");
+    out
+}
+
 /// A link connected at 1, its handshake queued.
-fn connected(config: LinkConfig, reserve: Option<u64>) -> Link {
+pub(super) fn connected(config: LinkConfig, reserve: Option<u64>) -> Link {
     let mut link = Link::new(config, t(0));
     link.connecting(t(0));
     link.connected(t(1), reserve);
@@ -37,26 +67,26 @@ fn connected(config: LinkConfig, reserve: Option<u64>) -> Link {
 }
 
 /// A link whose handshake was sent at 1 and answered at 2.
-fn ready(role: Role) -> Link {
+pub(super) fn ready(role: Role) -> Link {
     let mut link = connected(config(role), None);
     sent(&mut link, t(1));
     let reply = match role {
-        Role::Publisher => &b"+PONG\r\n"[..],
-        Role::Subscriber => SUBSCRIBED,
+        Role::Publisher => [scripts_loaded(), b"+PONG\r\n".to_vec()].concat(),
+        Role::Subscriber => SUBSCRIBED.to_vec(),
     };
-    link.receive(reply, t(2));
+    link.receive(&reply, t(2));
     assert_eq!(drain(&mut link), [event(LinkEvent::Ready)]);
     link
 }
 
 /// What the link writes at `now`.
-fn sent(link: &mut Link, now: Time) -> Vec<u8> {
+pub(super) fn sent(link: &mut Link, now: Time) -> Vec<u8> {
     let mut out = Vec::new();
     assert_eq!(link.poll_transmit(&mut out, now).unwrap(), Flush::Done);
     out
 }
 
-fn cmd<const N: usize>(args: [&[u8]; N]) -> Vec<u8> {
+pub(super) fn cmd<const N: usize>(args: [&[u8]; N]) -> Vec<u8> {
     let mut out = Vec::new();
     resp::command(args, &mut out);
     out
@@ -64,30 +94,33 @@ fn cmd<const N: usize>(args: [&[u8]; N]) -> Vec<u8> {
 
 /// What came out of a link, owned so that it can be compared.
 #[derive(Debug, PartialEq, Eq)]
-enum Out {
+pub(super) enum Out {
     Event(LinkEvent),
     Message {
         room: String,
         sender: u64,
         opcode: OpCode,
         payload: Vec<u8>,
+        stamp: (String, u64, u64),
     },
 }
 
-fn event(e: LinkEvent) -> Out {
+pub(super) fn event(e: LinkEvent) -> Out {
     Out::Event(e)
 }
 
+/// A message as [`chat`] stamps it.
 fn msg(room: &str, sender: u64, opcode: OpCode, payload: &[u8]) -> Out {
     Out::Message {
         room: room.to_string(),
         sender,
         opcode,
         payload: payload.to_vec(),
+        stamp: (EPOCH.to_string(), OFFSET, TIME),
     }
 }
 
-fn drain(link: &mut Link) -> Vec<Out> {
+pub(super) fn drain(link: &mut Link) -> Vec<Out> {
     let mut out = Vec::new();
     while let Some(e) = link.poll_event() {
         if e != LinkEvent::Message {
@@ -95,14 +128,21 @@ fn drain(link: &mut Link) -> Vec<Out> {
             continue;
         }
         let m = link.message().expect("Message comes with a message");
-        out.push(msg(m.room, m.sender, m.opcode, m.payload));
+        let stamp = m.stamp.expect("messages from Redis are stamped");
+        out.push(Out::Message {
+            room: m.room.to_string(),
+            sender: m.sender,
+            opcode: m.opcode,
+            payload: m.payload.to_vec(),
+            stamp: (stamp.epoch.to_string(), stamp.offset, stamp.time_ms),
+        });
     }
     out
 }
 
 /// Asserts that `bytes`, split in two at every offset and fed one byte at
 /// a time, make `make()`'s link give `expected`.
-fn assert_every_split(make: impl Fn() -> Link, bytes: &[u8], expected: &[Out]) {
+pub(super) fn assert_every_split(make: impl Fn() -> Link, bytes: &[u8], expected: &[Out]) {
     for cut in 0..=bytes.len() {
         let mut link = make();
         link.receive(&bytes[..cut], t(3));
@@ -131,10 +171,22 @@ fn pmessage(channel: &[u8], payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A chat message in the channel format.
+const EPOCH: &str = "0hon59y07ji1";
+const OFFSET: u64 = 300;
+pub(super) const TIME: u64 = 1_700_000_000_123;
+
+/// A chat message in the channel format, stamped as [`msg`] expects.
 fn chat(sender: u64, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    message::encode(sender, opcode, payload, &mut out);
+    let m = message::Message {
+        sender,
+        opcode,
+        time_ms: TIME,
+        offset: OFFSET,
+        epoch: EPOCH,
+        payload,
+    };
+    message::encode(&m, &mut out);
     out
 }
 
@@ -163,10 +215,13 @@ fn publisher_handshake_selects_the_database_and_reserves_ids() {
             },
             Some(1000),
         );
-        assert_eq!(
-            sent(&mut link, t(1)),
-            b"*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n*3\r\n$6\r\nINCRBY\r\n$10\r\nwschat:ids\r\n$4\r\n1000\r\n"
-        );
+        let expected = [
+            &b"*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n"[..],
+            &script_loads(),
+            b"*3\r\n$6\r\nINCRBY\r\n$10\r\nwschat:ids\r\n$4\r\n1000\r\n",
+        ]
+        .concat();
+        assert_eq!(sent(&mut link, t(1)), expected);
         link
     };
     let reserved = LinkEvent::IdsReserved {
@@ -174,14 +229,17 @@ fn publisher_handshake_selects_the_database_and_reserves_ids() {
         delta: 1000,
     };
     let expected = [event(reserved), event(LinkEvent::Ready)];
-    assert_every_split(make, b"+OK\r\n:1000\r\n", &expected);
+    let replies = [&b"+OK\r\n"[..], &scripts_loaded(), b":1000\r\n"].concat();
+    assert_every_split(make, &replies, &expected);
     // Without a block to ask for, the handshake ends with PING.
     let make = || {
         let mut link = connected(config(Role::Publisher), None);
-        assert_eq!(sent(&mut link, t(1)), b"*1\r\n$4\r\nPING\r\n");
+        let expected = [script_loads(), b"*1\r\n$4\r\nPING\r\n".to_vec()].concat();
+        assert_eq!(sent(&mut link, t(1)), expected);
         link
     };
-    assert_every_split(make, b"+PONG\r\n", &[event(LinkEvent::Ready)]);
+    let replies = [scripts_loaded(), b"+PONG\r\n".to_vec()].concat();
+    assert_every_split(make, &replies, &[event(LinkEvent::Ready)]);
 }
 
 #[test]
@@ -211,8 +269,13 @@ fn malformed_messages_are_dropped_and_the_link_goes_on() {
     let lobby = b"wschat:room:lobby";
     let good = chat(42, OpCode::Text, b"hello");
     let mut stream = pmessage(lobby, b"plain text, not our format");
-    stream.extend(pmessage(lobby, b"\x11\x07\xff\xfe not UTF-8"));
-    stream.extend(pmessage(lobby, b"\x11\x80"));
+    stream.extend(pmessage(
+        lobby,
+        &chat(7, OpCode::Text, b"\xff\xfe not UTF-8"),
+    ));
+    stream.extend(pmessage(lobby, b"\x21\x80"));
+    stream.extend(pmessage(lobby, b"\x11\x07version 1"));
+    stream.extend(pmessage(lobby, b"\x21\x07\x01\x01\x03a-bhello"));
     stream.extend(pmessage(b"wschat:room:bad/name", &good));
     stream.extend(pmessage(b"elsewhere:lobby", &good));
     stream.extend(b":5\r\n*0\r\n");
@@ -222,6 +285,8 @@ fn malformed_messages_are_dropped_and_the_link_goes_on() {
         dropped(Dropped::Malformed(Malformed::Kind(b'p'))),
         dropped(Dropped::Malformed(Malformed::Utf8)),
         dropped(Dropped::Malformed(Malformed::Sender)),
+        dropped(Dropped::Malformed(Malformed::Kind(0x11))),
+        dropped(Dropped::Malformed(Malformed::Epoch)),
         dropped(Dropped::NoRoom),
         dropped(Dropped::NoRoom),
         dropped(Dropped::UnexpectedFrame),
@@ -369,6 +434,7 @@ fn id_blocks_are_reserved_and_a_refusal_keeps_the_link() {
 #[test]
 fn a_refused_handshake_fails_the_link() {
     let mut link = connected(config(Role::Publisher), Some(1000));
+    link.receive(&scripts_loaded(), t(2));
     link.receive(b"-WRONGTYPE not a counter\r\n", t(2));
     let failed = LinkError::ErrorReply {
         command: Some(Command::IncrBy { delta: 1000 }),
@@ -384,32 +450,62 @@ fn a_refused_handshake_fails_the_link() {
     assert_eq!(drain(&mut link), [event(LinkEvent::Failed(failed))]);
 }
 
+/// The `EVALSHA` of the publish script for one message, argument by
+/// argument as `scripts/publish.lua` reads them.
+pub(super) fn evalsha_publish(room: &str, sender: u64, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut head = Vec::new();
+    message::encode_head(sender, opcode, TIME, &mut head);
+    let opcode = if opcode == OpCode::Text {
+        "text"
+    } else {
+        "binary"
+    };
+    cmd([
+        b"EVALSHA",
+        Script::Publish.sha1().as_bytes(),
+        b"3",
+        format!("wschat:meta:{room}").as_bytes(),
+        format!("wschat:history:{room}").as_bytes(),
+        b"wschat:epochs",
+        format!("wschat:room:{room}").as_bytes(),
+        b"3",
+        b"600000",
+        b"86400000",
+        &head,
+        sender.to_string().as_bytes(),
+        opcode.as_bytes(),
+        TIME.to_string().as_bytes(),
+        payload,
+    ])
+}
+
 #[test]
-fn publish_sends_the_channel_format_and_hears_its_replies() {
+fn publish_runs_the_publish_script_and_hears_its_replies() {
     let mut link = ready(Role::Publisher);
-    link.publish("lobby", 7, OpCode::Text, b"hi").unwrap();
+    link.publish("lobby", 7, OpCode::Text, b"hi", TIME).unwrap();
     assert_eq!(
         sent(&mut link, t(3)),
-        b"*3\r\n$7\r\nPUBLISH\r\n$17\r\nwschat:room:lobby\r\n$4\r\n\x11\x07hi\r\n"
+        evalsha_publish("lobby", 7, OpCode::Text, b"hi")
     );
-    link.publish("lobby", 7, OpCode::Binary, b"").unwrap();
-    link.receive(b":2\r\n-ERR no\r\n", t(4));
+    link.publish("lobby", 7, OpCode::Binary, b"", TIME).unwrap();
+    link.receive(b":1\r\n-WRONGTYPE no\r\n", t(4));
     let refused = LinkEvent::Refused {
         command: Command::Publish,
-        message: "ERR no".into(),
+        message: "WRONGTYPE no".into(),
     };
     assert_eq!(drain(&mut link), [event(refused)]);
     assert!(link.is_ready());
+    assert_eq!(link.retained_bytes, 0, "nothing kept once answered");
     link.receive(b":1\r\n", t(5));
     let failed = LinkEvent::Failed(LinkError::UnsolicitedReply);
     assert_eq!(drain(&mut link), [event(failed)]);
     assert_eq!(
-        link.publish("lobby", 7, OpCode::Text, b"hi"),
+        link.publish("lobby", 7, OpCode::Text, b"hi", TIME),
         Err(NotQueued::NotReady)
     );
 
     let mut link = ready(Role::Publisher);
-    link.publish("lobby", 7, OpCode::Text, b"hi").unwrap();
+    link.publish("lobby", 7, OpCode::Text, b"hi", TIME).unwrap();
     link.receive(b"$3\r\nabc\r\n", t(3));
     let failed = LinkError::UnexpectedReply(Command::Publish);
     assert_eq!(drain(&mut link), [event(LinkEvent::Failed(failed))]);
@@ -417,34 +513,60 @@ fn publish_sends_the_channel_format_and_hears_its_replies() {
 
 #[test]
 fn the_publish_queue_is_bounded_by_its_backlog() {
+    let limit = 300;
     let mut link = connected(
         LinkConfig {
-            queue_limit: 64,
+            queue_limit: limit,
             ..config(Role::Publisher)
         },
         None,
     );
     sent(&mut link, t(1));
-    link.receive(b"+PONG\r\n", t(2));
+    link.receive(&[scripts_loaded(), b"+PONG\r\n".to_vec()].concat(), t(2));
     drain(&mut link);
     // One large message still goes into an empty queue.
-    assert_eq!(link.publish("a", 1, OpCode::Binary, &[0; 200]), Ok(()));
     assert_eq!(
-        link.publish("a", 1, OpCode::Text, b"x"),
+        link.publish("a", 1, OpCode::Binary, &[0; 400], TIME),
+        Ok(())
+    );
+    assert_eq!(
+        link.publish("a", 1, OpCode::Text, b"x", TIME),
         Err(NotQueued::QueueFull)
     );
     sent(&mut link, t(3));
-    assert_eq!(link.publish("a", 1, OpCode::Text, b"x"), Ok(()));
+    assert_eq!(link.publish("a", 1, OpCode::Text, b"x", TIME), Ok(()));
+    // Sent but unconfirmed, messages are kept for a resend, up to a bound
+    // of their own.
+    let mut accepted = 2;
+    sent(&mut link, t(3));
+    while link.publish("a", 1, OpCode::Text, b"x", TIME).is_ok() {
+        sent(&mut link, t(3));
+        accepted += 1;
+    }
+    let one = evalsha_publish("a", 1, OpCode::Text, b"x").len();
+    let bound = limit * RETAINED_FACTOR;
+    assert!(link.retained_bytes <= bound, "{}", link.retained_bytes);
+    assert!(
+        link.retained_bytes + one > bound,
+        "{} {one}",
+        link.retained_bytes
+    );
+    // Confirmations make room again.
+    link.receive(":1\r\n".repeat(accepted).as_bytes(), t(4));
+    assert_eq!(drain(&mut link), []);
+    assert_eq!(link.retained_bytes, 0);
+    assert_eq!(link.publish("a", 1, OpCode::Text, b"x", TIME), Ok(()));
 }
 
 #[test]
 fn a_failure_reports_the_unanswered_commands_first() {
     let mut link = ready(Role::Publisher);
     for _ in 0..3 {
-        link.publish("lobby", 1, OpCode::Text, b"m").unwrap();
+        link.publish("lobby", 1, OpCode::Text, b"m", TIME).unwrap();
     }
     sent(&mut link, t(3));
     link.reserve_ids(1000);
+    link.fetch(5, "lobby", &Fetch::Last(2)).unwrap();
     link.closed(LinkError::Closed);
     let unanswered = |c| event(LinkEvent::Unanswered(c));
     let expected = [
@@ -452,10 +574,12 @@ fn a_failure_reports_the_unanswered_commands_first() {
         unanswered(Command::Publish),
         unanswered(Command::Publish),
         unanswered(Command::IncrBy { delta: 1000 }),
+        unanswered(Command::Fetch { id: 5 }),
         event(LinkEvent::Failed(LinkError::Closed)),
     ];
     assert_eq!(drain(&mut link), expected);
     assert!(!link.wants_write(), "what was queued went with it");
+    assert_eq!(link.retained_bytes, 0, "and what was kept");
     assert_eq!(sent(&mut link, t(4)), b"");
     assert_eq!(link.poll_timeout(), None);
 }
@@ -499,3 +623,5 @@ fn read_from_reads_into_the_link_in_place() {
     );
     assert_eq!(link.poll_timeout(), Some(t(3) + HEARTBEAT));
 }
+
+mod scripts;
