@@ -6,6 +6,8 @@
 use std::io::Write as _;
 use std::rc::Rc;
 
+use log::info;
+
 use slab::Slab;
 
 use super::history::{Entry, History, HistoryLimits, Position, MAX_EPOCH};
@@ -254,6 +256,11 @@ impl Hub {
             None if self.clustered => self.rooms.renumber_locally(room),
             None => false,
         };
+        if renumbered {
+            let name = self.rooms.name(room).unwrap_or_default();
+            let epoch = self.rooms.history(room).map(History::epoch).unwrap_or_default();
+            info!("room {name}: numbered under epoch {epoch} from now on");
+        }
         if renumbered && announced {
             self.rewelcome(room, members, &mut fanout.woken);
         }
@@ -403,7 +410,21 @@ impl Hub {
             return;
         };
         let plan = history.plan(joining.since, on_join);
-        let frame = self.welcome_frame(room, joining.id, recovered.unwrap_or(plan.recovered));
+        let recovered = recovered.unwrap_or(plan.recovered);
+        if let (Some(since), false) = (joining.since, recovered) {
+            info!(
+                "client-{}: comes back to {} at {}:{} (now {}:{}, {} kept from {:?}): some messages may be missing",
+                joining.id,
+                self.rooms.name(room).unwrap_or_default(),
+                since.epoch,
+                since.offset,
+                history.epoch(),
+                history.head(),
+                history.len(),
+                history.front().map(|e| e.offset),
+            );
+        }
+        let frame = self.welcome_frame(room, joining.id, recovered);
         if let Some(member) = members.get_mut(joining.key) {
             if member.queue_frame(frame) {
                 woken.push(joining.key);

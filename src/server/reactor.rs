@@ -34,6 +34,7 @@ mod handshake;
 mod io;
 mod lifecycle;
 mod messages;
+mod recall;
 
 use std::io as stdio;
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ use mio::net::TcpListener;
 use mio::{Events, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 
+use self::recall::Recalls;
 use super::admission::PerAddress;
 use super::connection::Timeouts;
 use super::hub::Hub;
@@ -177,6 +179,8 @@ pub struct Server {
     shutdown_deadline: Option<Time>,
     /// Where room messages go: here alone, or through Redis (`--redis`).
     relay: Relay,
+    /// Members waiting for their history from Redis.
+    recalls: Recalls,
     /// What systemd is told: ready, stopping, alive (inert outside it).
     notifier: Notifier,
 }
@@ -230,7 +234,12 @@ impl Server {
                 config.max_handshakes_per_ip_per_second,
             ),
             table: Table::new(),
-            hub: Hub::new(config.compression_min_size, config.history_limits()),
+            hub: if config.redis.is_some() {
+                Hub::new(config.compression_min_size, config.history_limits()).clustered()
+            } else {
+                Hub::new(config.compression_min_size, config.history_limits())
+            },
+            recalls: Recalls::default(),
             buffers: ReadBuffers {
                 scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
                 events: Vec::new(),
@@ -347,6 +356,7 @@ impl Server {
             REDIS_PUBLISHER | REDIS_SUBSCRIBER => {
                 self.relay.handle_event(event, self.clock.now());
                 self.deliver_relayed();
+                self.deliver_recalled();
             }
             Token(key) => {
                 if event.is_writable() {
@@ -385,6 +395,7 @@ impl Server {
         // Before the flushes, so that what the relay delivers leaves now.
         self.relay.handle_timeout(self.clock.now());
         self.deliver_relayed();
+        self.deliver_recalled();
         self.notifier.handle_timeout(self.clock.now());
         self.per_address.sweep(self.clock.now());
         self.hub.expire(self.clock.now());

@@ -182,6 +182,11 @@ impl Relay {
         }
     }
 
+    /// Whether room messages go through Redis (cluster mode).
+    pub fn is_clustered(&self) -> bool {
+        matches!(self, Relay::Redis(_))
+    }
+
     /// The body of `/healthz`: `degraded` while Redis is unreachable.
     pub fn health(&self) -> &'static str {
         match self {

@@ -111,16 +111,28 @@ impl Server {
         self.metrics.upgraded += 1;
         self.table.mark_dirty(key);
         if let Some(name) = room {
+            // Cluster mode: a JSON member's history is Redis's. When Redis
+            // cannot be asked, what the instance keeps is all there is, and
+            // the member is not told it has everything.
+            let clustered = self.relay.is_clustered() && format == Format::Json;
+            let recall = clustered && self.recall(name, key, id, since);
             let joining = Joining {
                 key,
                 id,
                 format,
                 since,
-                recall: false,
+                recall: clustered,
             };
             let mut woken = Vec::new();
-            self.hub
+            let room = self
+                .hub
                 .join(name, joining, self.table.conns_mut(), &mut woken);
+            if clustered && !recall {
+                let now = self.clock.now();
+                let members = self.table.conns_mut();
+                self.hub
+                    .recalled(room, joining, None, members, &mut woken, now);
+            }
             self.table.extend_dirty(&mut woken);
             self.pump(key);
         }

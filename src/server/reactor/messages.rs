@@ -7,7 +7,7 @@ use super::Server;
 use crate::protocol::session::{Event, Payload};
 use crate::protocol::{CloseCode, OpCode, ProtocolError};
 use crate::server::connection::{Echo, Endpoint};
-use crate::server::hub::{Pump, RoomMessage};
+use crate::server::hub::{Numbered, Pump, RoomMessage};
 use crate::server::outgoing::Format;
 use crate::server::policy::PolicyClose;
 use crate::server::relay::Route;
@@ -121,8 +121,14 @@ impl Server {
         let Some(name) = self.hub.rooms.name(room) else {
             return Route::DeliverHere;
         };
-        self.relay
-            .publish(name, m.sender, m.opcode, m.payload, m.time_ms, self.clock.now())
+        self.relay.publish(
+            name,
+            m.sender,
+            m.opcode,
+            m.payload,
+            m.time_ms,
+            self.clock.now(),
+        )
     }
 
     /// Room messages the relay brought back (from Redis), to this
@@ -134,12 +140,17 @@ impl Server {
             let Some(room) = self.hub.rooms.find(m.room) else {
                 continue;
             };
+            // Redis numbered it; a message without a stamp (none comes
+            // from this version) is numbered here.
             let message = RoomMessage {
                 sender: m.sender,
                 opcode: m.opcode,
                 payload: m.payload,
-                time_ms: wall_ms(),
-                numbered: None,
+                time_ms: m.stamp.map_or_else(wall_ms, |s| s.time_ms),
+                numbered: m.stamp.map(|s| Numbered {
+                    epoch: s.epoch,
+                    offset: s.offset,
+                }),
             };
             let members = self.table.conns_mut();
             let now = self.clock.now();

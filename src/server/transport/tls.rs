@@ -595,20 +595,29 @@ struct Encrypt<'a> {
 
 impl Encrypt<'_> {
     /// Seals `plaintext` (one record's worth at most) onto `sealed[*len..]`.
-    fn seal_into(&mut self, plaintext: &[u8], sealed: &mut Vec<u8>, len: &mut usize) -> io::Result<()> {
+    fn seal_into(
+        &mut self,
+        plaintext: &[u8],
+        sealed: &mut Vec<u8>,
+        len: &mut usize,
+    ) -> io::Result<()> {
         let mut need = plaintext.len() + RECORD_OVERHEAD;
         loop {
             if sealed.len() < *len + need {
                 sealed.resize(*len + need, 0);
             }
             let out = &mut sealed[*len..];
-            let result = self.stream.with_writer(|writer, _| writer.encrypt(plaintext, out));
+            let result = self
+                .stream
+                .with_writer(|writer, _| writer.encrypt(plaintext, out));
             match result {
                 Some(Ok(written)) => {
                     *len += written;
                     return Ok(());
                 }
-                Some(Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))) => {
+                Some(Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                    required_size,
+                }))) => {
                     need = required_size;
                 }
                 Some(Err(e)) => return Err(io::Error::other(format!("TLS: {e}"))),
