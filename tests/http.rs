@@ -223,3 +223,17 @@ fn browser_style_connection_header_is_accepted() {
     );
     check_101(&client.read_http_head(), &key);
 }
+
+#[test]
+fn lines_ending_in_a_bare_lf_are_answered_at_once() {
+    let server = start_server(wschat::Config {
+        handshake_timeout: Duration::from_secs(5),
+        ..test_config()
+    });
+    let started = std::time::Instant::now();
+    let mut client = RawClient::connect_tcp(server.addr());
+    let response = client.request(b"GET /healthz HTTP/1.1\nHost: x\n\n");
+    assert_eq!((response.status, response.text().as_str()), (200, "ok"));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+}

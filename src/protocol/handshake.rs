@@ -16,16 +16,27 @@ pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Header lines a request head may have.
 pub const MAX_HEADERS: usize = 64;
 
-/// Finds the end of a request head (the byte after `\r\n\r\n`).
+/// Finds the end of a request head: the byte after the empty line that
+/// ends it.
 ///
-/// `scanned` is how many bytes earlier calls already searched, so a head
-/// arriving one byte per read is scanned once overall, not once per read.
+/// A line ends in CRLF or in a bare LF, which RFC 9112 section 2.2 lets a
+/// recipient accept (httparse does): the head ends at `\n\n` or
+/// `\n\r\n`, and `\r\n\r\n` is the latter. `scanned` is how many bytes
+/// earlier calls already searched, so a head arriving one byte per read is
+/// scanned once overall, not once per read.
 pub fn find_head_end(buf: &[u8], scanned: usize) -> Option<usize> {
-    let start = scanned.saturating_sub(3);
-    buf.get(start..)?
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| start + i + 4)
+    // An end begins at most two bytes before the new ones.
+    let start = scanned.saturating_sub(2);
+    let tail = buf.get(start..)?;
+    tail.iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'\n')
+        .find_map(|(i, _)| match &tail[i + 1..] {
+            [b'\n', ..] => Some(i + 2),
+            [b'\r', b'\n', ..] => Some(i + 3),
+            _ => None,
+        })
+        .map(|end| start + end)
 }
 
 /// Reads a request head as its bytes arrive, without keeping a copy: the
@@ -448,6 +459,35 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
             }
             scanned = len;
         }
+    }
+
+    #[test]
+    fn lines_may_end_in_a_bare_lf() {
+        let head = b"GET /healthz HTTP/1.1\nHost: x\nConnection: close\n\n";
+        assert_eq!(find_head_end(head, 0), Some(head.len()));
+        let mut reader = HeadReader::new();
+        for len in 1..head.len() {
+            assert_eq!(reader.read(&head[..len], 8192), Ok(HeadStatus::Partial));
+        }
+        assert_eq!(
+            reader.read(head, 8192),
+            Ok(HeadStatus::Complete(head.len()))
+        );
+        let parsed = parse_head(head).unwrap();
+        assert_eq!(
+            (parsed.path(), parsed.header("host")),
+            ("/healthz", Some(&b"x"[..]))
+        );
+        // Mixed endings, and the blank line as CRLF after bare LFs.
+        for mixed in [
+            &b"GET / HTTP/1.1\r\nHost: x\n\r\n"[..],
+            b"GET / HTTP/1.1\nHost: x\r\n\n",
+            b"GET / HTTP/1.1\n\n",
+        ] {
+            assert_eq!(find_head_end(mixed, 0), Some(mixed.len()), "{mixed:?}");
+            assert!(parse_head(mixed).is_ok(), "{mixed:?}");
+        }
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: x\n\rX", 0), None);
     }
 
     #[test]

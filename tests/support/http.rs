@@ -3,11 +3,11 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use super::{hex, read_to_eof, IO_TIMEOUT};
+use super::{hex, read_to_eof, RawClient, IO_TIMEOUT};
 
 /// The GUID of RFC 6455 section 1.3, appended to the key for the accept hash.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -112,6 +112,49 @@ impl Response {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Content-Length` value; panics without one (every answer of
+    /// the server but the 101 has one).
+    pub fn content_length(&self) -> usize {
+        self.header("content-length")
+            .unwrap_or_else(|| panic!("no Content-Length in {:?}", self.head))
+            .parse()
+            .unwrap_or_else(|e| panic!("Content-Length in {:?}: {e}", self.head))
+    }
+
+    /// The body as text (lossy), for reasons and short pages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Plain HTTP on a [`RawClient`]: whole responses read one at a time by
+/// their `Content-Length`, so that several can follow on one connection.
+impl RawClient {
+    /// Reads one response: its head, then as many body bytes as its
+    /// `Content-Length` says. Later bytes stay buffered.
+    pub fn read_response(&mut self) -> Response {
+        let mut response = self.read_http_head();
+        let length = response.content_length();
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while self.decoder.pending() < length {
+            self.fill_until(deadline).unwrap_or_else(|e| {
+                panic!(
+                    "body of {length} bytes after {:?}: {e}; got [{}]",
+                    response.head,
+                    hex(self.decoder.buffered())
+                )
+            });
+        }
+        response.body = self.decoder.take(length);
+        response
+    }
+
+    /// Sends `request` as it is and reads one response.
+    pub fn request(&mut self, request: &[u8]) -> Response {
+        self.send_raw(request);
+        self.read_response()
     }
 }
 
