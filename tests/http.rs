@@ -237,3 +237,23 @@ fn lines_ending_in_a_bare_lf_are_answered_at_once() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "answered after {took:?}");
 }
+
+#[test]
+fn absolute_form_targets_are_routed_by_their_path() {
+    let server = start_server(test_config());
+    let addr = server.addr();
+    let mut client = RawClient::connect_tcp(addr);
+    let response = client.request(b"GET http://x/healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((response.status, response.text().as_str()), (200, "ok"));
+    let key = random_key();
+    let mut ws = RawClient::connect_tcp(addr);
+    ws.send_raw(&handshake_request(
+        "x",
+        "http://x/echo?from=proxy",
+        &key,
+        &[],
+    ));
+    check_101(&ws.read_http_head(), &key);
+    ws.send_text("absolute");
+    ws.expect_text("absolute");
+}

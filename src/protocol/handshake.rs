@@ -174,9 +174,23 @@ pub fn check_request_line(line: &[u8]) -> Result<(), HandshakeError> {
 }
 
 impl<'h> RequestHead<'h> {
+    /// The target in origin form (path and query): an absolute-form
+    /// target (`http://host/echo?x`, RFC 9112 section 3.2.2), which a
+    /// server must accept, loses its scheme and authority.
+    pub fn origin_form(&self) -> &'h str {
+        let Some(rest) = strip_http_scheme(self.target) else {
+            return self.target;
+        };
+        // An empty path is "/" (RFC 9112 section 3.2.1).
+        match rest.find(['/', '?', '#']) {
+            Some(at) if rest[at..].starts_with('/') => &rest[at..],
+            _ => "/",
+        }
+    }
+
     /// The path part of the target, without the query string.
     pub fn path(&self) -> &'h str {
-        self.target.split(['?', '#']).next().unwrap_or("")
+        self.origin_form().split(['?', '#']).next().unwrap_or("")
     }
 
     /// Every value of the header `name` (case-insensitive), in order.
@@ -270,6 +284,16 @@ pub fn accept_key(key: &[u8]) -> String {
     sha.update(key);
     sha.update(WEBSOCKET_GUID.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes())
+}
+
+/// What follows `http://` or `https://` (any case), the scheme of an
+/// absolute-form target.
+fn strip_http_scheme(target: &str) -> Option<&str> {
+    ["http://", "https://"].iter().find_map(|scheme| {
+        let head = target.get(..scheme.len())?;
+        head.eq_ignore_ascii_case(scheme)
+            .then(|| &target[scheme.len()..])
+    })
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -488,6 +512,26 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
             assert!(parse_head(mixed).is_ok(), "{mixed:?}");
         }
         assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: x\n\rX", 0), None);
+    }
+
+    #[test]
+    fn absolute_form_targets_route_by_their_path() {
+        for (target, path) in [
+            ("http://example.com/echo", "/echo"),
+            ("HTTPS://example.com:8443/room/a?x=1", "/room/a"),
+            ("http://example.com", "/"),
+            ("http://example.com?q", "/"),
+            ("http://user@example.com/healthz#f", "/healthz"),
+            ("/plain?x", "/plain"),
+            ("ftp://example.com/echo", "ftp://example.com/echo"),
+            ("*", "*"),
+        ] {
+            let text = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let head = parse_head(text.as_bytes()).unwrap();
+            assert_eq!(head.path(), path, "{target}");
+        }
+        let head = parse_head(b"GET http://h/room/a?x=1 HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(head.origin_form(), "/room/a?x=1");
     }
 
     #[test]
