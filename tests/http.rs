@@ -257,3 +257,27 @@ fn absolute_form_targets_are_routed_by_their_path() {
     ws.send_text("absolute");
     ws.expect_text("absolute");
 }
+
+#[test]
+fn two_host_headers_are_refused_as_duplicate_not_missing() {
+    let server = start_server(test_config());
+    let addr = server.addr();
+    let key = random_key();
+    let upgrade = handshake_request("a", "/echo", &key, &[("Host", "b")]);
+    let plain = b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n".to_vec();
+    for request in [upgrade, plain] {
+        let mut client = RawClient::connect_tcp(addr);
+        let response = client.request(&request);
+        assert_eq!(
+            (response.status, response.text().as_str()),
+            (400, "duplicate Host header\n"),
+            "{}",
+            String::from_utf8_lossy(&request)
+        );
+    }
+    let metrics = support::Metrics::fetch(addr);
+    assert_eq!(
+        metrics.value("wschat_handshake_failures_total{reason=\"duplicate_host\"}"),
+        2.0
+    );
+}

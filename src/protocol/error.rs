@@ -118,6 +118,8 @@ pub enum HandshakeError {
     UpgradeNeedsHttp11,
     /// No Host header (section 4.1, item 4).
     MissingHost,
+    /// More than one Host header line (RFC 9112 section 3.2: 400).
+    DuplicateHost,
     /// `Upgrade` lacks the `websocket` token (section 4.2.1, item 3).
     MissingUpgradeWebsocket,
     /// `Connection` lacks the `upgrade` token (section 4.2.1, item 4).
@@ -139,6 +141,7 @@ impl HandshakeError {
             Malformed
             | UpgradeNeedsHttp11
             | MissingHost
+            | DuplicateHost
             | MissingUpgradeWebsocket
             | MissingConnectionUpgrade
             | InvalidKey => 400,
@@ -159,6 +162,7 @@ impl HandshakeError {
             MethodNotAllowed => "method not allowed",
             UpgradeNeedsHttp11 => "WebSocket upgrade requires HTTP/1.1",
             MissingHost => "missing Host header",
+            DuplicateHost => "duplicate Host header",
             MissingUpgradeWebsocket => "Upgrade header must contain websocket",
             MissingConnectionUpgrade => "Connection header must contain upgrade",
             InvalidKey => "Sec-WebSocket-Key must be 16 base64-encoded bytes",
@@ -178,6 +182,7 @@ impl HandshakeError {
             MethodNotAllowed => "method",
             UpgradeNeedsHttp11 => "upgrade_http10",
             MissingHost => "missing_host",
+            DuplicateHost => "duplicate_host",
             MissingUpgradeWebsocket => "upgrade_header",
             MissingConnectionUpgrade => "connection_header",
             InvalidKey => "key",
@@ -242,5 +247,14 @@ mod tests {
         assert_eq!(HandshakeError::UnsupportedVersion.status(), 426);
         assert_eq!(HandshakeError::InvalidKey.status(), 400);
         assert_eq!(HandshakeError::MethodNotAllowed.status(), 405);
+        assert_eq!(HandshakeError::DuplicateHost.status(), 400);
+        assert_ne!(
+            HandshakeError::DuplicateHost.reason(),
+            HandshakeError::MissingHost.reason()
+        );
+        assert_ne!(
+            HandshakeError::DuplicateHost.label(),
+            HandshakeError::MissingHost.label()
+        );
     }
 }

@@ -208,6 +208,17 @@ impl<'h> RequestHead<'h> {
         values.next().is_none().then_some(first)
     }
 
+    /// The `Host` header, if sent; more than one is an error, since the
+    /// two could name different hosts (RFC 9112 section 3.2).
+    pub fn host(&self) -> Result<Option<&'h [u8]>, HandshakeError> {
+        let mut values = self.header_values("host");
+        let first = values.next();
+        match values.next() {
+            Some(_) => Err(HandshakeError::DuplicateHost),
+            None => Ok(first),
+        }
+    }
+
     /// Whether any value of `name` lists `token` (comma lists, any case).
     pub fn has_token(&self, name: &str, token: &str) -> bool {
         self.header_values(name)
@@ -236,7 +247,7 @@ impl<'h> RequestHead<'h> {
         if self.minor_version < 1 {
             return Err(HandshakeError::UpgradeNeedsHttp11);
         }
-        if self.header("host").is_none() {
+        if self.host()?.is_none() {
             return Err(HandshakeError::MissingHost);
         }
         if !self.has_token("upgrade", "websocket") {
@@ -423,6 +434,19 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
         for (from, to, err) in cases {
             assert_eq!(check(&with_header(from, to)), Err(err), "{from} -> {to}");
         }
+    }
+
+    #[test]
+    fn two_host_lines_are_their_own_error() {
+        let head = with_header(
+            "Host: server.example.com",
+            "Host: server.example.com\r\nHost: other.example.com",
+        );
+        assert_eq!(check(&head), Err(HandshakeError::DuplicateHost));
+        let plain = parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n").unwrap();
+        assert_eq!(plain.host(), Err(HandshakeError::DuplicateHost));
+        let none = parse_head(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(none.host(), Ok(None));
     }
 
     #[test]

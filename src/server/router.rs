@@ -61,6 +61,8 @@ pub enum Request {
 /// WebSocket hijacking. Clients that send no `Origin` are not browsers and
 /// are not affected.
 pub fn route(head: &RequestHead<'_>, routes: &Routes) -> Result<Request, Refusal> {
+    // Two hosts make any request ambiguous, upgrade or not.
+    head.host()?;
     let path = head.path();
     let room = match path {
         "/" => Some(LOBBY.to_string()),
@@ -168,6 +170,10 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         assert_eq!(
             route_of("GET /echo HTTP/1.1\r\n\r\n"),
             Err(HandshakeError::UpgradeRequired.into())
+        );
+        assert_eq!(
+            route_of("GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Err(HandshakeError::DuplicateHost.into())
         );
     }
 
