@@ -120,6 +120,9 @@ pub enum HandshakeError {
     MissingHost,
     /// More than one Host header line (RFC 9112 section 3.2: 400).
     DuplicateHost,
+    /// A `Content-Length` that is not one run of digits, or is repeated
+    /// (RFC 9112 section 6.3, item 5): the body's end is unknown.
+    InvalidContentLength,
     /// `Upgrade` lacks the `websocket` token (section 4.2.1, item 3).
     MissingUpgradeWebsocket,
     /// `Connection` lacks the `upgrade` token (section 4.2.1, item 4).
@@ -142,6 +145,7 @@ impl HandshakeError {
             | UpgradeNeedsHttp11
             | MissingHost
             | DuplicateHost
+            | InvalidContentLength
             | MissingUpgradeWebsocket
             | MissingConnectionUpgrade
             | InvalidKey => 400,
@@ -163,6 +167,7 @@ impl HandshakeError {
             UpgradeNeedsHttp11 => "WebSocket upgrade requires HTTP/1.1",
             MissingHost => "missing Host header",
             DuplicateHost => "duplicate Host header",
+            InvalidContentLength => "invalid Content-Length",
             MissingUpgradeWebsocket => "Upgrade header must contain websocket",
             MissingConnectionUpgrade => "Connection header must contain upgrade",
             InvalidKey => "Sec-WebSocket-Key must be 16 base64-encoded bytes",
@@ -183,6 +188,7 @@ impl HandshakeError {
             UpgradeNeedsHttp11 => "upgrade_http10",
             MissingHost => "missing_host",
             DuplicateHost => "duplicate_host",
+            InvalidContentLength => "content_length",
             MissingUpgradeWebsocket => "upgrade_header",
             MissingConnectionUpgrade => "connection_header",
             InvalidKey => "key",
