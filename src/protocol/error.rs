@@ -112,7 +112,7 @@ pub enum HandshakeError {
     Malformed,
     /// An HTTP version other than 1.0 or 1.1 in the request line.
     UnsupportedHttpVersion,
-    /// A method other than GET.
+    /// An upgrade with a method other than GET (RFC 6455 section 4.1).
     MethodNotAllowed,
     /// An upgrade over HTTP/1.0 (section 4.1: "HTTP/1.1 or higher").
     UpgradeNeedsHttp11,

@@ -168,10 +168,10 @@ pub fn http_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> io::R
     read_to_eof(&mut stream, limit)
 }
 
-/// `GET path` over HTTP/1.1; panics unless a complete response arrives and
-/// the connection then ends.
+/// `GET path` over HTTP/1.1 with `Connection: close`; panics unless a
+/// complete response arrives and the connection then ends.
 pub fn http_get(addr: SocketAddr, path: &str) -> Response {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let raw = http_exchange(addr, request.as_bytes(), IO_TIMEOUT)
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     Response::parse(&raw).unwrap_or_else(|| panic!("GET {path}: no response head in {raw:?}"))
@@ -215,7 +215,7 @@ impl Metrics {
     /// Fetches `/metrics`, or `None` if the server answers anything else
     /// (a 503 at the connection limit, say) or the request fails.
     pub fn try_fetch(addr: SocketAddr) -> Option<Metrics> {
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         let raw = http_exchange(addr, request.as_bytes(), IO_TIMEOUT).ok()?;
         let response = Response::parse(&raw)?;
         (response.status == 200).then(|| Metrics {
