@@ -767,3 +767,77 @@ fn request_bodies_share_the_inbound_memory_budget() {
     second.expect_eof();
     assert_unauthorized(&first.request(&[b'a'; 100]));
 }
+
+// ---- property: how requests are cut into reads changes nothing -------------
+
+/// Request `pick` of a small set that covers every way a request ends:
+/// with or without a body, answered with or without one, CRLF or bare LF.
+fn pipelined_request(pick: usize, body: &[u8]) -> Vec<u8> {
+    match pick % 6 {
+        0 => HEALTHZ.to_vec(),
+        1 => b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        2 => b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        3 => {
+            let mut post = post_head(body.len(), "");
+            post.extend_from_slice(body);
+            post
+        }
+        4 => b"GET /healthz HTTP/1.1\nHost: x\n\n".to_vec(),
+        _ => b"POST /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec(),
+    }
+}
+
+/// Writes `stream` in pieces ending at `cuts` (a pause after each, so the
+/// server tends to read them apart) and returns every byte of the answer.
+fn answers_to(addr: SocketAddr, stream: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut client = RawClient::connect_tcp(addr);
+    let mut start = 0;
+    for &end in cuts.iter().chain(std::iter::once(&stream.len())) {
+        client.send_raw(&stream[start..end]);
+        std::thread::sleep(Duration::from_millis(1));
+        start = end;
+    }
+    client.read_until_eof(Duration::from_secs(10))
+}
+
+#[test]
+fn any_split_of_pipelined_requests_gives_the_same_answers() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let server = start_server(test_config());
+    let addr = server.addr();
+    let mut runner = TestRunner::new(Config {
+        cases: 32,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let requests = proptest::collection::vec(0..6usize, 1..8);
+    let cuts = proptest::collection::vec(any::<proptest::sample::Index>(), 0..16);
+    // Bodies with CR, LF and request lines in them as often as not.
+    let body = proptest::collection::vec(prop_oneof![any::<u8>(), Just(b'\n'), Just(b'\r')], 0..64);
+    runner
+        .run(&(requests, cuts, body), |(picks, cuts, body)| {
+            let mut stream: Vec<u8> = picks
+                .iter()
+                .flat_map(|&pick| pipelined_request(pick, &body))
+                .collect();
+            stream.extend_from_slice(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(stream.len())).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let whole = answers_to(addr, &stream, &[]);
+            let split = answers_to(addr, &stream, &cuts);
+            prop_assert_eq!(
+                String::from_utf8_lossy(&split),
+                String::from_utf8_lossy(&whole),
+                "cut at {:?}",
+                cuts
+            );
+            // One answer per request, the last one closing.
+            let heads = whole.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+            prop_assert_eq!(heads, picks.len() + 1);
+            Ok(())
+        })
+        .unwrap();
+}
