@@ -455,6 +455,41 @@ fn the_last_allowed_answer_says_connection_close() {
 }
 
 #[test]
+fn the_daemon_takes_the_keep_alive_flags() {
+    let daemon = support::Daemon::start(&[
+        "--keep-alive-timeout",
+        "0.3",
+        "--max-requests-per-connection",
+        "2",
+    ]);
+    let mut client = RawClient::connect_tcp(daemon.addr());
+    let first = client.request(HEALTHZ);
+    assert_eq!(first.header("connection"), Some("keep-alive"));
+    let second = client.request(HEALTHZ);
+    assert_eq!(second.header("connection"), Some("close"));
+    client.expect_eof();
+    let mut idle = RawClient::connect_tcp(daemon.addr());
+    assert_ok(&idle.request(HEALTHZ));
+    let answered = Instant::now();
+    idle.expect_eof();
+    assert!(answered.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn answers_to_requests_sent_before_the_clients_fin_all_go_out() {
+    let server = start_server(test_config());
+    let mut client = RawClient::from_stream(support::tcp_connect_small_rcvbuf(server.addr(), 4096));
+    client.send_raw(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20));
+    client.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..20 {
+        let page = client.read_response();
+        assert_eq!(page.body, wschat::http::CHAT_HTML.as_bytes(), "answer {i}");
+    }
+    client.expect_eof();
+}
+
+#[test]
 fn head_gets_the_get_answer_without_its_body() {
     let server = start_server(test_config());
     let mut client = RawClient::connect_tcp(server.addr());
