@@ -179,10 +179,11 @@ impl Server {
     /// a body, or frames after an upgrade).
     fn consume_step(&mut self, key: usize, data: &mut [u8]) -> (usize, bool) {
         let request_by = self.clock.after(self.settings.config.handshake_timeout);
-        let Some(conn) = self.table.get_mut(key) else {
-            return (data.len(), false);
-        };
-        if conn.begin_request(request_by) {
+        if self
+            .table
+            .get_mut(key)
+            .is_some_and(|c| c.begin_request(request_by))
+        {
             self.table.track_timer(key);
         }
         let Some(conn) = self.table.get_mut(key) else {
@@ -228,20 +229,31 @@ impl Server {
                 (data.len(), false)
             }
             Received::TlsOnPlainPort => {
-                // A 400 the client's TLS stack will reject at once, which a
-                // person reading the bytes (or a proxy's log) understands.
-                let refusal = Refusal::TlsOnPlainPort;
-                info!("{}: TLS handshake on a plain port", conn.peer());
-                *self
-                    .metrics
-                    .handshake_failures
-                    .entry(refusal.label())
-                    .or_default() += 1;
-                let answer = http::error(refusal, Reply::CLOSE);
-                self.respond(key, answer, AfterResponse::Close);
+                self.refuse_tls_on_plain_port(key);
                 (data.len(), false)
             }
         }
+    }
+
+    /// Answers a TLS ClientHello on the plain port with a 400 the client's
+    /// TLS stack will reject at once, which a person reading the bytes (or
+    /// a proxy's log) understands.
+    fn refuse_tls_on_plain_port(&mut self, key: usize) {
+        let Some(peer) = self.table.get(key).map(|c| c.peer()) else {
+            return;
+        };
+        let refusal = Refusal::TlsOnPlainPort;
+        info!("{peer}: TLS handshake on a plain port");
+        *self
+            .metrics
+            .handshake_failures
+            .entry(refusal.label())
+            .or_default() += 1;
+        self.respond(
+            key,
+            http::error(refusal, Reply::CLOSE),
+            AfterResponse::Close,
+        );
     }
 
     /// Counts the bytes connection `key`'s session now holds (it held
