@@ -60,8 +60,15 @@ pub struct Config {
     pub max_backpressure: usize,
     /// Most connections open at once; more get 503.
     pub max_connections: usize,
-    /// Time a client has to finish its request head.
+    /// Time a client has to send a whole request (head and body), from
+    /// its first byte (or from the accept, for the first request).
     pub handshake_timeout: Duration,
+    /// An idle kept-alive HTTP connection (no byte of a next request
+    /// yet) is closed after this.
+    pub keep_alive_timeout: Duration,
+    /// Answers one HTTP connection carries; the last says
+    /// `Connection: close`.
+    pub max_requests_per_connection: u32,
     /// After the Close frames, time the peer has to close its side of TCP.
     pub close_timeout: Duration,
     /// On SIGINT/SIGTERM, time clients have to finish the closing handshake.
@@ -129,6 +136,8 @@ impl Default for Config {
             max_backpressure: 1024 * 1024,
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(5),
+            max_requests_per_connection: 100,
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(30),
@@ -198,6 +207,10 @@ impl Config {
             ("max_message_size", self.max_message_size),
             ("max_head_bytes", self.max_head_bytes),
             ("max_connections", self.max_connections),
+            (
+                "max_requests_per_connection",
+                self.max_requests_per_connection as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
@@ -284,6 +297,14 @@ mod tests {
         assert_eq!(
             zero.validate().unwrap_err(),
             ConfigError::Zero("max_head_bytes")
+        );
+        let no_requests = Config {
+            max_requests_per_connection: 0,
+            ..Config::default()
+        };
+        assert_eq!(
+            no_requests.validate().unwrap_err(),
+            ConfigError::Zero("max_requests_per_connection")
         );
         let rate = Config {
             max_messages_per_second: Some(0.0),

@@ -1,26 +1,65 @@
-//! The few plain HTTP answers: the chat page, health, errors and the 101.
+//! The few plain HTTP answers: the chat page, health, errors, the 100
+//! and the 101.
 //!
-//! Every response carries `Content-Length` and, except the 101,
-//! `Connection: close`: the server answers one request per connection.
+//! Every response but the 101 and the 100 carries `Content-Length` and a
+//! `Connection` header that tells the truth: `keep-alive` when the
+//! connection reads another request after it, `close` when it ends. A
+//! response to HEAD is the head a GET would get, without the body.
 
 use std::io::Write as _;
 
 use crate::protocol::handshake::Upgrade;
+use crate::server::connection::AfterResponse;
 use crate::server::policy::Refusal;
 
 /// The chat page, embedded at build time so the binary is self-contained.
 pub const CHAT_HTML: &str = include_str!("../chat.html");
 
+/// The interim answer to `Expect: 100-continue` (RFC 9110 section 10.1.1):
+/// the client may send its body.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// How a response goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// Whether the connection ends after it or reads the next request;
+    /// the `Connection` header says which.
+    pub after: AfterResponse,
+    /// It answers a HEAD: the head alone, with the `Content-Length` of the
+    /// body a GET would get.
+    pub head_only: bool,
+}
+
+impl Reply {
+    /// A whole response, after which the connection ends.
+    pub const CLOSE: Reply = Reply {
+        after: AfterResponse::Close,
+        head_only: false,
+    };
+
+    /// The same, but ending the connection.
+    pub fn closing(self) -> Reply {
+        Reply {
+            after: AfterResponse::Close,
+            ..self
+        }
+    }
+}
+
 /// The reason phrase of the statuses this server sends.
 fn reason_phrase(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -30,18 +69,23 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// A complete response with a body, ending the connection.
+/// A complete response with a body, sent as `reply` says.
 pub fn response(
     status: u16,
     extra_headers: &[(&str, &str)],
     content_type: &str,
     body: &[u8],
+    reply: Reply,
 ) -> Vec<u8> {
+    let connection = match reply.after {
+        AfterResponse::Close => "close",
+        AfterResponse::NextRequest => "keep-alive",
+    };
     let mut out = Vec::with_capacity(160 + body.len());
     // Writing to a Vec cannot fail.
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n",
         reason_phrase(status),
         body.len()
     );
@@ -49,23 +93,37 @@ pub fn response(
         let _ = write!(out, "{name}: {value}\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
+    if !reply.head_only {
+        out.extend_from_slice(body);
+    }
     out
 }
 
 /// The chat page (`GET /`).
-pub fn chat_page() -> Vec<u8> {
-    response(200, &[], "text/html; charset=utf-8", CHAT_HTML.as_bytes())
+pub fn chat_page(reply: Reply) -> Vec<u8> {
+    response(
+        200,
+        &[],
+        "text/html; charset=utf-8",
+        CHAT_HTML.as_bytes(),
+        reply,
+    )
 }
 
 /// A plain text 200, for `/healthz` and `/metrics`.
-pub fn text(body: &str) -> Vec<u8> {
-    response(200, &[], "text/plain; charset=utf-8", body.as_bytes())
+pub fn text(body: &str, reply: Reply) -> Vec<u8> {
+    response(
+        200,
+        &[],
+        "text/plain; charset=utf-8",
+        body.as_bytes(),
+        reply,
+    )
 }
 
 /// The answer to a refused request: its status, the headers that status
 /// calls for, and the one-line reason as the body.
-pub fn error(refusal: Refusal) -> Vec<u8> {
+pub fn error(refusal: Refusal, reply: Reply) -> Vec<u8> {
     let mut body = refusal.reason().as_bytes().to_vec();
     body.push(b'\n');
     response(
@@ -73,6 +131,7 @@ pub fn error(refusal: Refusal) -> Vec<u8> {
         refusal.headers(),
         "text/plain; charset=utf-8",
         &body,
+        reply,
     )
 }
 
@@ -102,34 +161,76 @@ pub fn switching_protocols(upgrade: &Upgrade) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::protocol::HandshakeError;
+    use crate::server::policy::Allow;
 
     fn head_of(bytes: &[u8]) -> String {
         let text = String::from_utf8_lossy(bytes).into_owned();
         text.split("\r\n\r\n").next().unwrap().to_string()
     }
 
+    const KEEP: Reply = Reply {
+        after: AfterResponse::NextRequest,
+        head_only: false,
+    };
+
     #[test]
-    fn responses_have_length_and_close() {
-        let r = text("ok");
+    fn responses_have_length_and_a_truthful_connection_header() {
+        let r = text("ok", Reply::CLOSE);
         let head = head_of(&r);
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(head.contains("Content-Length: 2"));
         assert!(head.contains("Connection: close"));
         assert!(r.ends_with(b"\r\n\r\nok"));
+        let kept = head_of(&text("ok", KEEP));
+        assert!(kept.contains("Connection: keep-alive"));
+        assert!(!kept.contains("close"));
+    }
+
+    #[test]
+    fn a_head_answer_is_the_get_answer_without_its_body() {
+        let get = chat_page(KEEP);
+        let head = chat_page(Reply {
+            head_only: true,
+            ..KEEP
+        });
+        assert_eq!(head, get[..head.len()]);
+        assert!(head.ends_with(b"\r\n\r\n"));
+        let length = format!("Content-Length: {}\r\n", CHAT_HTML.len());
+        assert!(String::from_utf8(head).unwrap().contains(&length));
     }
 
     #[test]
     fn version_error_names_supported_version() {
-        let head = head_of(&error(HandshakeError::UnsupportedVersion.into()));
+        let head = head_of(&error(
+            HandshakeError::UnsupportedVersion.into(),
+            Reply::CLOSE,
+        ));
         assert!(head.starts_with("HTTP/1.1 426 Upgrade Required"));
         assert!(head.contains("Sec-WebSocket-Version: 13"));
     }
 
     #[test]
     fn method_error_names_allowed_method() {
-        let head = head_of(&error(HandshakeError::MethodNotAllowed.into()));
+        let head = head_of(&error(
+            HandshakeError::MethodNotAllowed.into(),
+            Reply::CLOSE,
+        ));
         assert!(head.starts_with("HTTP/1.1 405 "));
         assert!(head.contains("Allow: GET"));
+        let post = error(Refusal::MethodNotAllowed(Allow::Post), KEEP);
+        assert!(head_of(&post).contains("\r\nAllow: POST"));
+    }
+
+    #[test]
+    fn new_statuses_have_their_phrases() {
+        for (refusal, line) in [
+            (Refusal::LengthRequired, "HTTP/1.1 411 Length Required"),
+            (Refusal::BodyTooLarge, "HTTP/1.1 413 Content Too Large"),
+            (Refusal::Unauthorized, "HTTP/1.1 401 Unauthorized"),
+        ] {
+            assert!(head_of(&error(refusal, Reply::CLOSE)).starts_with(line));
+        }
+        assert!(CONTINUE.starts_with(b"HTTP/1.1 100 Continue\r\n"));
     }
 
     #[test]
@@ -148,7 +249,7 @@ mod tests {
 
     #[test]
     fn chat_page_is_html() {
-        let head = head_of(&chat_page());
+        let head = head_of(&chat_page(Reply::CLOSE));
         assert!(head.contains("Content-Type: text/html; charset=utf-8"));
     }
 }

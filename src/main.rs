@@ -42,9 +42,15 @@ struct Flags {
     /// Most connections open at once; more get 503.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
-    /// Seconds a client has to send its request head.
+    /// Seconds a client has to send a whole request (head and body).
     #[arg(long, default_value = "10", value_parser = seconds)]
     handshake_timeout: Duration,
+    /// Seconds an idle kept-alive HTTP connection waits for its next request.
+    #[arg(long, default_value = "5", value_parser = seconds)]
+    keep_alive_timeout: Duration,
+    /// Requests one HTTP connection serves; the last answer says Connection: close.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests_per_connection: u32,
     /// Seconds a client has to close TCP after the closing handshake.
     #[arg(long, default_value = "5", value_parser = seconds)]
     close_timeout: Duration,
@@ -132,6 +138,8 @@ fn main() -> ExitCode {
         max_backpressure: flags.max_backpressure,
         max_connections: flags.max_connections,
         handshake_timeout: flags.handshake_timeout,
+        keep_alive_timeout: flags.keep_alive_timeout,
+        max_requests_per_connection: flags.max_requests_per_connection,
         close_timeout: flags.close_timeout,
         shutdown_timeout: flags.shutdown_timeout,
         ping_interval: flags.ping_interval,

@@ -274,7 +274,7 @@ fn broadcast_is_compressed_once_for_all_deflate_receivers() {
     let mut plain = RawClient::connect(server.addr(), "/");
     let metrics = || {
         let mut m = RawClient::connect_tcp(server.addr());
-        m.send_raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        m.send_raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let body = String::from_utf8(m.read_until_eof(Duration::from_secs(5))).unwrap();
         body.lines()
             .find_map(|l| l.strip_prefix("wschat_deflate_calls_total "))

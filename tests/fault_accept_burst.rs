@@ -80,7 +80,7 @@ fn a_burst_of_500_connects_during_a_stall_is_served_at_once_after_it() {
     let resumed = Instant::now();
 
     // Each client sends `GET /healthz` once connected and waits for `ok`.
-    let request = b"GET /healthz HTTP/1.1\r\nHost: burst\r\n\r\n";
+    let request = b"GET /healthz HTTP/1.1\r\nHost: burst\r\nConnection: close\r\n\r\n";
     let give_up = resumed + Duration::from_secs(5);
     let mut buf = [0u8; 1024];
     while clients.iter().any(|c| c.served.is_none()) && Instant::now() < give_up {

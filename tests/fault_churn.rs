@@ -98,18 +98,23 @@ fn five_thousand_connect_chat_disconnect_cycles_leak_nothing() {
     ]);
     let addr = daemon.addr();
     churn(addr, WARM_UP);
+    // Both measures are taken once every room and its history are gone.
+    let forgotten = || {
+        wait_for(Duration::from_secs(5), || {
+            let m = Metrics::fetch(addr);
+            (m.require("wschat_rooms") == 0.0 && m.require("wschat_history_messages") == 0.0)
+                .then_some(())
+        })
+    };
+    forgotten();
     let (fds_before, rss_before) = settle(&daemon);
 
     let started = Instant::now();
     churn(addr, CYCLES);
     let took = started.elapsed();
     daemon.assert_alive();
+    let emptied = forgotten();
     let (fds_after, rss_after) = settle(&daemon);
-    let emptied = wait_for(Duration::from_secs(5), || {
-        let m = Metrics::fetch(addr);
-        (m.require("wschat_rooms") == 0.0 && m.require("wschat_history_messages") == 0.0)
-            .then_some(())
-    });
     let m = Metrics::fetch(addr);
     eprintln!(
         "churn: {CYCLES} cycles in {took:?}; descriptors {fds_before} -> {fds_after}; \

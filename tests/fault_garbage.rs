@@ -196,7 +196,7 @@ fn huge_heads_get_431_and_one_just_under_the_limit_is_served() {
 
     // A head of exactly 8 KiB is served; one byte more is not.
     let head_of = |len: usize| {
-        let mut head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+        let mut head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: ".to_vec();
         head.resize(len - 4, b'p');
         head.extend_from_slice(b"\r\n\r\n");
         head

@@ -68,7 +68,7 @@ fn v2(client: [u8; 4], port: u16) -> Vec<u8> {
 fn refused(addr: SocketAddr, label: &str) -> f64 {
     let mut stream = tcp_connect_from(STRANGER, addr);
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
@@ -167,7 +167,7 @@ fn proxy_protocol_comes_before_tls() {
     let name = ServerName::try_from("localhost").unwrap();
     let conn = ClientConnection::new(ca.client_config(), name).unwrap();
     let mut tls = StreamOwned::new(conn, tcp);
-    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut answer = Vec::new();
     let _ = tls.read_to_end(&mut answer);

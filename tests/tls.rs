@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use support::{
     client_frame, decode_all, handshake_request, op, peer_common_name, random_key, start_server,
-    test_config, tls_connect, wait_for, wss_connect, Daemon, Metrics, RawClient, TestCa,
+    test_config, tls_connect, wait_for, wss_connect, Daemon, Metrics, RawClient, Response, TestCa,
     TestServer, TlsClient, IO_TIMEOUT,
 };
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -124,14 +124,22 @@ fn wss_echo_and_one_room_for_both_listeners() {
 fn the_page_and_metrics_over_https() {
     let ca = TestCa::new("tls-https");
     let server = tls_server(&ca, |_| {});
+    // Both on one kept-alive TLS connection: /metrics, then the page
+    // with `Connection: close`, after which the server closes.
     let mut stream = tls_connect(server.tls_addr(), ca.client_config());
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
-    let mut page = Vec::new();
-    let _ = stream.read_to_end(&mut page);
-    let page = String::from_utf8_lossy(&page);
-    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut both = Vec::new();
+    let _ = stream.read_to_end(&mut both);
+    let metrics = Response::parse(&both).expect("the /metrics answer");
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    assert_eq!(metrics.header("connection"), Some("keep-alive"));
+    let (page, rest) = metrics.body.split_at(metrics.content_length());
+    let page = String::from_utf8_lossy(page);
     assert!(
         page.contains("wschat_tls_certificate_expiry_seconds "),
         "{page}"
@@ -140,15 +148,10 @@ fn the_page_and_metrics_over_https() {
         page.contains("wschat_tls_handshakes_total{outcome=\"ok\"} 1"),
         "{page}"
     );
-    let mut stream = tls_connect(server.tls_addr(), ca.client_config());
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut page = Vec::new();
-    let _ = stream.read_to_end(&mut page);
-    let page = String::from_utf8_lossy(&page);
+    let page = String::from_utf8_lossy(rest);
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
     assert!(page.contains("Content-Type: text/html"), "{page}");
+    assert!(page.contains("Connection: close\r\n"), "{page}");
     assert!(page.ends_with(wschat::http::CHAT_HTML), "the whole page");
 }
 

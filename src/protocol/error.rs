@@ -112,12 +112,17 @@ pub enum HandshakeError {
     Malformed,
     /// An HTTP version other than 1.0 or 1.1 in the request line.
     UnsupportedHttpVersion,
-    /// A method other than GET.
+    /// An upgrade with a method other than GET (RFC 6455 section 4.1).
     MethodNotAllowed,
     /// An upgrade over HTTP/1.0 (section 4.1: "HTTP/1.1 or higher").
     UpgradeNeedsHttp11,
     /// No Host header (section 4.1, item 4).
     MissingHost,
+    /// More than one Host header line (RFC 9112 section 3.2: 400).
+    DuplicateHost,
+    /// A `Content-Length` that is not one run of digits, or is repeated
+    /// (RFC 9112 section 6.3, item 5): the body's end is unknown.
+    InvalidContentLength,
     /// `Upgrade` lacks the `websocket` token (section 4.2.1, item 3).
     MissingUpgradeWebsocket,
     /// `Connection` lacks the `upgrade` token (section 4.2.1, item 4).
@@ -139,6 +144,8 @@ impl HandshakeError {
             Malformed
             | UpgradeNeedsHttp11
             | MissingHost
+            | DuplicateHost
+            | InvalidContentLength
             | MissingUpgradeWebsocket
             | MissingConnectionUpgrade
             | InvalidKey => 400,
@@ -159,6 +166,8 @@ impl HandshakeError {
             MethodNotAllowed => "method not allowed",
             UpgradeNeedsHttp11 => "WebSocket upgrade requires HTTP/1.1",
             MissingHost => "missing Host header",
+            DuplicateHost => "duplicate Host header",
+            InvalidContentLength => "invalid Content-Length",
             MissingUpgradeWebsocket => "Upgrade header must contain websocket",
             MissingConnectionUpgrade => "Connection header must contain upgrade",
             InvalidKey => "Sec-WebSocket-Key must be 16 base64-encoded bytes",
@@ -178,6 +187,8 @@ impl HandshakeError {
             MethodNotAllowed => "method",
             UpgradeNeedsHttp11 => "upgrade_http10",
             MissingHost => "missing_host",
+            DuplicateHost => "duplicate_host",
+            InvalidContentLength => "content_length",
             MissingUpgradeWebsocket => "upgrade_header",
             MissingConnectionUpgrade => "connection_header",
             InvalidKey => "key",
@@ -242,5 +253,14 @@ mod tests {
         assert_eq!(HandshakeError::UnsupportedVersion.status(), 426);
         assert_eq!(HandshakeError::InvalidKey.status(), 400);
         assert_eq!(HandshakeError::MethodNotAllowed.status(), 405);
+        assert_eq!(HandshakeError::DuplicateHost.status(), 400);
+        assert_ne!(
+            HandshakeError::DuplicateHost.reason(),
+            HandshakeError::MissingHost.reason()
+        );
+        assert_ne!(
+            HandshakeError::DuplicateHost.label(),
+            HandshakeError::MissingHost.label()
+        );
     }
 }

@@ -16,16 +16,27 @@ pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Header lines a request head may have.
 pub const MAX_HEADERS: usize = 64;
 
-/// Finds the end of a request head (the byte after `\r\n\r\n`).
+/// Finds the end of a request head: the byte after the empty line that
+/// ends it.
 ///
-/// `scanned` is how many bytes earlier calls already searched, so a head
-/// arriving one byte per read is scanned once overall, not once per read.
+/// A line ends in CRLF or in a bare LF, which RFC 9112 section 2.2 lets a
+/// recipient accept (httparse does): the head ends at `\n\n` or
+/// `\n\r\n`, and `\r\n\r\n` is the latter. `scanned` is how many bytes
+/// earlier calls already searched, so a head arriving one byte per read is
+/// scanned once overall, not once per read.
 pub fn find_head_end(buf: &[u8], scanned: usize) -> Option<usize> {
-    let start = scanned.saturating_sub(3);
-    buf.get(start..)?
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| start + i + 4)
+    // An end begins at most two bytes before the new ones.
+    let start = scanned.saturating_sub(2);
+    let tail = buf.get(start..)?;
+    tail.iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'\n')
+        .find_map(|(i, _)| match &tail[i + 1..] {
+            [b'\n', ..] => Some(i + 2),
+            [b'\r', b'\n', ..] => Some(i + 3),
+            _ => None,
+        })
+        .map(|end| start + end)
 }
 
 /// Reads a request head as its bytes arrive, without keeping a copy: the
@@ -163,9 +174,23 @@ pub fn check_request_line(line: &[u8]) -> Result<(), HandshakeError> {
 }
 
 impl<'h> RequestHead<'h> {
+    /// The target in origin form (path and query): an absolute-form
+    /// target (`http://host/echo?x`, RFC 9112 section 3.2.2), which a
+    /// server must accept, loses its scheme and authority.
+    pub fn origin_form(&self) -> &'h str {
+        let Some(rest) = strip_http_scheme(self.target) else {
+            return self.target;
+        };
+        // An empty path is "/" (RFC 9112 section 3.2.1).
+        match rest.find(['/', '?', '#']) {
+            Some(at) if rest[at..].starts_with('/') => &rest[at..],
+            _ => "/",
+        }
+    }
+
     /// The path part of the target, without the query string.
     pub fn path(&self) -> &'h str {
-        self.target.split(['?', '#']).next().unwrap_or("")
+        self.origin_form().split(['?', '#']).next().unwrap_or("")
     }
 
     /// The query string of the target, without its `?` (empty if none).
@@ -187,6 +212,17 @@ impl<'h> RequestHead<'h> {
         let mut values = self.header_values(name);
         let first = values.next()?;
         values.next().is_none().then_some(first)
+    }
+
+    /// The `Host` header, if sent; more than one is an error, since the
+    /// two could name different hosts (RFC 9112 section 3.2).
+    pub fn host(&self) -> Result<Option<&'h [u8]>, HandshakeError> {
+        let mut values = self.header_values("host");
+        let first = values.next();
+        match values.next() {
+            Some(_) => Err(HandshakeError::DuplicateHost),
+            None => Ok(first),
+        }
     }
 
     /// Whether any value of `name` lists `token` (comma lists, any case).
@@ -217,7 +253,7 @@ impl<'h> RequestHead<'h> {
         if self.minor_version < 1 {
             return Err(HandshakeError::UpgradeNeedsHttp11);
         }
-        if self.header("host").is_none() {
+        if self.host()?.is_none() {
             return Err(HandshakeError::MissingHost);
         }
         if !self.has_token("upgrade", "websocket") {
@@ -265,6 +301,16 @@ pub fn accept_key(key: &[u8]) -> String {
     sha.update(key);
     sha.update(WEBSOCKET_GUID.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(sha.digest().bytes())
+}
+
+/// What follows `http://` or `https://` (any case), the scheme of an
+/// absolute-form target.
+fn strip_http_scheme(target: &str) -> Option<&str> {
+    ["http://", "https://"].iter().find_map(|scheme| {
+        let head = target.get(..scheme.len())?;
+        head.eq_ignore_ascii_case(scheme)
+            .then(|| &target[scheme.len()..])
+    })
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -397,6 +443,19 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
     }
 
     #[test]
+    fn two_host_lines_are_their_own_error() {
+        let head = with_header(
+            "Host: server.example.com",
+            "Host: server.example.com\r\nHost: other.example.com",
+        );
+        assert_eq!(check(&head), Err(HandshakeError::DuplicateHost));
+        let plain = parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n").unwrap();
+        assert_eq!(plain.host(), Err(HandshakeError::DuplicateHost));
+        let none = parse_head(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(none.host(), Ok(None));
+    }
+
+    #[test]
     fn repeated_key_is_invalid() {
         let head = with_header(
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
@@ -454,6 +513,55 @@ Sec-WebSocket-Protocol: superchat, chat\r\n\r\n";
             }
             scanned = len;
         }
+    }
+
+    #[test]
+    fn lines_may_end_in_a_bare_lf() {
+        let head = b"GET /healthz HTTP/1.1\nHost: x\nConnection: close\n\n";
+        assert_eq!(find_head_end(head, 0), Some(head.len()));
+        let mut reader = HeadReader::new();
+        for len in 1..head.len() {
+            assert_eq!(reader.read(&head[..len], 8192), Ok(HeadStatus::Partial));
+        }
+        assert_eq!(
+            reader.read(head, 8192),
+            Ok(HeadStatus::Complete(head.len()))
+        );
+        let parsed = parse_head(head).unwrap();
+        assert_eq!(
+            (parsed.path(), parsed.header("host")),
+            ("/healthz", Some(&b"x"[..]))
+        );
+        // Mixed endings, and the blank line as CRLF after bare LFs.
+        for mixed in [
+            &b"GET / HTTP/1.1\r\nHost: x\n\r\n"[..],
+            b"GET / HTTP/1.1\nHost: x\r\n\n",
+            b"GET / HTTP/1.1\n\n",
+        ] {
+            assert_eq!(find_head_end(mixed, 0), Some(mixed.len()), "{mixed:?}");
+            assert!(parse_head(mixed).is_ok(), "{mixed:?}");
+        }
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\nHost: x\n\rX", 0), None);
+    }
+
+    #[test]
+    fn absolute_form_targets_route_by_their_path() {
+        for (target, path) in [
+            ("http://example.com/echo", "/echo"),
+            ("HTTPS://example.com:8443/room/a?x=1", "/room/a"),
+            ("http://example.com", "/"),
+            ("http://example.com?q", "/"),
+            ("http://user@example.com/healthz#f", "/healthz"),
+            ("/plain?x", "/plain"),
+            ("ftp://example.com/echo", "ftp://example.com/echo"),
+            ("*", "*"),
+        ] {
+            let text = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let head = parse_head(text.as_bytes()).unwrap();
+            assert_eq!(head.path(), path, "{target}");
+        }
+        let head = parse_head(b"GET http://h/room/a?x=1 HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(head.origin_form(), "/room/a?x=1");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The WebSocket protocol as pure code on byte slices.
+//! The WebSocket protocol, and the HTTP/1.1 it starts from, as pure code
+//! on byte slices.
 //!
 //! Nothing here touches a socket or reads a clock: bytes come in as slices,
 //! bytes to send go out as `Vec`s, and time (where it matters) is passed in.
@@ -11,6 +12,7 @@ pub mod error;
 pub mod extension;
 pub mod frame;
 pub mod handshake;
+pub mod http1;
 pub mod mask;
 pub mod session;
 pub mod utf8;

@@ -258,7 +258,11 @@ impl Hub {
         };
         if renumbered {
             let name = self.rooms.name(room).unwrap_or_default();
-            let epoch = self.rooms.history(room).map(History::epoch).unwrap_or_default();
+            let epoch = self
+                .rooms
+                .history(room)
+                .map(History::epoch)
+                .unwrap_or_default();
             info!("room {name}: numbered under epoch {epoch} from now on");
         }
         if renumbered && announced {

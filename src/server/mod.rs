@@ -7,7 +7,8 @@
 //! decides what a request asks for, [`hub`] and [`room`] decide who hears
 //! a message ([`outgoing`] frames it once), [`write_queue`] holds what is
 //! to be sent. [`policy`] names every refusal and close of the server's
-//! own; [`admission`] holds the per-address and rate limits; [`proxy`]
+//! own, and [`http_policy`] decides when an HTTP connection persists and
+//! which bodies it reads; [`admission`] holds the per-address and rate limits; [`proxy`]
 //! finds the real client behind trusted proxies; [`tls`] holds the
 //! certificate in service; [`table`] keeps the connections and the work
 //! of each turn; [`timer`] the clock; [`systemd`] the listeners systemd
@@ -17,6 +18,7 @@ pub mod admission;
 pub mod cluster;
 pub mod connection;
 pub mod history;
+pub mod http_policy;
 pub mod hub;
 pub mod json;
 pub mod listener;

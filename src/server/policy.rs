@@ -41,6 +41,34 @@ pub enum Refusal {
     /// A PROXY protocol header from a peer outside `--trusted-proxy`:
     /// anyone could claim any address with one.
     ProxyHeaderUntrusted,
+    /// A method the path does not take; the `Allow` header lists those
+    /// it does.
+    MethodNotAllowed(Allow),
+    /// A request to a path that reads a body, without `Content-Length`.
+    LengthRequired,
+    /// A body sent with a `Transfer-Encoding`: this server reads only
+    /// bodies whose length the head gives.
+    TransferEncoding,
+    /// A `Content-Length` over `--max-message-size`, refused from the
+    /// head alone.
+    BodyTooLarge,
+    /// The request body did not complete within `--handshake-timeout`
+    /// of the request's first byte.
+    BodyTimeout,
+    /// The body would take the bytes being received past
+    /// `--max-inbound-memory`.
+    InboundMemory,
+    /// A request that needs a session without a valid `Wschat-Session`.
+    Unauthorized,
+}
+
+/// The methods a path takes, as a 405 lists them in `Allow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allow {
+    /// Pages and WebSocket endpoints: GET, and HEAD wherever GET works.
+    GetHead,
+    /// Paths that take a body.
+    Post,
 }
 
 impl From<HandshakeError> for Refusal {
@@ -66,6 +94,12 @@ impl Refusal {
             Refusal::ProxyHeaderMissing
             | Refusal::ProxyHeaderMalformed
             | Refusal::ProxyHeaderUntrusted => 400,
+            Refusal::MethodNotAllowed(_) => 405,
+            Refusal::LengthRequired | Refusal::TransferEncoding => 411,
+            Refusal::BodyTooLarge => 413,
+            Refusal::BodyTimeout => 408,
+            Refusal::InboundMemory => 503,
+            Refusal::Unauthorized => 401,
         }
     }
 
@@ -86,6 +120,15 @@ impl Refusal {
             Refusal::ProxyHeaderMissing => "PROXY protocol header required",
             Refusal::ProxyHeaderMalformed => "malformed PROXY protocol header",
             Refusal::ProxyHeaderUntrusted => "PROXY protocol header from an untrusted address",
+            Refusal::MethodNotAllowed(_) => "method not allowed",
+            Refusal::LengthRequired => "Content-Length required",
+            Refusal::TransferEncoding => {
+                "Transfer-Encoding is not supported: send the body with Content-Length"
+            }
+            Refusal::BodyTooLarge => "request body too large",
+            Refusal::BodyTimeout => "request body not complete in time",
+            Refusal::InboundMemory => "server busy receiving other requests",
+            Refusal::Unauthorized => "missing or invalid Wschat-Session",
         }
     }
 
@@ -104,6 +147,13 @@ impl Refusal {
             Refusal::ProxyHeaderMissing => "proxy_header_missing",
             Refusal::ProxyHeaderMalformed => "proxy_header_malformed",
             Refusal::ProxyHeaderUntrusted => "proxy_header_untrusted",
+            Refusal::MethodNotAllowed(_) => "method",
+            Refusal::LengthRequired => "length_required",
+            Refusal::TransferEncoding => "transfer_encoding",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::BodyTimeout => "body_timeout",
+            Refusal::InboundMemory => "inbound_memory",
+            Refusal::Unauthorized => "session",
         }
     }
 
@@ -117,9 +167,30 @@ impl Refusal {
             Refusal::Protocol(HandshakeError::UpgradeRequired) => {
                 &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
             }
-            Refusal::ServerFull | Refusal::TooManyFromAddress => &[("Retry-After", "1")],
+            Refusal::MethodNotAllowed(Allow::GetHead) => &[("Allow", "GET, HEAD")],
+            Refusal::MethodNotAllowed(Allow::Post) => &[("Allow", "POST")],
+            Refusal::ServerFull | Refusal::TooManyFromAddress | Refusal::InboundMemory => {
+                &[("Retry-After", "1")]
+            }
+            // RFC 9110 section 15.5.2: a 401 names the scheme that would do.
+            Refusal::Unauthorized => &[("WWW-Authenticate", "Wschat-Session")],
             _ => &[],
         }
+    }
+
+    /// Whether the connection may read another request after this
+    /// answer: the request was read to its end, so the next one starts
+    /// at a known byte. A head that could not be read, a body left
+    /// unread, or a client the server gives up on closes instead.
+    pub fn keeps_connection(self) -> bool {
+        matches!(
+            self,
+            Refusal::NotFound
+                | Refusal::InvalidRoomName
+                | Refusal::MethodNotAllowed(_)
+                | Refusal::Unauthorized
+                | Refusal::Protocol(HandshakeError::UpgradeRequired)
+        )
     }
 }
 
@@ -230,6 +301,44 @@ mod tests {
             Refusal::ProxyHeaderMissing.to_string(),
             "400 PROXY protocol header required"
         );
+    }
+
+    #[test]
+    fn http_exchange_refusals() {
+        let cases = [
+            (Refusal::MethodNotAllowed(Allow::GetHead), 405, true),
+            (Refusal::MethodNotAllowed(Allow::Post), 405, true),
+            (Refusal::LengthRequired, 411, false),
+            (Refusal::TransferEncoding, 411, false),
+            (Refusal::BodyTooLarge, 413, false),
+            (Refusal::BodyTimeout, 408, false),
+            (Refusal::InboundMemory, 503, false),
+            (Refusal::Unauthorized, 401, true),
+            (Refusal::NotFound, 404, true),
+            (Refusal::Timeout, 408, false),
+            (HandshakeError::Malformed.into(), 400, false),
+            (HandshakeError::HeadTooLarge.into(), 431, false),
+            (HandshakeError::InvalidContentLength.into(), 400, false),
+        ];
+        for (refusal, status, keeps) in cases {
+            assert_eq!(refusal.status(), status, "{refusal:?}");
+            assert_eq!(refusal.keeps_connection(), keeps, "{refusal:?}");
+            assert!(!refusal.reason().contains('\n'), "{refusal:?}");
+        }
+        let allow = |r: Refusal| r.headers().iter().find(|(n, _)| *n == "Allow").map(|h| h.1);
+        assert_eq!(
+            allow(Refusal::MethodNotAllowed(Allow::GetHead)),
+            Some("GET, HEAD")
+        );
+        assert_eq!(allow(Refusal::MethodNotAllowed(Allow::Post)), Some("POST"));
+        assert!(Refusal::TransferEncoding
+            .reason()
+            .contains("Content-Length"));
+        assert_eq!(
+            Refusal::Unauthorized.to_string(),
+            "401 missing or invalid Wschat-Session"
+        );
+        assert_ne!(Refusal::BodyTimeout.label(), Refusal::Timeout.label());
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! * `io`: reading sockets into the one read buffer of the
 //!   loop, feeding each connection, flushing write queues;
 //! * `handshake`: a complete request head, routed to a
-//!   response or an upgrade;
+//!   response, a body to read, or an upgrade;
+//! * `exchange`: plain HTTP on a connection that may carry several
+//!   requests: answers in order, bodies, keep-alive or close;
 //! * `messages`: what a session's events do (echo,
 //!   broadcast through the relay), and policy closes;
 //! * `lifecycle`: timers, shutdown and removal.
@@ -30,6 +32,7 @@
 //! one batch of events.
 
 mod accept;
+mod exchange;
 mod handshake;
 mod io;
 mod lifecycle;

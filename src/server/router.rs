@@ -9,7 +9,7 @@
 
 use super::history::Position;
 use super::json;
-use super::policy::Refusal;
+use super::policy::{Allow, Refusal};
 use super::room::{is_valid_room_name, LOBBY};
 use crate::config::Config;
 use crate::protocol::extension::Takeover;
@@ -61,6 +61,20 @@ pub enum Request {
         /// Where a returning client left off (`?since=EPOCH:OFFSET`).
         since: Option<Position>,
     },
+    /// A request acted on once its body is read whole.
+    WithBody(BodyRequest),
+}
+
+/// A request whose body the server reads before it acts: the body's
+/// length comes from `Content-Length` (at most `--max-message-size`), and
+/// the reactor gets the body whole, with this, in `on_body`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyRequest {
+    /// `POST /room/{name}/messages`: a message for the room.
+    PostMessage {
+        /// The room's name.
+        room: String,
+    },
 }
 
 /// Decides what a request head asks for, or why it is refused.
@@ -70,20 +84,27 @@ pub enum Request {
 /// WebSocket hijacking. Clients that send no `Origin` are not browsers and
 /// are not affected.
 pub fn route(head: &RequestHead<'_>, routes: &Routes) -> Result<Request, Refusal> {
+    // Two hosts make any request ambiguous, upgrade or not.
+    head.host()?;
     let path = head.path();
     let room = match path {
         "/" => Some(LOBBY.to_string()),
         "/echo" => None,
         _ => match path.strip_prefix("/room/") {
-            Some(name) if is_valid_room_name(name) => Some(name.to_string()),
-            Some(_) => return Err(Refusal::InvalidRoomName),
+            Some(rest) => match rest.split_once('/') {
+                Some((name, "messages")) => return route_messages(head.method, name),
+                Some(_) => return Err(Refusal::NotFound),
+                None if is_valid_room_name(rest) => Some(rest.to_string()),
+                None => return Err(Refusal::InvalidRoomName),
+            },
             None => return route_plain(head.method, path),
         },
     };
-    if head.method != "GET" {
-        return Err(HandshakeError::MethodNotAllowed.into());
+    if !is_get_or_head(head.method) {
+        return Err(Refusal::MethodNotAllowed(Allow::GetHead));
     }
-    if !head.wants_upgrade() {
+    // HEAD answers as a plain GET would: it cannot switch protocols.
+    if head.method == "HEAD" || !head.wants_upgrade() {
         return match path {
             "/" => Ok(Request::Page),
             _ => Err(HandshakeError::UpgradeRequired.into()),
@@ -117,14 +138,34 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
+/// HEAD works wherever GET does (RFC 9110 section 9.3.2).
+fn is_get_or_head(method: &str) -> bool {
+    method == "GET" || method == "HEAD"
+}
+
 /// The paths that are never upgraded.
 fn route_plain(method: &str, path: &str) -> Result<Request, Refusal> {
     match path {
-        "/healthz" | "/metrics" if method != "GET" => Err(HandshakeError::MethodNotAllowed.into()),
+        "/healthz" | "/metrics" if !is_get_or_head(method) => {
+            Err(Refusal::MethodNotAllowed(Allow::GetHead))
+        }
         "/healthz" => Ok(Request::Health),
         "/metrics" => Ok(Request::Metrics),
         _ => Err(Refusal::NotFound),
     }
+}
+
+/// `/room/{name}/messages`, which takes a POST with a body.
+fn route_messages(method: &str, name: &str) -> Result<Request, Refusal> {
+    if !is_valid_room_name(name) {
+        return Err(Refusal::InvalidRoomName);
+    }
+    if method != "POST" {
+        return Err(Refusal::MethodNotAllowed(Allow::Post));
+    }
+    Ok(Request::WithBody(BodyRequest::PostMessage {
+        room: name.to_string(),
+    }))
 }
 
 #[cfg(test)]
@@ -186,15 +227,65 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         );
         assert_eq!(
             route_of("POST / HTTP/1.1\r\n\r\n"),
-            Err(HandshakeError::MethodNotAllowed.into())
+            Err(Refusal::MethodNotAllowed(Allow::GetHead))
         );
         assert_eq!(
             route_of("DELETE /healthz HTTP/1.1\r\n\r\n"),
-            Err(HandshakeError::MethodNotAllowed.into())
+            Err(Refusal::MethodNotAllowed(Allow::GetHead))
         );
         assert_eq!(
             route_of("GET /echo HTTP/1.1\r\n\r\n"),
             Err(HandshakeError::UpgradeRequired.into())
+        );
+        assert_eq!(
+            route_of("GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Err(HandshakeError::DuplicateHost.into())
+        );
+    }
+
+    #[test]
+    fn head_is_routed_like_get_and_never_upgrades() {
+        assert_eq!(route_of("HEAD / HTTP/1.1\r\n\r\n"), Ok(Request::Page));
+        assert_eq!(
+            route_of("HEAD /metrics HTTP/1.1\r\n\r\n"),
+            Ok(Request::Metrics)
+        );
+        assert_eq!(
+            route_of(&format!("HEAD /echo HTTP/1.1\r\n{UPGRADE}")),
+            Err(HandshakeError::UpgradeRequired.into())
+        );
+        assert_eq!(
+            route_of("HEAD /nope HTTP/1.1\r\n\r\n"),
+            Err(Refusal::NotFound)
+        );
+    }
+
+    #[test]
+    fn room_messages_take_a_post() {
+        assert_eq!(
+            route_of("POST /room/rust/messages HTTP/1.1\r\n\r\n"),
+            Ok(Request::WithBody(BodyRequest::PostMessage {
+                room: "rust".into()
+            }))
+        );
+        for method in ["GET", "HEAD", "PUT"] {
+            assert_eq!(
+                route_of(&format!("{method} /room/rust/messages HTTP/1.1\r\n\r\n")),
+                Err(Refusal::MethodNotAllowed(Allow::Post)),
+                "{method}"
+            );
+        }
+        assert_eq!(
+            route_of("POST /room/a%20b/messages HTTP/1.1\r\n\r\n"),
+            Err(Refusal::InvalidRoomName)
+        );
+        assert_eq!(
+            route_of("POST /room/rust/other HTTP/1.1\r\n\r\n"),
+            Err(Refusal::NotFound)
+        );
+        assert_eq!(
+            route_of("POST /echo HTTP/1.1\r\n\r\n"),
+            Err(Refusal::MethodNotAllowed(Allow::GetHead))
         );
     }
 

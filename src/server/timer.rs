@@ -131,8 +131,12 @@ impl Default for Clock {
 /// guessing from the connection's other state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {
-    /// The request head (and, later, the TLS handshake) must be complete.
+    /// The request (the TLS handshake, the head and any body) must be
+    /// complete.
     Handshake,
+    /// A kept-alive HTTP connection waits for the first byte of its next
+    /// request; idle past this, it is closed.
+    KeepAlive,
     /// Time to ping a silent WebSocket client.
     Ping,
     /// A pinged client that stays silent is closed.

@@ -211,7 +211,7 @@ impl RawClient {
     // -- frames as they are -------------------------------------------------
 
     /// Reads once more into the buffer, waiting until `deadline` at most.
-    fn fill_until(&mut self, deadline: Instant) -> Result<(), ReadError> {
+    pub(super) fn fill_until(&mut self, deadline: Instant) -> Result<(), ReadError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(ReadError::Timeout);

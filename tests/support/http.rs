@@ -3,11 +3,11 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use super::{hex, read_to_eof, IO_TIMEOUT};
+use super::{hex, read_to_eof, RawClient, IO_TIMEOUT};
 
 /// The GUID of RFC 6455 section 1.3, appended to the key for the accept hash.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -113,6 +113,49 @@ impl Response {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// The `Content-Length` value; panics without one (every answer of
+    /// the server but the 101 has one).
+    pub fn content_length(&self) -> usize {
+        self.header("content-length")
+            .unwrap_or_else(|| panic!("no Content-Length in {:?}", self.head))
+            .parse()
+            .unwrap_or_else(|e| panic!("Content-Length in {:?}: {e}", self.head))
+    }
+
+    /// The body as text (lossy), for reasons and short pages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Plain HTTP on a [`RawClient`]: whole responses read one at a time by
+/// their `Content-Length`, so that several can follow on one connection.
+impl RawClient {
+    /// Reads one response: its head, then as many body bytes as its
+    /// `Content-Length` says. Later bytes stay buffered.
+    pub fn read_response(&mut self) -> Response {
+        let mut response = self.read_http_head();
+        let length = response.content_length();
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while self.decoder.pending() < length {
+            self.fill_until(deadline).unwrap_or_else(|e| {
+                panic!(
+                    "body of {length} bytes after {:?}: {e}; got [{}]",
+                    response.head,
+                    hex(self.decoder.buffered())
+                )
+            });
+        }
+        response.body = self.decoder.take(length);
+        response
+    }
+
+    /// Sends `request` as it is and reads one response.
+    pub fn request(&mut self, request: &[u8]) -> Response {
+        self.send_raw(request);
+        self.read_response()
+    }
 }
 
 /// Sends `request` on a new connection and reads until the server closes
@@ -125,10 +168,10 @@ pub fn http_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> io::R
     read_to_eof(&mut stream, limit)
 }
 
-/// `GET path` over HTTP/1.1; panics unless a complete response arrives and
-/// the connection then ends.
+/// `GET path` over HTTP/1.1 with `Connection: close`; panics unless a
+/// complete response arrives and the connection then ends.
 pub fn http_get(addr: SocketAddr, path: &str) -> Response {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let raw = http_exchange(addr, request.as_bytes(), IO_TIMEOUT)
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     Response::parse(&raw).unwrap_or_else(|| panic!("GET {path}: no response head in {raw:?}"))
@@ -172,7 +215,7 @@ impl Metrics {
     /// Fetches `/metrics`, or `None` if the server answers anything else
     /// (a 503 at the connection limit, say) or the request fails.
     pub fn try_fetch(addr: SocketAddr) -> Option<Metrics> {
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         let raw = http_exchange(addr, request.as_bytes(), IO_TIMEOUT).ok()?;
         let response = Response::parse(&raw)?;
         (response.status == 200).then(|| Metrics {

@@ -6,7 +6,9 @@
 //! * `client`: [`RawClient`], the one WebSocket client the tests drive
 //!   byte by byte.
 //! * `http`: the handshake request and its checks, one [`Response`]
-//!   parser, plain requests, `/healthz` and [`Metrics`].
+//!   parser, plain requests (one per connection, or one after another on
+//!   a [`RawClient`], each read by its `Content-Length`), `/healthz` and
+//!   [`Metrics`].
 //! * `server`: [`start_server`], the server in-process on its own thread.
 //! * `daemon`: [`Daemon`], the real binary as a child process.
 //! * `redis`: [`Redis`], a `redis-server` for the cluster tests.

@@ -45,8 +45,10 @@ use crate::target::Target;
 use crate::tls::{Cipher, TlsOptions};
 
 /// Load generator for WebSocket servers (wschat or any other).
+// The name and description are this binary's own: a bare `about` (and the
+// default name) would be the package's, which describe the daemon.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "wschat-bench", version)]
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
@@ -463,6 +465,20 @@ mod tests {
             "--ca /nonexistent.pem",
         ),
     ];
+
+    #[test]
+    fn help_describes_the_load_generator_not_the_daemon() {
+        use clap::CommandFactory as _;
+        let help = Cli::command().render_help().to_string();
+        assert!(
+            help.starts_with("Load generator for WebSocket servers"),
+            "{help}"
+        );
+        assert!(!help.contains(env!("CARGO_PKG_DESCRIPTION")), "{help}");
+        assert!(help.contains("Usage: wschat-bench "), "{help}");
+        let version = Cli::command().render_version();
+        assert!(version.starts_with("wschat-bench "), "{version}");
+    }
 
     #[test]
     fn tls_flags_refused_where_they_change_nothing() {

@@ -1,10 +1,12 @@
 //! One client connection: a [`Transport`] under one state machine that
 //! owns both directions and its timer.
 //!
-//! A connection starts by reading a request head; it then either becomes a
-//! WebSocket session (after a 101) or an HTTP exchange (a response queued).
-//! It keeps only what is unfinished between reads (part of a head, part of
-//! a frame header). What the bytes mean is decided by `protocol`; what a
+//! A connection starts in an HTTP exchange: it reads a request head (and
+//! the body, for a path that takes one), answers, and either reads the
+//! next request (keep-alive, pipelined requests answered in order) or
+//! ends; an upgrade makes it a WebSocket session after its 101. It keeps
+//! only what is unfinished between reads (part of a head or a body, part
+//! of a frame header). What the bytes mean is decided by `protocol`; what a
 //! message does (echo, broadcast) is decided by the reactor and the rooms,
 //! which see a connection only through the methods here: every field is
 //! private, every byte to the peer goes through its write queue (or, for a
@@ -22,8 +24,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use mio::{Registry, Token};
 
 pub use self::compression::{Compression, OwnDeflate};
-use self::state::State;
-pub use self::state::{AfterResponse, Endpoint, Received, Shared, WebSocket};
+pub use self::state::{AfterResponse, Endpoint, PendingBody, Received, Shared, WebSocket};
+use self::state::{Exchange, State};
 pub use self::stream::Echo;
 pub use self::timers::{Expiry, Timeouts};
 use super::admission::RateBucket;
@@ -32,7 +34,6 @@ use super::room::Member;
 use super::timer::{Time, Timer};
 use super::transport::Transport;
 use super::write_queue::{ByteGauge, WriteQueue};
-use crate::protocol::handshake::HeadReader;
 
 /// State bits, packed: every idle connection carries them.
 #[derive(Debug, Default, Clone, Copy)]
@@ -58,6 +59,9 @@ impl Flags {
     const BEHIND_PROXY: u16 = 1 << 7;
     /// Counted in the per-address limits under `peer`'s address.
     const ADMITTED: u16 = 1 << 8;
+    /// The kept input holds pipelined requests not answered yet: their
+    /// answers wait until the queue drains (see `PAUSED`).
+    const PENDING_INPUT: u16 = 1 << 9;
 
     fn get(self, bit: u16) -> bool {
         self.0 & bit != 0
@@ -149,7 +153,7 @@ impl Connection {
         Connection {
             transport,
             peer: PeerAddr::from(peer),
-            state: State::Head(HeadReader::new()),
+            state: State::Head(Exchange::default()),
             inbuf: Vec::new(),
             queue: WriteQueue::with_gauge(gauge),
             deadline: Some(deadline),
@@ -318,6 +322,7 @@ mod tests {
     use crate::protocol::handshake::Upgrade;
     use crate::protocol::session::Limits;
     use crate::protocol::Session;
+    use crate::server::router::BodyRequest;
 
     const TIMEOUTS: Timeouts = Timeouts {
         ping: Duration::from_secs(30),
@@ -447,11 +452,8 @@ mod tests {
     #[test]
     fn a_response_ends_the_connection_or_reads_the_next_request() {
         let (mut conn, _client) = accepted();
-        conn.respond(
-            b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
-            AfterResponse::Close,
-            t(5_000),
-        );
+        let ok = || b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        assert!(!conn.respond(ok(), AfterResponse::Close, t(5_000)));
         assert!(conn.is_closing());
         assert!(!conn.keeps_input());
         assert_eq!(
@@ -461,16 +463,62 @@ mod tests {
 
         let (mut kept, _client) = accepted();
         let request = b"GET /healthz HTTP/1.1\r\n\r\n";
-        kept.respond(
-            b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
-            AfterResponse::NextRequest,
-            t(5_000),
-        );
+        assert!(!kept.respond(ok(), AfterResponse::NextRequest, t(5_000)));
         assert!(!kept.is_closing() && kept.is_handshaking());
+        assert_eq!(kept.requests_served(), 1);
         assert_eq!(
             receive(&mut kept, &mut request.to_vec()),
             Received::Head(request.len())
         );
+    }
+
+    #[test]
+    fn a_kept_alive_connection_is_idle_until_its_next_request_begins() {
+        let (mut conn, _client) = accepted();
+        assert!(!conn.begin_request(t(1)), "the first request's timer runs");
+        let _ = conn.respond(b"x".to_vec(), AfterResponse::NextRequest, t(5_000));
+        assert_eq!(conn.poll_timeout(), Some(t(5_000)));
+        assert!(conn.begin_request(t(12_000)));
+        assert_eq!(conn.poll_timeout(), Some(t(12_000)), "now the request's");
+        assert!(!conn.begin_request(t(13_000)), "once");
+        assert_eq!(conn.handle_timeout(t(12_000), TIMEOUTS), Expiry::Handshake);
+
+        let (mut idle, _client) = accepted();
+        let _ = idle.respond(b"x".to_vec(), AfterResponse::NextRequest, t(5_000));
+        assert_eq!(idle.handle_timeout(t(5_000), TIMEOUTS), Expiry::KeepAlive);
+    }
+
+    #[test]
+    fn a_body_is_held_until_whole_then_handed_over_with_its_request() {
+        let (mut conn, _client) = accepted();
+        let request = BodyRequest::PostMessage { room: "a".into() };
+        conn.expect_body(PendingBody::new(
+            request.clone(),
+            5,
+            AfterResponse::NextRequest,
+        ));
+        assert!(conn.is_reading_body() && conn.keeps_input());
+        assert_eq!(receive(&mut conn, &mut b"hel".to_vec()), Received::Partial);
+        assert_eq!(conn.buffered_bytes(), 3, "counted in the inbound budget");
+        let Received::Body(pending) = receive(&mut conn, &mut b"helloGET".to_vec()) else {
+            panic!("the body is whole");
+        };
+        assert_eq!((pending.request, pending.length), (request, 5));
+        assert_eq!(conn.buffered_bytes(), 0);
+        assert!(conn.is_handshaking(), "the next request is read next");
+    }
+
+    #[test]
+    fn ending_an_exchange_resumes_reading_held_for_a_slow_reader() {
+        let (mut conn, _client) = accepted();
+        conn.hold_pipeline();
+        assert!(!conn.wants_read() && !conn.take_pending_input());
+        assert!(
+            conn.finish_exchange(t(5_000)),
+            "reading resumes, for the FIN"
+        );
+        assert!(conn.wants_read() && !conn.take_pending_input());
+        assert!(conn.is_closing());
     }
 
     #[test]

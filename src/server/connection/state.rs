@@ -1,5 +1,7 @@
-//! The connection's state machine: a request head, then a WebSocket
-//! session or an HTTP exchange, and how input is fed to whichever it is.
+//! The connection's state machine: an HTTP exchange (a request head, its
+//! body if it has one, its answer, and again while the connection is kept
+//! alive), or a WebSocket session after a 101; and how input is fed to
+//! whichever it is.
 
 use super::{Compression, Connection, Flags};
 use crate::protocol::deflate::Inflater;
@@ -8,6 +10,7 @@ use crate::protocol::session::{Event, Input, Limits};
 use crate::protocol::{HandshakeError, Session};
 use crate::server::outgoing::Format;
 use crate::server::proxy::looks_like_proxy_header;
+use crate::server::router::BodyRequest;
 use crate::server::timer::{Time, Timer};
 
 /// What a WebSocket connection is for.
@@ -47,12 +50,63 @@ pub enum AfterResponse {
 /// Where a connection is in its life.
 #[derive(Debug)]
 pub(super) enum State {
-    /// Reading a request head.
-    Head(HeadReader),
+    /// Reading a request head: the connection's first, or the next one
+    /// on a kept-alive connection.
+    Head(Exchange),
+    /// Reading the body of a request whose head was routed (boxed: the
+    /// request is rare and every connection carries the state).
+    Body(Box<PendingBody>),
     /// Upgraded: frames flow.
     WebSocket(WebSocket),
-    /// A plain HTTP response is queued, after which the connection ends.
+    /// The last HTTP response is queued, after which the connection ends.
     Responded,
+}
+
+/// An HTTP exchange between answers: the next head as it arrives, and how
+/// many answers the connection carried (`--max-requests-per-connection`).
+#[derive(Debug, Default)]
+pub(super) struct Exchange {
+    reader: HeadReader,
+    served: u32,
+}
+
+impl Exchange {
+    /// The exchange after `served` answers, reading a fresh head.
+    fn after(served: u32) -> Exchange {
+        Exchange {
+            reader: HeadReader::new(),
+            served,
+        }
+    }
+}
+
+/// A request whose body is being read; it is acted on once the body is
+/// whole. The connection keeps only the body's bytes received so far.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PendingBody {
+    /// What the request asks for.
+    pub request: BodyRequest,
+    /// The body's length, from `Content-Length` (within the limit).
+    pub length: usize,
+    /// What follows the answer, decided from the head.
+    pub after: AfterResponse,
+    /// Body bytes held so far (the inbound budget counts them).
+    held: usize,
+    /// Answers the connection carried before this request.
+    served: u32,
+}
+
+impl PendingBody {
+    /// A body of `length` bytes to read for `request`.
+    pub fn new(request: BodyRequest, length: usize, after: AfterResponse) -> PendingBody {
+        PendingBody {
+            request,
+            length,
+            after,
+            held: 0,
+            served: 0,
+        }
+    }
 }
 
 /// What every connection's input is read with, owned by the loop.
@@ -77,6 +131,8 @@ pub enum Received {
     Partial,
     /// A complete request head is the first `end` bytes: route it.
     Head(usize),
+    /// A request body is whole: it is the first `length` bytes.
+    Body(Box<PendingBody>),
     /// The head breaks a rule of HTTP or of the upgrade.
     Refused(HandshakeError),
     /// WebSocket frames: this many bytes were used; the session's events
@@ -101,20 +157,83 @@ impl Connection {
         self.arm(Timer::Ping, ping_at);
     }
 
-    /// Queues a plain HTTP response. After it, the connection ends
-    /// (`close_by` is then the time the client has to take it) or reads
-    /// the next request.
-    pub fn respond(&mut self, response: Vec<u8>, after: AfterResponse, close_by: Time) {
+    /// Queues a plain HTTP response. After it, the connection ends (`at`
+    /// is then the time the client has to take it) or waits for the next
+    /// request (`at` is then when it is closed if none has begun).
+    /// Returns whether reading resumed (see [`Connection::finish_exchange`]).
+    #[must_use]
+    pub fn respond(&mut self, response: Vec<u8>, after: AfterResponse, at: Time) -> bool {
         self.queue.push_owned(response);
         match after {
-            AfterResponse::Close => {
-                self.state = State::Responded;
-                self.inbuf = Vec::new();
-                self.queue.seal();
-                self.arm(Timer::Close, close_by);
+            AfterResponse::Close => self.finish_exchange(at),
+            AfterResponse::NextRequest => {
+                let served = self.requests_served().saturating_add(1);
+                self.state = State::Head(Exchange::after(served));
+                self.arm(Timer::KeepAlive, at);
+                false
             }
-            AfterResponse::NextRequest => self.state = State::Head(HeadReader::new()),
         }
+    }
+
+    /// Ends an HTTP exchange after what is queued: no more requests are
+    /// read, the queued answers go out, then FIN; the client has until
+    /// `close_by`. A request begun and not answered is dropped, requests
+    /// held for a slow reader too. Returns whether reading resumed (it was
+    /// paused for them): the peer's FIN must still be seen.
+    #[must_use]
+    pub fn finish_exchange(&mut self, close_by: Time) -> bool {
+        self.state = State::Responded;
+        self.inbuf = Vec::new();
+        self.queue.seal();
+        self.arm(Timer::Close, close_by);
+        self.flags.set(Flags::PENDING_INPUT, false);
+        self.flags.replace(Flags::PAUSED, false)
+    }
+
+    /// Reads the body of a routed request next; the request's timer runs on.
+    pub fn expect_body(&mut self, mut pending: PendingBody) {
+        pending.served = self.requests_served();
+        self.state = State::Body(Box::new(pending));
+    }
+
+    /// Queues `100 Continue`, for a client that waits for it before it
+    /// sends its body.
+    pub fn send_continue(&mut self) {
+        self.queue.push_owned(crate::http::CONTINUE.to_vec());
+    }
+
+    /// A kept-alive connection sees the first bytes of its next request:
+    /// from now the request has until `by`, instead of the idle timer.
+    /// Returns whether the timer changed.
+    #[must_use]
+    pub fn begin_request(&mut self, by: Time) -> bool {
+        let idle = matches!(self.state, State::Head(_))
+            && self.timer == Timer::KeepAlive
+            && self.deadline.is_some();
+        if idle {
+            self.arm(Timer::Handshake, by);
+        }
+        idle
+    }
+
+    /// Answers this HTTP connection carried.
+    pub fn requests_served(&self) -> u32 {
+        match &self.state {
+            State::Head(exchange) => exchange.served,
+            State::Body(pending) => pending.served,
+            _ => 0,
+        }
+    }
+
+    /// Whether a request body is being read.
+    pub fn is_reading_body(&self) -> bool {
+        matches!(self.state, State::Body(_))
+    }
+
+    /// Whether the connection is in an HTTP exchange that may read more
+    /// requests: before or between answers, or within a request.
+    pub fn is_exchanging(&self) -> bool {
+        matches!(self.state, State::Head(_) | State::Body(_))
     }
 
     /// Queues a frame the protocol itself sends (a Pong).
@@ -175,7 +294,7 @@ impl Connection {
             {
                 Received::ProxyHeaderUntrusted
             }
-            State::Head(reader) => match reader.read(data, shared.max_head_bytes) {
+            State::Head(exchange) => match exchange.reader.read(data, shared.max_head_bytes) {
                 Ok(HeadStatus::Complete(end)) => Received::Head(end),
                 Ok(HeadStatus::Partial) => {
                     self.transport.ack_now();
@@ -194,12 +313,36 @@ impl Connection {
                 };
                 Received::Frames(ws.session.receive(data, &mut input, events))
             }
+            State::Body(_) => self.receive_body(data.len()),
             State::Responded => Received::Ignored,
         }
     }
 
-    /// Bytes the session holds for a message being received.
+    /// Feeds `len` bytes (the body so far, then whatever follows it) to
+    /// the body being read.
+    fn receive_body(&mut self, len: usize) -> Received {
+        let State::Body(pending) = &mut self.state else {
+            return Received::Ignored;
+        };
+        if len < pending.length {
+            pending.held = len;
+            self.transport.ack_now();
+            return Received::Partial;
+        }
+        let served = pending.served;
+        match std::mem::replace(&mut self.state, State::Head(Exchange::after(served))) {
+            State::Body(pending) => Received::Body(pending),
+            _ => Received::Ignored,
+        }
+    }
+
+    /// Bytes held for input not yet acted on: a WebSocket message being
+    /// received, or a request body (what the inbound budget counts).
     pub fn buffered_bytes(&self) -> usize {
-        self.websocket().map_or(0, |ws| ws.session.buffered_bytes())
+        match &self.state {
+            State::WebSocket(ws) => ws.session.buffered_bytes(),
+            State::Body(pending) => pending.held,
+            _ => 0,
+        }
     }
 }

@@ -47,12 +47,18 @@ impl Connection {
     }
 
     /// The peer sent FIN. Returns whether the connection is over: final
-    /// bytes still queued (a response or a Close) are worth sending to a
-    /// half-closed peer; anything else ends here.
+    /// bytes still queued (a response or a Close), or answers to requests
+    /// sent before the FIN, are worth sending to a half-closed peer (the
+    /// exchange is then to be ended with [`Connection::finish_exchange`]);
+    /// anything else ends here.
     #[must_use]
     pub fn on_eof(&mut self) -> bool {
         self.flags.set(Flags::READ_EOF, true);
-        !self.is_closing() || self.flags.get(Flags::WRITE_SHUT)
+        if self.flags.get(Flags::WRITE_SHUT) {
+            return true;
+        }
+        let answers_left = self.is_exchanging() && self.backlog_bytes() > 0;
+        !(self.is_closing() || answers_left)
     }
 
     /// Notes that the peer spoke at `now` (any bytes count as a sign of life).
@@ -83,6 +89,20 @@ impl Connection {
     /// not read what it is sent).
     pub fn pause_reading(&mut self) {
         self.flags.set(Flags::PAUSED, true);
+    }
+
+    /// Stops answering pipelined requests until the queue drains: reading
+    /// pauses, and the requests already read stay in the kept input.
+    pub fn hold_pipeline(&mut self) {
+        self.flags.set(Flags::PAUSED, true);
+        self.flags.set(Flags::PENDING_INPUT, true);
+    }
+
+    /// Whether requests held by [`Connection::hold_pipeline`] are to be
+    /// answered now (reading resumed); asks once.
+    #[must_use]
+    pub fn take_pending_input(&mut self) -> bool {
+        !self.flags.get(Flags::PAUSED) && self.flags.replace(Flags::PENDING_INPUT, false)
     }
 
     /// Queues an echoed message: a payload of its own is moved, one read

@@ -9,8 +9,11 @@ use crate::server::timer::{Time, Timer};
 /// What [`Connection::handle_timeout`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expiry {
-    /// The request head is late: answer 408 and drop the connection.
+    /// The request (head or body) is late: answer 408 and drop the
+    /// connection.
     Handshake,
+    /// A kept-alive connection stayed idle between requests: close it.
+    KeepAlive,
     /// The last bytes had their time: drop the connection.
     Close,
     /// A silent client was sent a Ping.
@@ -51,6 +54,7 @@ impl Connection {
         }
         match self.timer {
             Timer::Handshake => Expiry::Handshake,
+            Timer::KeepAlive => Expiry::KeepAlive,
             Timer::Close => Expiry::Close,
             Timer::Ping | Timer::Idle => self.check_silence(now, timeouts),
         }

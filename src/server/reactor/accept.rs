@@ -50,7 +50,7 @@ impl Server {
             if !tls {
                 // Best effort: the socket is new, so a small write fits.
                 // (A TLS client could not read it before a handshake.)
-                Transport::raw(stream).write_once(&http::error(refusal));
+                Transport::raw(stream).write_once(&http::error(refusal, http::Reply::CLOSE));
             }
             return;
         }

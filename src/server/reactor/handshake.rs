@@ -1,51 +1,63 @@
 //! A complete request head: routed, then answered with a plain response,
-//! a refusal, or the 101 of an upgrade.
+//! a refusal, a body to read first, or the 101 of an upgrade.
 
 use log::debug;
 
+use super::exchange::Plan;
 use super::Server;
 use crate::http;
 use crate::protocol::handshake::{parse_head, Upgrade};
 use crate::protocol::session::Inflate;
 use crate::protocol::Session;
-use crate::server::connection::{AfterResponse, Compression, Endpoint, WebSocket};
+use crate::server::connection::{Compression, Endpoint, WebSocket};
 use crate::server::history::Position;
 use crate::server::hub::Joining;
 use crate::server::json;
 use crate::server::metrics::{render_tls, render_top_rooms, Gauges};
 use crate::server::outgoing::Format;
-use crate::server::policy::Refusal;
 use crate::server::router::{route, Request};
 
 impl Server {
     /// Acts on the request head `data[..end]` of connection `key`; returns
-    /// the bytes of `data` used.
+    /// the bytes of `data` used: the head. What follows it is the next
+    /// request, the body, or (after an upgrade) the first frames.
     pub(super) fn on_head(&mut self, key: usize, data: &mut [u8], end: usize) -> usize {
-        let request = parse_head(&data[..end])
-            .map_err(Refusal::from)
-            .and_then(|head| {
-                self.learn_client(key, None, Some(&head))?;
-                route(&head, &self.settings.routes)
-            });
+        let head = match parse_head(&data[..end]) {
+            Ok(head) => head,
+            Err(err) => {
+                self.refuse(key, err.into());
+                return end;
+            }
+        };
+        let plan = match self.plan(key, &head) {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                self.refuse_in(key, refusal, Plan::closing(&head));
+                return end;
+            }
+        };
+        let request = self
+            .learn_client(key, None, Some(&head))
+            .and_then(|()| route(&head, &self.settings.routes));
         match request {
-            Err(refusal) => self.refuse(key, refusal),
-            Ok(Request::Page) => self.respond(key, http::chat_page()),
-            Ok(Request::Health) => self.respond(key, http::text(self.relay.health())),
+            Err(refusal) => self.refuse_in(key, refusal, plan.refusal_reply(refusal)),
+            Ok(Request::Page) => self.answer(key, plan.plain(), http::chat_page),
+            Ok(Request::Health) => {
+                let health = self.relay.health();
+                self.answer(key, plan.plain(), |reply| http::text(health, reply));
+            }
             Ok(Request::Metrics) => {
                 let page = self.metrics_page();
-                self.respond(key, http::text(&page));
+                self.answer(key, plan.plain(), |reply| http::text(&page, reply));
             }
+            Ok(Request::WithBody(request)) => self.start_body(key, request, plan),
             Ok(Request::Upgrade {
                 upgrade,
                 room,
                 since,
-            }) => {
-                self.open(key, &upgrade, room.as_deref(), since.as_ref());
-                // A first frame pipelined behind the head is used at once.
-                return end + self.consume(key, &mut data[end..]);
-            }
+            }) => self.open(key, &upgrade, room.as_deref(), since.as_ref()),
         }
-        data.len()
+        end
     }
 
     /// The `/metrics` page.
@@ -135,24 +147,6 @@ impl Server {
             }
             self.table.extend_dirty(&mut woken);
             self.pump(key);
-        }
-    }
-
-    /// Queues a plain response, after which the connection ends.
-    pub(super) fn respond(&mut self, key: usize, response: Vec<u8>) {
-        let close_by = self.clock.after(self.settings.config.close_timeout);
-        if let Some(conn) = self.table.get_mut(key) {
-            conn.respond(response, AfterResponse::Close, close_by);
-            self.table.track_timer(key);
-            self.table.mark_dirty(key);
-        }
-    }
-
-    /// Answers a request with a refusal, after which the connection ends.
-    pub(super) fn refuse(&mut self, key: usize, refusal: Refusal) {
-        if let Some(peer) = self.table.get(key).map(|c| c.peer()) {
-            self.count_refusal(refusal, peer);
-            self.respond(key, http::error(refusal));
         }
     }
 }

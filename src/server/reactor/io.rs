@@ -4,9 +4,9 @@
 use log::{debug, info};
 
 use super::Server;
-use crate::http;
+use crate::http::{self, Reply};
 use crate::protocol::ProtocolError;
-use crate::server::connection::{Received, Shared};
+use crate::server::connection::{AfterResponse, Received, Shared};
 use crate::server::policy::Refusal;
 use crate::server::tls::failure_label;
 use crate::server::transport::ReadResult;
@@ -29,6 +29,14 @@ impl Server {
     /// now, while its bytes are still in the CPU cache rather than after
     /// every other connection's reads have pushed them out.
     pub(super) fn read_turn(&mut self, key: usize, to_the_end: bool) {
+        // Pipelined requests held while their answers waited come first.
+        if self
+            .table
+            .get_mut(key)
+            .is_some_and(|c| c.take_pending_input())
+        {
+            self.on_data(key, &mut []);
+        }
         self.read_socket(key, to_the_end);
         if self
             .table
@@ -85,6 +93,9 @@ impl Server {
                 Ok(ReadResult::Eof) => {
                     if conn.on_eof() {
                         self.table.remove_at_turn_end(key);
+                    } else if conn.is_exchanging() {
+                        // Answers to requests sent before the FIN go out.
+                        self.end_exchange(key);
                     }
                     break;
                 }
@@ -147,10 +158,36 @@ impl Server {
         }
     }
 
-    /// Uses what it can of `data`; returns how many bytes it used.
+    /// Uses what it can of `data`; returns how many bytes it used (the
+    /// rest is kept for later). While the connection speaks HTTP that is a
+    /// request at a time, so that pipelined requests are answered in order,
+    /// each once; after an upgrade, the frames that follow its head.
     pub(super) fn consume(&mut self, key: usize, data: &mut [u8]) -> usize {
+        let mut used = 0;
+        while used < data.len() && !self.holds_pipeline(key) {
+            let (n, more) = self.consume_step(key, &mut data[used..]);
+            used += n;
+            if !more {
+                break;
+            }
+        }
+        used
+    }
+
+    /// Feeds `data` to the connection once; returns the bytes used and
+    /// whether what follows them may be used at once (the next request,
+    /// a body, or frames after an upgrade).
+    fn consume_step(&mut self, key: usize, data: &mut [u8]) -> (usize, bool) {
+        let request_by = self.clock.after(self.settings.config.handshake_timeout);
+        if self
+            .table
+            .get_mut(key)
+            .is_some_and(|c| c.begin_request(request_by))
+        {
+            self.table.track_timer(key);
+        }
         let Some(conn) = self.table.get_mut(key) else {
-            return data.len();
+            return (data.len(), false);
         };
         let before = conn.buffered_bytes();
         let mut shared = Shared {
@@ -161,11 +198,21 @@ impl Server {
             spare: self.buffers.pool.buffers(),
         };
         match conn.receive(data, &mut shared, &mut self.buffers.events) {
-            Received::Partial => 0,
-            Received::Head(end) => self.on_head(key, data, end),
+            Received::Partial => {
+                self.hold_body(key, before);
+                (0, false)
+            }
+            Received::Head(end) => (self.on_head(key, data, end), true),
+            Received::Body(pending) => {
+                // The body leaves the connection's keeping.
+                self.budgets.inbound -= before;
+                let length = pending.length;
+                self.on_body(key, *pending, &data[..length]);
+                (length, true)
+            }
             Received::Refused(err) => {
                 self.refuse(key, err.into());
-                data.len()
+                (data.len(), false)
             }
             Received::Frames(used) => {
                 self.check_inbound(key, before);
@@ -174,27 +221,39 @@ impl Server {
                 if self.table.get(key).is_some_and(|c| c.is_done()) {
                     self.table.remove_at_turn_end(key);
                 }
-                used
+                (used, false)
             }
-            Received::Ignored => data.len(),
+            Received::Ignored => (data.len(), false),
             Received::ProxyHeaderUntrusted => {
                 self.refuse(key, Refusal::ProxyHeaderUntrusted);
-                data.len()
+                (data.len(), false)
             }
             Received::TlsOnPlainPort => {
-                // A 400 the client's TLS stack will reject at once, which a
-                // person reading the bytes (or a proxy's log) understands.
-                let refusal = Refusal::TlsOnPlainPort;
-                info!("{}: TLS handshake on a plain port", conn.peer());
-                *self
-                    .metrics
-                    .handshake_failures
-                    .entry(refusal.label())
-                    .or_default() += 1;
-                self.respond(key, http::error(refusal));
-                data.len()
+                self.refuse_tls_on_plain_port(key);
+                (data.len(), false)
             }
         }
+    }
+
+    /// Answers a TLS ClientHello on the plain port with a 400 the client's
+    /// TLS stack will reject at once, which a person reading the bytes (or
+    /// a proxy's log) understands.
+    fn refuse_tls_on_plain_port(&mut self, key: usize) {
+        let Some(peer) = self.table.get(key).map(|c| c.peer()) else {
+            return;
+        };
+        let refusal = Refusal::TlsOnPlainPort;
+        info!("{peer}: TLS handshake on a plain port");
+        *self
+            .metrics
+            .handshake_failures
+            .entry(refusal.label())
+            .or_default() += 1;
+        self.respond(
+            key,
+            http::error(refusal, Reply::CLOSE),
+            AfterResponse::Close,
+        );
     }
 
     /// Counts the bytes connection `key`'s session now holds (it held

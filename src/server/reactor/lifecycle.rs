@@ -4,7 +4,7 @@
 use log::{debug, info};
 
 use super::Server;
-use crate::http;
+use crate::http::{self, Reply};
 use crate::server::connection::Expiry;
 use crate::server::policy::{PolicyClose, Refusal};
 
@@ -18,14 +18,8 @@ impl Server {
                 continue;
             };
             match conn.handle_timeout(now, timeouts) {
-                Expiry::Handshake => {
-                    let peer = conn.peer();
-                    // Best effort, then gone: a slow client gets no more time.
-                    conn.write_once(&http::error(Refusal::Timeout));
-                    self.metrics.timeouts += 1;
-                    self.count_refusal(Refusal::Timeout, peer);
-                    self.table.remove_at_turn_end(key);
-                }
+                Expiry::Handshake => self.request_timed_out(key),
+                Expiry::KeepAlive => self.end_exchange(key),
                 Expiry::Close => {
                     if conn.websocket().is_some() {
                         debug!("{}: close timeout", conn.peer());
@@ -49,6 +43,28 @@ impl Server {
         }
     }
 
+    /// Answers a request that did not complete in time with 408 and ends
+    /// its connection: best effort, then gone, since a slow client gets no
+    /// more time; behind answers still queued (pipelined), in turn.
+    fn request_timed_out(&mut self, key: usize) {
+        let Some(conn) = self.table.get_mut(key) else {
+            return;
+        };
+        let refusal = if conn.is_reading_body() {
+            Refusal::BodyTimeout
+        } else {
+            Refusal::Timeout
+        };
+        self.metrics.timeouts += 1;
+        if conn.backlog_bytes() > 0 {
+            return self.refuse(key, refusal);
+        }
+        let peer = conn.peer();
+        conn.write_once(&http::error(refusal, Reply::CLOSE));
+        self.count_refusal(refusal, peer);
+        self.table.remove_at_turn_end(key);
+    }
+
     /// Stops accepting and starts the closing handshake with every client.
     pub(super) fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_some() {
@@ -65,8 +81,10 @@ impl Server {
             let Some(conn) = self.table.get(key) else {
                 continue;
             };
-            if conn.is_handshaking() {
-                self.table.remove_at_turn_end(key);
+            // Idle kept-alive connections and requests not complete go at
+            // once; answers on their way are finished first.
+            if conn.is_exchanging() {
+                self.end_exchange(key);
             } else if conn.websocket().is_some() {
                 self.close_for(key, PolicyClose::ShuttingDown);
             }
