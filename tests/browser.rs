@@ -17,6 +17,13 @@
 //! trusts the test's server key alone, by the SHA-256 of its public key
 //! (`--ignore-certificate-errors-spki-list`).
 //!
+//! The page speaks `wschat.v1`: raw `wschat.v1` peers ([`V1Peer`]) fill a
+//! room's history before a page joins, come and go, and tell the test the
+//! offsets, times, epochs and ids the page must show or ask for. A
+//! [`Relay`] between browser and daemon cuts the page's connection and
+//! refuses new ones, like a network outage, while the daemon keeps the
+//! room's history, so the page's recovery is seen end to end.
+//!
 //! Without Chromium the tests print a skip line and pass, unless
 //! `WSCHAT_REQUIRE_BROWSER=1` (as in CI), where that is a failure.
 
@@ -29,10 +36,11 @@ use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tungstenite::{Message, WebSocket};
+use tungstenite::{ClientRequestBuilder, Message, WebSocket};
 
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -47,8 +55,11 @@ const SKIP: &str = "skipped: no Chromium found (install: apt-get install chromiu
 const SCREENSHOT: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/chat-screenshot.png");
 
 /// The Chromium to drive, or `None` (after a skip line) when there is none
-/// and none is required.
-fn chromium_or_skip() -> Option<&'static Path> {
+/// and none is required. While `Some`, the caller holds the one browser
+/// slot: the tests take turns, as several Chromiums at once on a small
+/// shared machine make the bounded waits flaky.
+fn chromium_or_skip() -> Option<(&'static Path, MutexGuard<'static, ()>)> {
+    static ONE_BROWSER_AT_A_TIME: Mutex<()> = Mutex::new(());
     let chromium = CHROMIUM_PATHS.iter().map(Path::new).find(|p| p.exists());
     if chromium.is_none() {
         assert!(
@@ -57,12 +68,17 @@ fn chromium_or_skip() -> Option<&'static Path> {
         );
         println!("{SKIP}");
     }
-    chromium
+    // A test that failed while holding the slot leaves nothing behind to
+    // protect: its browser and daemons are gone with its drops.
+    let turn = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    chromium.map(|path| (path, turn))
 }
 
 #[test]
 fn chat_page_works_in_a_real_browser() -> TestResult {
-    let Some(chromium) = chromium_or_skip() else {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
         return Ok(());
     };
 
@@ -158,8 +174,7 @@ fn chat_page_works_in_a_real_browser() -> TestResult {
     drop(listener);
     drop(server);
     for tab in [&alice, &bob] {
-        let state = "document.getElementById('state').textContent.startsWith('reconnecting in ')";
-        browser.wait_for(tab, "the page to show it is reconnecting", state)?;
+        browser.wait_for(tab, "the page to show it is reconnecting", RECONNECTING)?;
         assert_eq!(
             browser.eval(tab, "document.getElementById('send').disabled")?,
             true
@@ -215,7 +230,7 @@ fn chat_page_works_in_a_real_browser() -> TestResult {
 
 #[test]
 fn chat_page_works_over_https_with_a_page_on_the_plain_port() -> TestResult {
-    let Some(chromium) = chromium_or_skip() else {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
         return Ok(());
     };
     let ca = support::TestCa::new("browser-https");
@@ -299,6 +314,107 @@ fn chat_page_works_over_https_with_a_page_on_the_plain_port() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn a_joining_page_shows_the_room_history_and_keeps_the_members_current() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let port = free_port()?;
+    let _server = ServerProcess::start(port, &[])?;
+    let mut browser = Browser::launch(chromium, &[])?;
+
+    // Said before the page came: it must show all of it, as the server
+    // numbered and timed it.
+    let mut early = V1Peer::join(port, "/room/past")?;
+    let said = [
+        early.say(Message::text("said before you came"))?,
+        early.say(Message::text("<b>not bold</b>"))?,
+        early.say(Message::binary(vec![1, 2, 3, 4]))?,
+    ];
+    let page = browser.open(&format!("http://127.0.0.1:{port}/?room=past"), 820, 560)?;
+    browser.wait_for(&page, "the page to connect", OPEN)?;
+    let all_shown = format!("{TEXTS}.length === {}", said.len());
+    browser.wait_for(&page, "the history on the page", &all_shown)?;
+    let badge = format!("#{}", early.id());
+    assert_eq!(
+        browser.eval(&page, ROWS)?,
+        json!([
+            [badge, "said before you came", false],
+            [badge, "<b>not bold</b>", false],
+            [badge, "[binary, 4 bytes]", false],
+        ])
+    );
+    assert_eq!(
+        browser.eval(&page, "document.querySelectorAll('#messages b').length")?,
+        json!(0)
+    );
+    let times: Vec<Value> = said.iter().map(|m| m["time"].clone()).collect();
+    assert_eq!(browser.eval(&page, TIMES)?, Value::Array(times));
+    assert_eq!(
+        browser.eval(&page, MEMBERS)?,
+        "2",
+        "the early peer and the page"
+    );
+    assert_eq!(browser.eval(&page, COUNT)?, json!(3));
+
+    // Someone comes and goes: a notice each time, and the count follows.
+    let guest = V1Peer::join(port, "/room/past")?;
+    let guest_id = guest.id();
+    let joined = format!("{MEMBERS} === '3' && {PRESENCE}.join('|') === '#{guest_id} joined'");
+    browser.wait_for(&page, "the guest's arrival on the page", &joined)?;
+    drop(guest);
+    let left = format!(
+        "{MEMBERS} === '2' && {PRESENCE}.join('|') === '#{guest_id} joined|#{guest_id} left'"
+    );
+    browser.wait_for(&page, "the guest's departure on the page", &left)?;
+    Ok(())
+}
+
+#[test]
+fn a_page_whose_connection_drops_recovers_every_message_exactly_once() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let port = free_port()?;
+    let _server = ServerProcess::start(port, &[])?;
+    let relay = Relay::to(port)?;
+    let mut browser = Browser::launch(chromium, &[])?;
+    let mut peer = V1Peer::join(port, "/room/recover")?;
+    let page = browser.open(
+        &format!("http://127.0.0.1:{}/?room=recover", relay.port()),
+        820,
+        560,
+    )?;
+    browser.wait_for(&page, "the page to connect", OPEN)?;
+
+    let texts: Vec<String> = (1..=10).map(|i| format!("m{i}")).collect();
+    for text in &texts[..3] {
+        peer.say(Message::text(text.as_str()))?;
+    }
+    browser.wait_for_message(&page, "m3")?;
+
+    // The network goes away; what is said meanwhile only the daemon has.
+    relay.down();
+    browser.wait_for(&page, "the page to notice the outage", RECONNECTING)?;
+    for text in &texts[3..8] {
+        peer.say(Message::text(text.as_str()))?;
+    }
+    relay.up();
+    browser.wait_for(&page, "the page to reconnect", OPEN)?;
+    for text in &texts[8..] {
+        peer.say(Message::text(text.as_str()))?;
+    }
+    browser.wait_for_message(&page, "m10")?;
+
+    assert_eq!(
+        browser.eval(&page, TEXTS)?,
+        json!(texts),
+        "each message once, in order"
+    );
+    assert_eq!(browser.eval(&page, COUNT)?, json!(10));
+    Ok(())
+}
+
 /// The base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo, as
 /// `--ignore-certificate-errors-spki-list` takes it.
 fn spki_sha256(cert_pem: &Path) -> TestResult<String> {
@@ -317,6 +433,20 @@ const COUNT: &str = "Number(document.getElementById('count').textContent)";
 const ROWS: &str = "[...document.querySelectorAll('#messages .msg')].map(m => \
     [m.querySelector('.from').textContent, m.querySelector('.text').textContent, \
      m.classList.contains('mine')])";
+/// The text of every message row, in order.
+const TEXTS: &str =
+    "[...document.querySelectorAll('#messages .msg .text')].map(t => t.textContent)";
+/// The server time (ms) each message row shows, from its `<time datetime>`.
+const TIMES: &str =
+    "[...document.querySelectorAll('#messages .msg time')].map(t => Date.parse(t.dateTime))";
+/// The text of every join and leave notice.
+const PRESENCE: &str =
+    "[...document.querySelectorAll('#messages .sys.presence')].map(n => n.textContent)";
+/// The members count the page shows.
+const MEMBERS: &str = "document.getElementById('members').textContent";
+/// Whether the page is waiting to reconnect.
+const RECONNECTING: &str =
+    "document.getElementById('state').textContent.startsWith('reconnecting in ')";
 
 /// Asks the kernel for a free port. The test needs a fixed one (not
 /// `127.0.0.1:0`) because the restarted server must come back where the pages
@@ -423,6 +553,156 @@ impl Listener {
             }
         }
         Err(format!("no frame carrying {:?}", String::from_utf8_lossy(payload)).into())
+    }
+}
+
+/// A raw `wschat.v1` client: the ground truth for the ids, epochs, offsets
+/// and times the page must show or ask for.
+struct V1Peer {
+    socket: WebSocket<TcpStream>,
+    welcome: Value,
+}
+
+impl V1Peer {
+    fn join(port: u16, path: &str) -> TestResult<Self> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(WAIT))?;
+        let url = format!("ws://127.0.0.1:{port}{path}");
+        let request = ClientRequestBuilder::new(url.parse()?).with_sub_protocol("wschat.v1");
+        let (socket, _) = tungstenite::client(request, stream)?;
+        let mut peer = V1Peer {
+            socket,
+            welcome: Value::Null,
+        };
+        peer.welcome = peer.next("welcome")?;
+        Ok(peer)
+    }
+
+    fn id(&self) -> u64 {
+        self.welcome["id"].as_u64().unwrap_or_default()
+    }
+
+    /// The next object of type `kind`; others are skipped.
+    fn next(&mut self, kind: &str) -> TestResult<Value> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Message::Text(text) = self.socket.read()? {
+                let object: Value = serde_json::from_str(text.as_str())?;
+                if object["type"] == kind {
+                    return Ok(object);
+                }
+            }
+        }
+        Err(format!("no {kind} object within {WAIT:?}").into())
+    }
+
+    /// Sends `message` and returns the room message the server made of it,
+    /// with its offset and time.
+    fn say(&mut self, message: Message) -> TestResult<Value> {
+        self.socket.send(message)?;
+        let echo = self.next("message")?;
+        if echo["from"] != self.id() {
+            return Err(format!("someone else spoke: {echo}").into());
+        }
+        Ok(echo)
+    }
+}
+
+/// A TCP relay between the browser and a daemon, so that the page's
+/// connection can be lost while the daemon, and the room's history, stay
+/// up. A cluster test would point it at another instance.
+struct Relay {
+    port: u16,
+    shared: Arc<RelayState>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    /// Both sockets of every relayed connection; `refusing` changes only
+    /// under this lock, so no connection slips past a [`Relay::down`].
+    open: Mutex<RelayConnections>,
+    stopped: AtomicBool,
+}
+
+#[derive(Default)]
+struct RelayConnections {
+    sockets: Vec<TcpStream>,
+    refusing: bool,
+}
+
+impl Relay {
+    fn to(backend: u16) -> TestResult<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let shared = Arc::new(RelayState::default());
+        let state = shared.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if state.stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", backend)) else {
+                    continue;
+                };
+                let mut open = state.open.lock().unwrap_or_else(|p| p.into_inner());
+                if open.refusing {
+                    continue;
+                }
+                let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                open.sockets.extend([c, s]);
+                drop(open);
+                pipe(&client, &server);
+            }
+        });
+        Ok(Relay { port, shared })
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Ends every relayed connection at once, without a Close frame, and
+    /// refuses new ones until [`Relay::up`]: the network is gone.
+    fn down(&self) {
+        let mut open = self.shared.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.refusing = true;
+        for socket in open.sockets.drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn up(&self) {
+        self.shared
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refusing = false;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.down();
+        // Wakes the accepting thread so that it sees `stopped`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Copies bytes both ways between `a` and `b` on two threads; each end's
+/// FIN is passed on.
+fn pipe(a: &TcpStream, b: &TcpStream) {
+    for (from, to) in [(a, b), (b, a)] {
+        let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+            continue;
+        };
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
     }
 }
 
