@@ -22,7 +22,10 @@
 //! offsets, times, epochs and ids the page must show or ask for. A
 //! [`Relay`] between browser and daemon cuts the page's connection and
 //! refuses new ones, like a network outage, while the daemon keeps the
-//! room's history, so the page's recovery is seen end to end.
+//! room's history, so the page's recovery with `since` is seen end to end.
+//! A [`ScriptedServer`] serves the page and then says what a real daemon
+//! never does on one instance (a message again, a new numbering under an
+//! open connection), frame by frame.
 //!
 //! Without Chromium the tests print a skip line and pass, unless
 //! `WSCHAT_REQUIRE_BROWSER=1` (as in CI), where that is a failure.
@@ -40,6 +43,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tungstenite::protocol::Role;
 use tungstenite::{ClientRequestBuilder, Message, WebSocket};
 
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -53,6 +57,9 @@ const SKIP: &str = "skipped: no Chromium found (install: apt-get install chromiu
 /// Where the test saves its screenshot: under the build directory, so a
 /// test run leaves the work tree unchanged.
 const SCREENSHOT: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/chat-screenshot.png");
+
+/// The page as the daemon embeds it, for the [`ScriptedServer`] to serve.
+const CHAT_HTML: &str = include_str!("../chat.html");
 
 /// The Chromium to drive, or `None` (after a skip line) when there is none
 /// and none is required. While `Some`, the caller holds the one browser
@@ -181,11 +188,20 @@ fn chat_page_works_in_a_real_browser() -> TestResult {
         );
     }
 
-    // Same port, new process: the pages come back by themselves and chat again.
+    // Same port, new process: the pages come back by themselves, asking
+    // for what followed the fifth message; the new process has another
+    // numbering and none of it, which the pages say.
     let server = ServerProcess::start(port, &[])?;
     let mut listener = Listener::join(port)?;
     for tab in [&alice, &bob] {
         browser.wait_for(tab, "the page to reconnect", OPEN)?;
+        let gaps = format!("{GAPS}.length === 1 && {GAPS}[0].includes('history was reset')");
+        browser.wait_for(tab, "the page to say history may be missing", &gaps)?;
+        let asked = browser.sockets_of(tab).last().cloned().unwrap_or_default();
+        let since = asked
+            .strip_prefix(&format!("ws://127.0.0.1:{port}/?since="))
+            .ok_or_else(|| format!("reconnected without a position: {asked}"))?;
+        assert!(since.ends_with(":5"), "{asked}");
     }
     browser.send_message(&bob, &["back again?"])?;
     let bob_id = listener.sender_of(b"back again?")?;
@@ -217,6 +233,12 @@ fn chat_page_works_in_a_real_browser() -> TestResult {
     let moved = "document.getElementById('room').textContent === '#other' && \
                  document.getElementById('state').textContent === 'open'";
     browser.wait_for(&carol, "Carol's page to join #other", moved)?;
+    assert_eq!(
+        browser.sockets_of(&carol).last(),
+        Some(&format!("ws://127.0.0.1:{port}/room/other")),
+        "a position in #side means nothing in #other"
+    );
+    assert_eq!(browser.eval(&carol, GAPS)?, json!([]));
 
     assert!(
         browser.dialogs.is_empty(),
@@ -367,6 +389,11 @@ fn a_joining_page_shows_the_room_history_and_keeps_the_members_current() -> Test
         "{MEMBERS} === '2' && {PRESENCE}.join('|') === '#{guest_id} joined|#{guest_id} left'"
     );
     browser.wait_for(&page, "the guest's departure on the page", &left)?;
+    assert_eq!(
+        browser.eval(&page, GAPS)?,
+        json!([]),
+        "a first join misses nothing"
+    );
     Ok(())
 }
 
@@ -411,7 +438,180 @@ fn a_page_whose_connection_drops_recovers_every_message_exactly_once() -> TestRe
         json!(texts),
         "each message once, in order"
     );
+    assert_eq!(
+        browser.sockets_of(&page).last(),
+        Some(&format!(
+            "ws://127.0.0.1:{}/room/recover?since={}:3",
+            relay.port(),
+            peer.epoch()
+        )),
+        "it asked for what followed the last message it showed"
+    );
+    assert_eq!(browser.eval(&page, GAPS)?, json!([]), "nothing was missing");
     assert_eq!(browser.eval(&page, COUNT)?, json!(10));
+    Ok(())
+}
+
+#[test]
+fn an_incomplete_recovery_is_shown_with_what_history_still_had() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let port = free_port()?;
+    let _server = ServerProcess::start(port, &["--history-size".as_ref(), "3".as_ref()])?;
+    let relay = Relay::to(port)?;
+    let mut browser = Browser::launch(chromium, &[])?;
+    let mut peer = V1Peer::join(port, "/room/short")?;
+    let page = browser.open(
+        &format!("http://127.0.0.1:{}/?room=short", relay.port()),
+        820,
+        560,
+    )?;
+    browser.wait_for(&page, "the page to connect", OPEN)?;
+    peer.say(Message::text("before"))?;
+    browser.wait_for_message(&page, "before")?;
+
+    relay.down();
+    browser.wait_for(&page, "the page to notice the outage", RECONNECTING)?;
+    // Five messages, of which a history of three keeps the last three.
+    for text in ["lost 1", "lost 2", "kept 1", "kept 2", "kept 3"] {
+        peer.say(Message::text(text))?;
+    }
+    relay.up();
+    browser.wait_for_message(&page, "kept 3")?;
+
+    assert_eq!(
+        browser.eval(&page, TEXTS)?,
+        json!(["before", "kept 1", "kept 2", "kept 3"])
+    );
+    assert_eq!(
+        browser.sockets_of(&page).last(),
+        Some(&format!(
+            "ws://127.0.0.1:{}/room/short?since={}:1",
+            relay.port(),
+            peer.epoch()
+        ))
+    );
+    // Visible, and where the hole is: between what was shown and what came back.
+    let notice = "(() => { \
+        const rows = [...document.querySelectorAll('#messages .msg, #messages .sys.gap')]; \
+        const gap = rows.findIndex(r => r.classList.contains('gap')); \
+        const box = rows[gap].getBoundingClientRect(); \
+        return [rows[gap].textContent, \
+                rows[gap - 1].textContent.includes('before'), \
+                rows[gap + 1].textContent.includes('kept 1'), \
+                box.width > 0 && box.height > 0 && getComputedStyle(rows[gap]).visibility === 'visible']; \
+    })()";
+    assert_eq!(
+        browser.eval(&page, notice)?,
+        json!([
+            "The server no longer had every message sent while you were away: some are missing.",
+            true,
+            true,
+            true
+        ])
+    );
+    assert_eq!(
+        browser.eval(
+            &page,
+            "document.querySelectorAll('#messages .sys.gap').length"
+        )?,
+        json!(1)
+    );
+    Ok(())
+}
+
+#[test]
+fn the_page_skips_messages_it_shows_already_and_follows_a_new_numbering() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let scripted = ScriptedServer::start()?;
+    let mut browser = Browser::launch(chromium, &[])?;
+    let page = browser.open(
+        &format!("http://127.0.0.1:{}/?room=scripted", scripted.port()),
+        820,
+        560,
+    )?;
+    let (target, mut first) = scripted.next_socket()?;
+    assert_eq!(target, "/room/scripted", "a first visit has no position");
+    let say = |socket: &mut WebSocket<TcpStream>, value: Value| -> TestResult {
+        Ok(socket.send(Message::text(value.to_string()))?)
+    };
+    let welcome = |id: u64, epoch: &str, offset: u64, recovered: bool| {
+        json!({ "type": "welcome", "id": id, "room": "scripted", "epoch": epoch,
+                "offset": offset, "members": 2, "recovered": recovered })
+    };
+    let message = |offset: u64, from: u64, text: &str| {
+        json!({ "type": "message", "offset": offset, "from": from,
+                "time": 1_764_489_600_000u64 + offset, "text": text })
+    };
+
+    // A first visit shows nothing yet (an empty history) and is cut: it
+    // is owed what follows the head it was welcomed at, not all before.
+    say(&mut first, welcome(6, "e1", 40, false))?;
+    browser.wait_for(&page, "the first welcome", &format!("{MEMBERS} === '2'"))?;
+    drop(first);
+    let (target, mut second) = scripted.next_socket()?;
+    assert_eq!(target, "/room/scripted?since=e1:40");
+
+    // Offsets 42 and 43 come twice: the page shows them once.
+    say(&mut second, welcome(7, "e1", 40, true))?;
+    for (offset, from, text) in [(41, 7, "a1"), (42, 8, "a2"), (43, 7, "a3")] {
+        say(&mut second, message(offset, from, text))?;
+    }
+    for (offset, from, text) in [(42, 8, "a2"), (43, 7, "a3"), (44, 8, "a4")] {
+        say(&mut second, message(offset, from, text))?;
+    }
+    browser.wait_for_message(&page, "a4")?;
+    assert_eq!(browser.eval(&page, TEXTS)?, json!(["a1", "a2", "a3", "a4"]));
+    assert_eq!(browser.eval(&page, GAPS)?, json!([]));
+
+    // A new numbering on the same connection, and a cut before any of it
+    // arrived: said, and all of the new numbering is asked for.
+    say(&mut second, welcome(7, "e2", 2, false))?;
+    let reset = "The room's history was reset while you were away: some messages may be missing.";
+    browser.wait_for(&page, "the reset notice", &format!("{GAPS}.length === 1"))?;
+    assert_eq!(browser.eval(&page, GAPS)?, json!([reset]));
+    drop(second);
+    let (target, mut third) = scripted.next_socket()?;
+    assert_eq!(target, "/room/scripted?since=e2:0");
+
+    // Offsets below the old ones are new under e2; the page's message from
+    // its connection before is still its own, an id from e1 no longer is.
+    say(&mut third, welcome(9, "e2", 2, true))?;
+    for (offset, from, text) in [
+        (1, 8, "b1"),
+        (2, 7, "b2"),
+        (2, 7, "b2"),
+        (3, 9, "b3"),
+        (4, 6, "b4"),
+    ] {
+        say(&mut third, message(offset, from, text))?;
+    }
+    browser.wait_for_message(&page, "b4")?;
+    assert_eq!(
+        browser.eval(&page, ROWS)?,
+        json!([
+            ["#7", "a1", true],
+            ["#8", "a2", false],
+            ["#7", "a3", true],
+            ["#8", "a4", false],
+            ["#8", "b1", false],
+            ["#7", "b2", true],
+            ["#9", "b3", true],
+            ["#6", "b4", false],
+        ])
+    );
+    assert_eq!(
+        browser.eval(&page, "document.getElementById('me-id').textContent")?,
+        "#9"
+    );
+    assert_eq!(
+        browser.eval(&page, GAPS)?,
+        json!([reset]),
+        "a recovered reconnect adds no notice"
+    );
     Ok(())
 }
 
@@ -439,6 +639,8 @@ const TEXTS: &str =
 /// The server time (ms) each message row shows, from its `<time datetime>`.
 const TIMES: &str =
     "[...document.querySelectorAll('#messages .msg time')].map(t => Date.parse(t.dateTime))";
+/// The text of every notice that messages may be missing.
+const GAPS: &str = "[...document.querySelectorAll('#messages .sys.gap')].map(g => g.textContent)";
 /// The text of every join and leave notice.
 const PRESENCE: &str =
     "[...document.querySelectorAll('#messages .sys.presence')].map(n => n.textContent)";
@@ -582,6 +784,10 @@ impl V1Peer {
         self.welcome["id"].as_u64().unwrap_or_default()
     }
 
+    fn epoch(&self) -> &str {
+        self.welcome["epoch"].as_str().unwrap_or_default()
+    }
+
     /// The next object of type `kind`; others are skipped.
     fn next(&mut self, kind: &str) -> TestResult<Value> {
         let deadline = Instant::now() + WAIT;
@@ -703,6 +909,114 @@ fn pipe(a: &TcpStream, b: &TcpStream) {
             let _ = std::io::copy(&mut from, &mut to);
             let _ = to.shutdown(std::net::Shutdown::Write);
         });
+    }
+}
+
+/// Serves the page at `/` and hands each WebSocket it accepts (offering
+/// `wschat.v1`) to the test with the request target, so the test can play
+/// the server frame by frame.
+struct ScriptedServer {
+    port: u16,
+    sockets: mpsc::Receiver<(String, WebSocket<TcpStream>)>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl ScriptedServer {
+    fn start() -> TestResult<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let stop = stopped.clone();
+        let (tx, sockets) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let _ = Self::serve(stream, &tx);
+                }
+            }
+        });
+        Ok(ScriptedServer {
+            port,
+            sockets,
+            stopped,
+        })
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The next WebSocket the page opened, with its request target.
+    fn next_socket(&self) -> TestResult<(String, WebSocket<TcpStream>)> {
+        Ok(self.sockets.recv_timeout(WAIT)?)
+    }
+
+    fn serve(
+        mut stream: TcpStream,
+        sockets: &mpsc::Sender<(String, WebSocket<TcpStream>)>,
+    ) -> TestResult {
+        use std::io::{Read, Write};
+        stream.set_read_timeout(Some(WAIT))?;
+        let mut head = Vec::new();
+        let mut chunk = [0; 4096];
+        let end = loop {
+            if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err("closed within the request head".into());
+            }
+            head.extend_from_slice(&chunk[..n]);
+        };
+        let rest = head.split_off(end);
+        let head = String::from_utf8(head)?;
+        let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
+        let header = |name: &str| {
+            head.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_owned())
+            })
+        };
+        if let Some(key) = header("sec-websocket-key") {
+            let offered = header("sec-websocket-protocol").unwrap_or_default();
+            if !offered.split(',').any(|p| p.trim() == "wschat.v1") {
+                stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")?;
+                return Err(format!("the page did not offer wschat.v1: {offered:?}").into());
+            }
+            let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            write!(
+                stream,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\
+                 Sec-WebSocket-Protocol: wschat.v1\r\n\r\n"
+            )?;
+            let socket = WebSocket::from_partially_read(stream, rest, Role::Server, None);
+            sockets.send((target, socket))?;
+        } else if target == "/" || target.starts_with("/?") {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{CHAT_HTML}",
+                CHAT_HTML.len()
+            )?;
+        } else {
+            stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 
