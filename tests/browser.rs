@@ -216,6 +216,8 @@ fn chat_page_works_in_a_real_browser() -> TestResult {
         assert_eq!(row.from, format!("#{alice_id}"));
         assert_eq!(browser.eval(tab, COUNT)?, json!(7));
     }
+    // Tall enough for the whole conversation in the README's picture.
+    browser.resize(&alice, 820, 680)?;
     browser.screenshot(&alice, Path::new(SCREENSHOT))?;
 
     // A phone-sized screen: nothing overflows sideways and Send stays on screen.
