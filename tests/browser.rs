@@ -17,6 +17,16 @@
 //! trusts the test's server key alone, by the SHA-256 of its public key
 //! (`--ignore-certificate-errors-spki-list`).
 //!
+//! The page speaks `wschat.v1`: raw `wschat.v1` peers ([`V1Peer`]) fill a
+//! room's history before a page joins, come and go, and tell the test the
+//! offsets, times, epochs and ids the page must show or ask for. A
+//! [`Relay`] between browser and daemon cuts the page's connection and
+//! refuses new ones, like a network outage, while the daemon keeps the
+//! room's history, so the page's recovery with `since` is seen end to end.
+//! A [`ScriptedServer`] serves the page and then says what a real daemon
+//! never does on one instance (a message again, a new numbering under an
+//! open connection), frame by frame.
+//!
 //! Without Chromium the tests print a skip line and pass, unless
 //! `WSCHAT_REQUIRE_BROWSER=1` (as in CI), where that is a failure.
 
@@ -29,10 +39,12 @@ use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tungstenite::{Message, WebSocket};
+use tungstenite::protocol::Role;
+use tungstenite::{ClientRequestBuilder, Message, WebSocket};
 
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -46,9 +58,15 @@ const SKIP: &str = "skipped: no Chromium found (install: apt-get install chromiu
 /// test run leaves the work tree unchanged.
 const SCREENSHOT: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/chat-screenshot.png");
 
+/// The page as the daemon embeds it, for the [`ScriptedServer`] to serve.
+const CHAT_HTML: &str = include_str!("../chat.html");
+
 /// The Chromium to drive, or `None` (after a skip line) when there is none
-/// and none is required.
-fn chromium_or_skip() -> Option<&'static Path> {
+/// and none is required. While `Some`, the caller holds the one browser
+/// slot: the tests take turns, as several Chromiums at once on a small
+/// shared machine make the bounded waits flaky.
+fn chromium_or_skip() -> Option<(&'static Path, MutexGuard<'static, ()>)> {
+    static ONE_BROWSER_AT_A_TIME: Mutex<()> = Mutex::new(());
     let chromium = CHROMIUM_PATHS.iter().map(Path::new).find(|p| p.exists());
     if chromium.is_none() {
         assert!(
@@ -57,12 +75,17 @@ fn chromium_or_skip() -> Option<&'static Path> {
         );
         println!("{SKIP}");
     }
-    chromium
+    // A test that failed while holding the slot leaves nothing behind to
+    // protect: its browser and daemons are gone with its drops.
+    let turn = ONE_BROWSER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    chromium.map(|path| (path, turn))
 }
 
 #[test]
 fn chat_page_works_in_a_real_browser() -> TestResult {
-    let Some(chromium) = chromium_or_skip() else {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
         return Ok(());
     };
 
@@ -158,19 +181,27 @@ fn chat_page_works_in_a_real_browser() -> TestResult {
     drop(listener);
     drop(server);
     for tab in [&alice, &bob] {
-        let state = "document.getElementById('state').textContent.startsWith('reconnecting in ')";
-        browser.wait_for(tab, "the page to show it is reconnecting", state)?;
+        browser.wait_for(tab, "the page to show it is reconnecting", RECONNECTING)?;
         assert_eq!(
             browser.eval(tab, "document.getElementById('send').disabled")?,
             true
         );
     }
 
-    // Same port, new process: the pages come back by themselves and chat again.
+    // Same port, new process: the pages come back by themselves, asking
+    // for what followed the fifth message; the new process has another
+    // numbering and none of it, which the pages say.
     let server = ServerProcess::start(port, &[])?;
     let mut listener = Listener::join(port)?;
     for tab in [&alice, &bob] {
         browser.wait_for(tab, "the page to reconnect", OPEN)?;
+        let gaps = format!("{GAPS}.length === 1 && {GAPS}[0].includes('history was reset')");
+        browser.wait_for(tab, "the page to say history may be missing", &gaps)?;
+        let asked = browser.sockets_of(tab).last().cloned().unwrap_or_default();
+        let since = asked
+            .strip_prefix(&format!("ws://127.0.0.1:{port}/?since="))
+            .ok_or_else(|| format!("reconnected without a position: {asked}"))?;
+        assert!(since.ends_with(":5"), "{asked}");
     }
     browser.send_message(&bob, &["back again?"])?;
     let bob_id = listener.sender_of(b"back again?")?;
@@ -185,6 +216,8 @@ fn chat_page_works_in_a_real_browser() -> TestResult {
         assert_eq!(row.from, format!("#{alice_id}"));
         assert_eq!(browser.eval(tab, COUNT)?, json!(7));
     }
+    // Tall enough for the whole conversation in the README's picture.
+    browser.resize(&alice, 820, 680)?;
     browser.screenshot(&alice, Path::new(SCREENSHOT))?;
 
     // A phone-sized screen: nothing overflows sideways and Send stays on screen.
@@ -202,6 +235,12 @@ fn chat_page_works_in_a_real_browser() -> TestResult {
     let moved = "document.getElementById('room').textContent === '#other' && \
                  document.getElementById('state').textContent === 'open'";
     browser.wait_for(&carol, "Carol's page to join #other", moved)?;
+    assert_eq!(
+        browser.sockets_of(&carol).last(),
+        Some(&format!("ws://127.0.0.1:{port}/room/other")),
+        "a position in #side means nothing in #other"
+    );
+    assert_eq!(browser.eval(&carol, GAPS)?, json!([]));
 
     assert!(
         browser.dialogs.is_empty(),
@@ -215,7 +254,7 @@ fn chat_page_works_in_a_real_browser() -> TestResult {
 
 #[test]
 fn chat_page_works_over_https_with_a_page_on_the_plain_port() -> TestResult {
-    let Some(chromium) = chromium_or_skip() else {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
         return Ok(());
     };
     let ca = support::TestCa::new("browser-https");
@@ -299,6 +338,285 @@ fn chat_page_works_over_https_with_a_page_on_the_plain_port() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn a_joining_page_shows_the_room_history_and_keeps_the_members_current() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let port = free_port()?;
+    let _server = ServerProcess::start(port, &[])?;
+    let mut browser = Browser::launch(chromium, &[])?;
+
+    // Said before the page came: it must show all of it, as the server
+    // numbered and timed it.
+    let mut early = V1Peer::join(port, "/room/past")?;
+    let said = [
+        early.say(Message::text("said before you came"))?,
+        early.say(Message::text("<b>not bold</b>"))?,
+        early.say(Message::binary(vec![1, 2, 3, 4]))?,
+    ];
+    let page = browser.open(&format!("http://127.0.0.1:{port}/?room=past"), 820, 560)?;
+    browser.wait_for(&page, "the page to connect", OPEN)?;
+    let all_shown = format!("{TEXTS}.length === {}", said.len());
+    browser.wait_for(&page, "the history on the page", &all_shown)?;
+    let badge = format!("#{}", early.id());
+    assert_eq!(
+        browser.eval(&page, ROWS)?,
+        json!([
+            [badge, "said before you came", false],
+            [badge, "<b>not bold</b>", false],
+            [badge, "[binary, 4 bytes]", false],
+        ])
+    );
+    assert_eq!(
+        browser.eval(&page, "document.querySelectorAll('#messages b').length")?,
+        json!(0)
+    );
+    let times: Vec<Value> = said.iter().map(|m| m["time"].clone()).collect();
+    assert_eq!(browser.eval(&page, TIMES)?, Value::Array(times));
+    assert_eq!(
+        browser.eval(&page, MEMBERS)?,
+        "2",
+        "the early peer and the page"
+    );
+    assert_eq!(browser.eval(&page, COUNT)?, json!(3));
+
+    // Someone comes and goes: a notice each time, and the count follows.
+    let guest = V1Peer::join(port, "/room/past")?;
+    let guest_id = guest.id();
+    let joined = format!("{MEMBERS} === '3' && {PRESENCE}.join('|') === '#{guest_id} joined'");
+    browser.wait_for(&page, "the guest's arrival on the page", &joined)?;
+    drop(guest);
+    let left = format!(
+        "{MEMBERS} === '2' && {PRESENCE}.join('|') === '#{guest_id} joined|#{guest_id} left'"
+    );
+    browser.wait_for(&page, "the guest's departure on the page", &left)?;
+    assert_eq!(
+        browser.eval(&page, GAPS)?,
+        json!([]),
+        "a first join misses nothing"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_page_whose_connection_drops_recovers_every_message_exactly_once() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let port = free_port()?;
+    let _server = ServerProcess::start(port, &[])?;
+    let relay = Relay::to(port)?;
+    let mut browser = Browser::launch(chromium, &[])?;
+    let mut peer = V1Peer::join(port, "/room/recover")?;
+    let page = browser.open(
+        &format!("http://127.0.0.1:{}/?room=recover", relay.port()),
+        820,
+        560,
+    )?;
+    browser.wait_for(&page, "the page to connect", OPEN)?;
+
+    let texts: Vec<String> = (1..=10).map(|i| format!("m{i}")).collect();
+    for text in &texts[..3] {
+        peer.say(Message::text(text.as_str()))?;
+    }
+    browser.wait_for_message(&page, "m3")?;
+
+    // The network goes away; what is said meanwhile only the daemon has.
+    relay.down();
+    browser.wait_for(&page, "the page to notice the outage", RECONNECTING)?;
+    for text in &texts[3..8] {
+        peer.say(Message::text(text.as_str()))?;
+    }
+    relay.up();
+    browser.wait_for(&page, "the page to reconnect", OPEN)?;
+    for text in &texts[8..] {
+        peer.say(Message::text(text.as_str()))?;
+    }
+    browser.wait_for_message(&page, "m10")?;
+
+    assert_eq!(
+        browser.eval(&page, TEXTS)?,
+        json!(texts),
+        "each message once, in order"
+    );
+    assert_eq!(
+        browser.sockets_of(&page).last(),
+        Some(&format!(
+            "ws://127.0.0.1:{}/room/recover?since={}:3",
+            relay.port(),
+            peer.epoch()
+        )),
+        "it asked for what followed the last message it showed"
+    );
+    assert_eq!(browser.eval(&page, GAPS)?, json!([]), "nothing was missing");
+    assert_eq!(browser.eval(&page, COUNT)?, json!(10));
+    Ok(())
+}
+
+#[test]
+fn an_incomplete_recovery_is_shown_with_what_history_still_had() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let port = free_port()?;
+    let _server = ServerProcess::start(port, &["--history-size".as_ref(), "3".as_ref()])?;
+    let relay = Relay::to(port)?;
+    let mut browser = Browser::launch(chromium, &[])?;
+    let mut peer = V1Peer::join(port, "/room/short")?;
+    let page = browser.open(
+        &format!("http://127.0.0.1:{}/?room=short", relay.port()),
+        820,
+        560,
+    )?;
+    browser.wait_for(&page, "the page to connect", OPEN)?;
+    peer.say(Message::text("before"))?;
+    browser.wait_for_message(&page, "before")?;
+
+    relay.down();
+    browser.wait_for(&page, "the page to notice the outage", RECONNECTING)?;
+    // Five messages, of which a history of three keeps the last three.
+    for text in ["lost 1", "lost 2", "kept 1", "kept 2", "kept 3"] {
+        peer.say(Message::text(text))?;
+    }
+    relay.up();
+    browser.wait_for_message(&page, "kept 3")?;
+
+    assert_eq!(
+        browser.eval(&page, TEXTS)?,
+        json!(["before", "kept 1", "kept 2", "kept 3"])
+    );
+    assert_eq!(
+        browser.sockets_of(&page).last(),
+        Some(&format!(
+            "ws://127.0.0.1:{}/room/short?since={}:1",
+            relay.port(),
+            peer.epoch()
+        ))
+    );
+    // Visible, and where the hole is: between what was shown and what came back.
+    let notice = "(() => { \
+        const rows = [...document.querySelectorAll('#messages .msg, #messages .sys.gap')]; \
+        const gap = rows.findIndex(r => r.classList.contains('gap')); \
+        const box = rows[gap].getBoundingClientRect(); \
+        return [rows[gap].textContent, \
+                rows[gap - 1].textContent.includes('before'), \
+                rows[gap + 1].textContent.includes('kept 1'), \
+                box.width > 0 && box.height > 0 && getComputedStyle(rows[gap]).visibility === 'visible']; \
+    })()";
+    assert_eq!(
+        browser.eval(&page, notice)?,
+        json!([
+            "The server no longer had every message sent while you were away: some are missing.",
+            true,
+            true,
+            true
+        ])
+    );
+    assert_eq!(
+        browser.eval(
+            &page,
+            "document.querySelectorAll('#messages .sys.gap').length"
+        )?,
+        json!(1)
+    );
+    Ok(())
+}
+
+#[test]
+fn the_page_skips_messages_it_shows_already_and_follows_a_new_numbering() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let scripted = ScriptedServer::start()?;
+    let mut browser = Browser::launch(chromium, &[])?;
+    let page = browser.open(
+        &format!("http://127.0.0.1:{}/?room=scripted", scripted.port()),
+        820,
+        560,
+    )?;
+    let (target, mut first) = scripted.next_socket()?;
+    assert_eq!(target, "/room/scripted", "a first visit has no position");
+    let say = |socket: &mut WebSocket<TcpStream>, value: Value| -> TestResult {
+        Ok(socket.send(Message::text(value.to_string()))?)
+    };
+    let welcome = |id: u64, epoch: &str, offset: u64, recovered: bool| {
+        json!({ "type": "welcome", "id": id, "room": "scripted", "epoch": epoch,
+                "offset": offset, "members": 2, "recovered": recovered })
+    };
+    let message = |offset: u64, from: u64, text: &str| {
+        json!({ "type": "message", "offset": offset, "from": from,
+                "time": 1_764_489_600_000u64 + offset, "text": text })
+    };
+
+    // A first visit shows nothing yet (an empty history) and is cut: it
+    // is owed what follows the head it was welcomed at, not all before.
+    say(&mut first, welcome(6, "e1", 40, false))?;
+    browser.wait_for(&page, "the first welcome", &format!("{MEMBERS} === '2'"))?;
+    drop(first);
+    let (target, mut second) = scripted.next_socket()?;
+    assert_eq!(target, "/room/scripted?since=e1:40");
+
+    // Offsets 42 and 43 come twice: the page shows them once.
+    say(&mut second, welcome(7, "e1", 40, true))?;
+    for (offset, from, text) in [(41, 7, "a1"), (42, 8, "a2"), (43, 7, "a3")] {
+        say(&mut second, message(offset, from, text))?;
+    }
+    for (offset, from, text) in [(42, 8, "a2"), (43, 7, "a3"), (44, 8, "a4")] {
+        say(&mut second, message(offset, from, text))?;
+    }
+    browser.wait_for_message(&page, "a4")?;
+    assert_eq!(browser.eval(&page, TEXTS)?, json!(["a1", "a2", "a3", "a4"]));
+    assert_eq!(browser.eval(&page, GAPS)?, json!([]));
+
+    // A new numbering on the same connection, and a cut before any of it
+    // arrived: said, and all of the new numbering is asked for.
+    say(&mut second, welcome(7, "e2", 2, false))?;
+    let reset = "The room's history was reset while you were away: some messages may be missing.";
+    browser.wait_for(&page, "the reset notice", &format!("{GAPS}.length === 1"))?;
+    assert_eq!(browser.eval(&page, GAPS)?, json!([reset]));
+    drop(second);
+    let (target, mut third) = scripted.next_socket()?;
+    assert_eq!(target, "/room/scripted?since=e2:0");
+
+    // Offsets below the old ones are new under e2; the page's message from
+    // its connection before is still its own, an id from e1 no longer is.
+    say(&mut third, welcome(9, "e2", 2, true))?;
+    for (offset, from, text) in [
+        (1, 8, "b1"),
+        (2, 7, "b2"),
+        (2, 7, "b2"),
+        (3, 9, "b3"),
+        (4, 6, "b4"),
+    ] {
+        say(&mut third, message(offset, from, text))?;
+    }
+    browser.wait_for_message(&page, "b4")?;
+    assert_eq!(
+        browser.eval(&page, ROWS)?,
+        json!([
+            ["#7", "a1", true],
+            ["#8", "a2", false],
+            ["#7", "a3", true],
+            ["#8", "a4", false],
+            ["#8", "b1", false],
+            ["#7", "b2", true],
+            ["#9", "b3", true],
+            ["#6", "b4", false],
+        ])
+    );
+    assert_eq!(
+        browser.eval(&page, "document.getElementById('me-id').textContent")?,
+        "#9"
+    );
+    assert_eq!(
+        browser.eval(&page, GAPS)?,
+        json!([reset]),
+        "a recovered reconnect adds no notice"
+    );
+    Ok(())
+}
+
 /// The base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo, as
 /// `--ignore-certificate-errors-spki-list` takes it.
 fn spki_sha256(cert_pem: &Path) -> TestResult<String> {
@@ -317,6 +635,22 @@ const COUNT: &str = "Number(document.getElementById('count').textContent)";
 const ROWS: &str = "[...document.querySelectorAll('#messages .msg')].map(m => \
     [m.querySelector('.from').textContent, m.querySelector('.text').textContent, \
      m.classList.contains('mine')])";
+/// The text of every message row, in order.
+const TEXTS: &str =
+    "[...document.querySelectorAll('#messages .msg .text')].map(t => t.textContent)";
+/// The server time (ms) each message row shows, from its `<time datetime>`.
+const TIMES: &str =
+    "[...document.querySelectorAll('#messages .msg time')].map(t => Date.parse(t.dateTime))";
+/// The text of every notice that messages may be missing.
+const GAPS: &str = "[...document.querySelectorAll('#messages .sys.gap')].map(g => g.textContent)";
+/// The text of every join and leave notice.
+const PRESENCE: &str =
+    "[...document.querySelectorAll('#messages .sys.presence')].map(n => n.textContent)";
+/// The members count the page shows.
+const MEMBERS: &str = "document.getElementById('members').textContent";
+/// Whether the page is waiting to reconnect.
+const RECONNECTING: &str =
+    "document.getElementById('state').textContent.startsWith('reconnecting in ')";
 
 /// Asks the kernel for a free port. The test needs a fixed one (not
 /// `127.0.0.1:0`) because the restarted server must come back where the pages
@@ -423,6 +757,268 @@ impl Listener {
             }
         }
         Err(format!("no frame carrying {:?}", String::from_utf8_lossy(payload)).into())
+    }
+}
+
+/// A raw `wschat.v1` client: the ground truth for the ids, epochs, offsets
+/// and times the page must show or ask for.
+struct V1Peer {
+    socket: WebSocket<TcpStream>,
+    welcome: Value,
+}
+
+impl V1Peer {
+    fn join(port: u16, path: &str) -> TestResult<Self> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(WAIT))?;
+        let url = format!("ws://127.0.0.1:{port}{path}");
+        let request = ClientRequestBuilder::new(url.parse()?).with_sub_protocol("wschat.v1");
+        let (socket, _) = tungstenite::client(request, stream)?;
+        let mut peer = V1Peer {
+            socket,
+            welcome: Value::Null,
+        };
+        peer.welcome = peer.next("welcome")?;
+        Ok(peer)
+    }
+
+    fn id(&self) -> u64 {
+        self.welcome["id"].as_u64().unwrap_or_default()
+    }
+
+    fn epoch(&self) -> &str {
+        self.welcome["epoch"].as_str().unwrap_or_default()
+    }
+
+    /// The next object of type `kind`; others are skipped.
+    fn next(&mut self, kind: &str) -> TestResult<Value> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Message::Text(text) = self.socket.read()? {
+                let object: Value = serde_json::from_str(text.as_str())?;
+                if object["type"] == kind {
+                    return Ok(object);
+                }
+            }
+        }
+        Err(format!("no {kind} object within {WAIT:?}").into())
+    }
+
+    /// Sends `message` and returns the room message the server made of it,
+    /// with its offset and time.
+    fn say(&mut self, message: Message) -> TestResult<Value> {
+        self.socket.send(message)?;
+        let echo = self.next("message")?;
+        if echo["from"] != self.id() {
+            return Err(format!("someone else spoke: {echo}").into());
+        }
+        Ok(echo)
+    }
+}
+
+/// A TCP relay between the browser and a daemon, so that the page's
+/// connection can be lost while the daemon, and the room's history, stay
+/// up. A cluster test would point it at another instance.
+struct Relay {
+    port: u16,
+    shared: Arc<RelayState>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    /// Both sockets of every relayed connection; `refusing` changes only
+    /// under this lock, so no connection slips past a [`Relay::down`].
+    open: Mutex<RelayConnections>,
+    stopped: AtomicBool,
+}
+
+#[derive(Default)]
+struct RelayConnections {
+    sockets: Vec<TcpStream>,
+    refusing: bool,
+}
+
+impl Relay {
+    fn to(backend: u16) -> TestResult<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let shared = Arc::new(RelayState::default());
+        let state = shared.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if state.stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", backend)) else {
+                    continue;
+                };
+                let mut open = state.open.lock().unwrap_or_else(|p| p.into_inner());
+                if open.refusing {
+                    continue;
+                }
+                let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                open.sockets.extend([c, s]);
+                drop(open);
+                pipe(&client, &server);
+            }
+        });
+        Ok(Relay { port, shared })
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Ends every relayed connection at once, without a Close frame, and
+    /// refuses new ones until [`Relay::up`]: the network is gone.
+    fn down(&self) {
+        let mut open = self.shared.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.refusing = true;
+        for socket in open.sockets.drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn up(&self) {
+        self.shared
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refusing = false;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.down();
+        // Wakes the accepting thread so that it sees `stopped`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Copies bytes both ways between `a` and `b` on two threads; each end's
+/// FIN is passed on.
+fn pipe(a: &TcpStream, b: &TcpStream) {
+    for (from, to) in [(a, b), (b, a)] {
+        let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+            continue;
+        };
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    }
+}
+
+/// Serves the page at `/` and hands each WebSocket it accepts (offering
+/// `wschat.v1`) to the test with the request target, so the test can play
+/// the server frame by frame.
+struct ScriptedServer {
+    port: u16,
+    sockets: mpsc::Receiver<(String, WebSocket<TcpStream>)>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl ScriptedServer {
+    fn start() -> TestResult<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let stop = stopped.clone();
+        let (tx, sockets) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let _ = Self::serve(stream, &tx);
+                }
+            }
+        });
+        Ok(ScriptedServer {
+            port,
+            sockets,
+            stopped,
+        })
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The next WebSocket the page opened, with its request target.
+    fn next_socket(&self) -> TestResult<(String, WebSocket<TcpStream>)> {
+        Ok(self.sockets.recv_timeout(WAIT)?)
+    }
+
+    fn serve(
+        mut stream: TcpStream,
+        sockets: &mpsc::Sender<(String, WebSocket<TcpStream>)>,
+    ) -> TestResult {
+        use std::io::{Read, Write};
+        stream.set_read_timeout(Some(WAIT))?;
+        let mut head = Vec::new();
+        let mut chunk = [0; 4096];
+        let end = loop {
+            if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err("closed within the request head".into());
+            }
+            head.extend_from_slice(&chunk[..n]);
+        };
+        let rest = head.split_off(end);
+        let head = String::from_utf8(head)?;
+        let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
+        let header = |name: &str| {
+            head.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_owned())
+            })
+        };
+        if let Some(key) = header("sec-websocket-key") {
+            let offered = header("sec-websocket-protocol").unwrap_or_default();
+            if !offered.split(',').any(|p| p.trim() == "wschat.v1") {
+                stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")?;
+                return Err(format!("the page did not offer wschat.v1: {offered:?}").into());
+            }
+            let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            write!(
+                stream,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\
+                 Sec-WebSocket-Protocol: wschat.v1\r\n\r\n"
+            )?;
+            let socket = WebSocket::from_partially_read(stream, rest, Role::Server, None);
+            sockets.send((target, socket))?;
+        } else if target == "/" || target.starts_with("/?") {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{CHAT_HTML}",
+                CHAT_HTML.len()
+            )?;
+        } else {
+            stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 
