@@ -334,6 +334,11 @@ impl History {
         added
     }
 
+    /// The offset of the newest entry kept.
+    pub fn last_kept(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.offset)
+    }
+
     /// The oldest entry.
     pub fn front(&self) -> Option<&Entry> {
         self.entries.front()

@@ -110,6 +110,11 @@ impl<'a> Outgoing<'a> {
         Outgoing { built, ..self }
     }
 
+    /// The message's offset in its room, if it has one.
+    pub fn offset(&self) -> Option<u64> {
+        self.stamped.map(|s| s.stamp.offset)
+    }
+
     /// The forms built, for the history to keep.
     pub fn into_forms(self) -> Forms {
         self.built

@@ -42,6 +42,11 @@ struct Seat {
     room: u32,
     index: u32,
     replaying: bool,
+    /// The newest offset the member was sent (under the room's epoch).
+    /// In cluster mode a message can reach the room twice (read back from
+    /// Redis for a member that joined, then live): no member takes an
+    /// offset it already has.
+    seen: u64,
 }
 
 impl Seat {
@@ -49,6 +54,7 @@ impl Seat {
         room: u32::MAX,
         index: u32::MAX,
         replaying: false,
+        seen: 0,
     };
 }
 
@@ -224,10 +230,13 @@ impl Rooms {
         if self.seats.len() <= key {
             self.seats.resize(key + 1, Seat::EMPTY);
         }
+        // Moving between the live and replay lists keeps what it has seen.
+        let seen = self.seats[key].seen;
         self.seats[key] = Seat {
             room: room as u32,
             index,
             replaying,
+            seen,
         };
     }
 
@@ -321,11 +330,18 @@ impl Rooms {
         let Some(room) = self.rooms.get(room) else {
             return false;
         };
+        let offset = message.offset();
         fanout.delivered = 0;
         for &token in &room.members {
             let Some(member) = conns.get_mut(token) else {
                 continue;
             };
+            if let (Some(offset), Some(seat)) = (offset, self.seats.get_mut(token)) {
+                if seat.seen >= offset {
+                    continue;
+                }
+                seat.seen = offset;
+            }
             // The member may be failing already on bytes later in the
             // same read: until its last bytes are queued, it still takes
             // what was sent before.
@@ -524,6 +540,9 @@ impl Rooms {
     /// `grown` bytes the replay added to that entry (forms it built).
     pub fn sent(&mut self, key: usize, offset: u64, grown: usize) {
         self.bytes += grown;
+        if let Some(seat) = self.seats.get_mut(key) {
+            seat.seen = seat.seen.max(offset);
+        }
         if let Some(seat) = self.seats.get(key).filter(|s| s.replaying) {
             if let Some(cursor) = self
                 .rooms
@@ -608,7 +627,27 @@ impl Rooms {
             self.kept -= 1;
             self.bytes -= e.bytes();
         }
+        if changed {
+            self.forget_seen(room);
+        }
         changed
+    }
+
+    /// A new numbering: what members have seen counts for nothing in it.
+    fn forget_seen(&mut self, room: usize) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let keys = r
+            .members
+            .iter()
+            .copied()
+            .chain(r.replaying.iter().map(|c| c.key));
+        for key in keys {
+            if let Some(seat) = self.seats.get_mut(key) {
+                seat.seen = 0;
+            }
+        }
     }
 
     /// Gives `room` a numbering of this instance's own, if its numbering
@@ -625,6 +664,7 @@ impl Rooms {
             self.kept -= 1;
             self.bytes -= e.bytes();
         }
+        self.forget_seen(room);
         true
     }
 
