@@ -31,7 +31,8 @@
 //! the test's own) the [`Relay`] is the load balancer in front of them:
 //! the page's instance is stopped while a raw client on the other keeps
 //! the room going, and the page, at the same URL, recovers on the other
-//! one.
+//! one; and a Redis restarted empty renumbers the room under an open page,
+//! which says that messages may be missing.
 //!
 //! Without Chromium the tests print a skip line and pass, unless
 //! `WSCHAT_REQUIRE_BROWSER=1` (as in CI), where that is a failure; the
@@ -50,7 +51,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{redis_or_skip, Daemon, Redis};
+use support::{redis_or_skip, Daemon, Metrics, Redis};
 use tungstenite::protocol::Role;
 use tungstenite::{ClientRequestBuilder, Message, WebSocket};
 
@@ -730,6 +731,103 @@ fn a_page_recovers_on_the_other_instance_while_its_own_restarts() -> TestResult 
         "the page opened a dialog: {:?}",
         browser.dialogs
     );
+    Ok(())
+}
+
+#[test]
+fn a_page_is_told_when_redis_forgets_the_room_under_it() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let Some(redis_server) = redis_or_skip("a_page_is_told_when_redis_forgets_the_room_under_it")
+    else {
+        return Ok(());
+    };
+    let mut redis = Redis::start(&redis_server);
+    let a = cluster_instance(&redis);
+    let b = cluster_instance(&redis);
+    // Only to cut the page off at the end.
+    let relay = Relay::to(a.addr().port())?;
+    let mut browser = Browser::launch(chromium, &[])?;
+    let mut peer = V1Peer::join(b.addr().port(), "/room/forget")?;
+    let old_epoch = peer.epoch().to_owned();
+    let page = browser.open(
+        &format!("http://127.0.0.1:{}/?room=forget", relay.port()),
+        820,
+        560,
+    )?;
+    browser.wait_for(&page, "the page to connect", OPEN)?;
+    for text in ["before 1", "before 2"] {
+        peer.say(Message::text(text))?;
+    }
+    browser.wait_for_message(&page, "before 2")?;
+    let me = browser.eval(&page, "document.getElementById('me-id').textContent")?;
+
+    // Redis restarts empty. Both instances must have noticed and be back
+    // on it, or the next message could go out on a link already dead.
+    let before = [&a, &b].map(|d| Metrics::fetch(d.addr()).value("wschat_redis_outages_total"));
+    redis.restart();
+    for (daemon, before) in [&a, &b].into_iter().zip(before) {
+        poll("an instance to lose Redis and get it back", || {
+            let Some(metrics) = Metrics::try_fetch(daemon.addr()) else {
+                return Ok(None);
+            };
+            let back = metrics.value("wschat_redis_outages_total") > before
+                && metrics.value("wschat_redis_up") == 1.0;
+            Ok(back.then_some(()))
+        })?;
+    }
+
+    // The instances learn that Redis forgot the room from the first
+    // message it numbers, under a new epoch: each welcomes its members
+    // again, recovered:false, before that message.
+    peer.socket.send(Message::text("after"))?;
+    let rewelcome = peer.next("welcome")?;
+    assert_ne!(rewelcome["epoch"], old_epoch.as_str());
+    assert_eq!(rewelcome["recovered"], false);
+    peer.welcome = rewelcome;
+    assert_eq!(peer.next("message")?["offset"], 1, "a numbering anew");
+    browser.wait_for_message(&page, "after")?;
+
+    // Said on the open connection, where the hole is.
+    let reset = "The room's history was reset while you were away: some messages may be missing.";
+    let log = "[...document.querySelectorAll('#messages .msg .text, #messages .sys.gap')] \
+               .map(r => r.textContent)";
+    assert_eq!(
+        browser.eval(&page, log)?,
+        json!(["before 1", "before 2", reset, "after"])
+    );
+    assert_eq!(
+        browser.sockets_of(&page).len(),
+        1,
+        "no reconnect: the notice came with the fresh welcome"
+    );
+    assert_eq!(
+        browser.eval(&page, "document.getElementById('me-id').textContent")?,
+        me
+    );
+    assert_eq!(browser.eval(&page, COUNT)?, json!(3));
+
+    // The page now stands in the new numbering: cut off, it asks from
+    // there and gets all it missed, without another notice.
+    relay.down();
+    browser.wait_for(&page, "the page to notice the outage", RECONNECTING)?;
+    peer.say(Message::text("while away"))?;
+    relay.up();
+    browser.wait_for_message(&page, "while away")?;
+    assert_eq!(
+        browser.sockets_of(&page).last(),
+        Some(&format!(
+            "ws://127.0.0.1:{}/room/forget?since={}:1",
+            relay.port(),
+            peer.epoch()
+        ))
+    );
+    assert_eq!(
+        browser.eval(&page, TEXTS)?,
+        json!(["before 1", "before 2", "after", "while away"])
+    );
+    assert_eq!(browser.eval(&page, GAPS)?, json!([reset]));
     Ok(())
 }
 
