@@ -27,8 +27,16 @@
 //! never does on one instance (a message again, a new numbering under an
 //! open connection), frame by frame.
 //!
+//! In cluster mode (two `wschat --redis` instances on a `redis-server` of
+//! the test's own) the [`Relay`] is the load balancer in front of them:
+//! the page's instance is stopped while a raw client on the other keeps
+//! the room going, and the page, at the same URL, recovers on the other
+//! one; and a Redis restarted empty renumbers the room under an open page,
+//! which says that messages may be missing.
+//!
 //! Without Chromium the tests print a skip line and pass, unless
-//! `WSCHAT_REQUIRE_BROWSER=1` (as in CI), where that is a failure.
+//! `WSCHAT_REQUIRE_BROWSER=1` (as in CI), where that is a failure; the
+//! same goes for `redis-server` and `WSCHAT_REQUIRE_REDIS=1`.
 
 mod support;
 
@@ -39,10 +47,11 @@ use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{redis_or_skip, Daemon, Metrics, Redis};
 use tungstenite::protocol::Role;
 use tungstenite::{ClientRequestBuilder, Message, WebSocket};
 
@@ -617,6 +626,228 @@ fn the_page_skips_messages_it_shows_already_and_follows_a_new_numbering() -> Tes
     Ok(())
 }
 
+#[test]
+fn a_page_recovers_on_the_other_instance_while_its_own_restarts() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let Some(redis_server) =
+        redis_or_skip("a_page_recovers_on_the_other_instance_while_its_own_restarts")
+    else {
+        return Ok(());
+    };
+    let redis = Redis::start(&redis_server);
+    let mut a = cluster_instance(&redis);
+    let b = cluster_instance(&redis);
+    // The page's only way in, A behind it for now; the client on B keeps
+    // the room alive whatever A does.
+    let relay = Relay::to(a.addr().port())?;
+    let mut browser = Browser::launch(chromium, &[])?;
+    let mut peer = V1Peer::join(b.addr().port(), "/room/roll")?;
+    let page = browser.open(
+        &format!("http://127.0.0.1:{}/?room=roll", relay.port()),
+        820,
+        560,
+    )?;
+    browser.wait_for(&page, "the page to connect to A", OPEN)?;
+
+    // Said on B, shown by A: only Redis carries them across.
+    let texts: Vec<String> = (1..=12).map(|i| format!("m{i}")).collect();
+    for text in &texts[..3] {
+        peer.say(Message::text(text.as_str()))?;
+    }
+    browser.wait_for_message(&page, "m3")?;
+
+    // A is stopped as in a rolling restart: it says 1001 to the page.
+    a.signal("-TERM");
+    let going_away = format!("{NOTES}.includes('Disconnected (code 1001)')");
+    browser.wait_for(&page, "the page to hear A go away", &going_away)?;
+    if a.wait_exit(WAIT).is_none() {
+        return Err(format!("A still runs {WAIT:?} after SIGTERM:\n{}", a.log_tail()).into());
+    }
+    // The relay still leads to A, where nothing listens: the page keeps
+    // failing to reconnect while B's client goes on.
+    for text in &texts[3..6] {
+        peer.say(Message::text(text.as_str()))?;
+    }
+    assert_eq!(
+        browser.eval(&page, OPEN)?,
+        false,
+        "m4 to m6 were said while the page was away"
+    );
+
+    // The balancer moves to B; the page, at the same URL, lands there.
+    relay.switch_to(b.addr().port());
+    browser.wait_for(&page, "the page to reconnect, now to B", OPEN)?;
+    // Joins are told only on the instance joined: the page is on B.
+    let joined = peer.next("join")?;
+    assert_eq!(
+        browser.eval(&page, "document.getElementById('me-id').textContent")?,
+        format!("#{}", joined["id"]),
+        "B's client saw the page's new connection join"
+    );
+    browser.wait_for_message(&page, "m6")?;
+    assert_eq!(
+        browser.sockets_of(&page).last(),
+        Some(&format!(
+            "ws://127.0.0.1:{}/room/roll?since={}:3",
+            relay.port(),
+            peer.epoch()
+        )),
+        "it asked B for what followed the last message A gave it"
+    );
+    assert_eq!(browser.eval(&page, TEXTS)?, json!(texts[..6]));
+    for text in &texts[6..9] {
+        peer.say(Message::text(text.as_str()))?;
+    }
+    browser.wait_for_message(&page, "m9")?;
+
+    // A comes back (a new process) into the cluster; the page stays
+    // where it is and B's client talks on.
+    let _a_again = cluster_instance(&redis);
+    for text in &texts[9..] {
+        peer.say(Message::text(text.as_str()))?;
+    }
+    browser.wait_for_message(&page, "m12")?;
+
+    assert_eq!(
+        browser.eval(&page, TEXTS)?,
+        json!(texts),
+        "each message once, in order"
+    );
+    assert_eq!(browser.eval(&page, COUNT)?, json!(12));
+    assert_eq!(
+        browser.eval(&page, GAPS)?,
+        json!([]),
+        "B had every message the page missed"
+    );
+    assert_eq!(
+        browser.eval(&page, MEMBERS)?,
+        "2",
+        "the page and B's client, both on B"
+    );
+    assert!(
+        browser.dialogs.is_empty(),
+        "the page opened a dialog: {:?}",
+        browser.dialogs
+    );
+    Ok(())
+}
+
+#[test]
+fn a_page_is_told_when_redis_forgets_the_room_under_it() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let Some(redis_server) = redis_or_skip("a_page_is_told_when_redis_forgets_the_room_under_it")
+    else {
+        return Ok(());
+    };
+    let mut redis = Redis::start(&redis_server);
+    let a = cluster_instance(&redis);
+    let b = cluster_instance(&redis);
+    // Only to cut the page off at the end.
+    let relay = Relay::to(a.addr().port())?;
+    let mut browser = Browser::launch(chromium, &[])?;
+    let mut peer = V1Peer::join(b.addr().port(), "/room/forget")?;
+    let old_epoch = peer.epoch().to_owned();
+    let page = browser.open(
+        &format!("http://127.0.0.1:{}/?room=forget", relay.port()),
+        820,
+        560,
+    )?;
+    browser.wait_for(&page, "the page to connect", OPEN)?;
+    for text in ["before 1", "before 2"] {
+        peer.say(Message::text(text))?;
+    }
+    browser.wait_for_message(&page, "before 2")?;
+    let me = browser.eval(&page, "document.getElementById('me-id').textContent")?;
+
+    // Redis restarts empty. Both instances must have noticed and be back
+    // on it, or the next message could go out on a link already dead.
+    let before = [&a, &b].map(|d| Metrics::fetch(d.addr()).value("wschat_redis_outages_total"));
+    redis.restart();
+    for (daemon, before) in [&a, &b].into_iter().zip(before) {
+        poll("an instance to lose Redis and get it back", || {
+            let Some(metrics) = Metrics::try_fetch(daemon.addr()) else {
+                return Ok(None);
+            };
+            let back = metrics.value("wschat_redis_outages_total") > before
+                && metrics.value("wschat_redis_up") == 1.0;
+            Ok(back.then_some(()))
+        })?;
+    }
+
+    // The instances learn that Redis forgot the room from the first
+    // message it numbers, under a new epoch: each welcomes its members
+    // again, recovered:false, before that message.
+    peer.socket.send(Message::text("after"))?;
+    let rewelcome = peer.next("welcome")?;
+    assert_ne!(rewelcome["epoch"], old_epoch.as_str());
+    assert_eq!(rewelcome["recovered"], false);
+    peer.welcome = rewelcome;
+    assert_eq!(peer.next("message")?["offset"], 1, "a numbering anew");
+    browser.wait_for_message(&page, "after")?;
+
+    // Said on the open connection, where the hole is.
+    let reset = "The room's history was reset while you were away: some messages may be missing.";
+    let log = "[...document.querySelectorAll('#messages .msg .text, #messages .sys.gap')] \
+               .map(r => r.textContent)";
+    assert_eq!(
+        browser.eval(&page, log)?,
+        json!(["before 1", "before 2", reset, "after"])
+    );
+    assert_eq!(
+        browser.sockets_of(&page).len(),
+        1,
+        "no reconnect: the notice came with the fresh welcome"
+    );
+    assert_eq!(
+        browser.eval(&page, "document.getElementById('me-id').textContent")?,
+        me
+    );
+    assert_eq!(browser.eval(&page, COUNT)?, json!(3));
+
+    // The page now stands in the new numbering: cut off, it asks from
+    // there and gets all it missed, without another notice.
+    relay.down();
+    browser.wait_for(&page, "the page to notice the outage", RECONNECTING)?;
+    peer.say(Message::text("while away"))?;
+    relay.up();
+    browser.wait_for_message(&page, "while away")?;
+    assert_eq!(
+        browser.sockets_of(&page).last(),
+        Some(&format!(
+            "ws://127.0.0.1:{}/room/forget?since={}:1",
+            relay.port(),
+            peer.epoch()
+        ))
+    );
+    assert_eq!(
+        browser.eval(&page, TEXTS)?,
+        json!(["before 1", "before 2", "after", "while away"])
+    );
+    assert_eq!(browser.eval(&page, GAPS)?, json!([reset]));
+    Ok(())
+}
+
+/// One `wschat --redis` instance of a cluster, returned once both its
+/// links to Redis are up. Short shutdown and close timeouts, so that a
+/// SIGTERM ends it within a couple of seconds whatever its clients do.
+fn cluster_instance(redis: &Redis) -> Daemon {
+    let url = redis.url();
+    let daemon = Daemon::start(&[
+        "--redis",
+        &url,
+        "--shutdown-timeout",
+        "1",
+        "--close-timeout",
+        "1",
+    ]);
+    daemon.wait_health("ok", WAIT);
+    daemon
+}
+
 /// The base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo, as
 /// `--ignore-certificate-errors-spki-list` takes it.
 fn spki_sha256(cert_pem: &Path) -> TestResult<String> {
@@ -643,6 +874,8 @@ const TIMES: &str =
     "[...document.querySelectorAll('#messages .msg time')].map(t => Date.parse(t.dateTime))";
 /// The text of every notice that messages may be missing.
 const GAPS: &str = "[...document.querySelectorAll('#messages .sys.gap')].map(g => g.textContent)";
+/// The text of every notice (connection, presence, gaps), in order.
+const NOTES: &str = "[...document.querySelectorAll('#messages .sys')].map(n => n.textContent)";
 /// The text of every join and leave notice.
 const PRESENCE: &str =
     "[...document.querySelectorAll('#messages .sys.presence')].map(n => n.textContent)";
@@ -818,7 +1051,9 @@ impl V1Peer {
 
 /// A TCP relay between the browser and a daemon, so that the page's
 /// connection can be lost while the daemon, and the room's history, stay
-/// up. A cluster test would point it at another instance.
+/// up. In a cluster it plays the load balancer in front of the instances:
+/// [`Relay::switch_to`] sends new connections to another one, so the page
+/// reconnects to the same URL and reaches whichever instance is there.
 struct Relay {
     port: u16,
     shared: Arc<RelayState>,
@@ -829,6 +1064,8 @@ struct RelayState {
     /// Both sockets of every relayed connection; `refusing` changes only
     /// under this lock, so no connection slips past a [`Relay::down`].
     open: Mutex<RelayConnections>,
+    /// The daemon's port, read for each new connection.
+    backend: AtomicU16,
     stopped: AtomicBool,
 }
 
@@ -842,7 +1079,10 @@ impl Relay {
     fn to(backend: u16) -> TestResult<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
-        let shared = Arc::new(RelayState::default());
+        let shared = Arc::new(RelayState {
+            backend: AtomicU16::new(backend),
+            ..RelayState::default()
+        });
         let state = shared.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -850,6 +1090,7 @@ impl Relay {
                     break;
                 }
                 let Ok(client) = client else { continue };
+                let backend = state.backend.load(Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(("127.0.0.1", backend)) else {
                     continue;
                 };
@@ -880,6 +1121,13 @@ impl Relay {
         for socket in open.sockets.drain(..) {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
+    }
+
+    /// Sends the connections made from now on to `backend`; those open
+    /// stay where they are, as when a load balancer takes an instance out
+    /// of rotation.
+    fn switch_to(&self, backend: u16) {
+        self.shared.backend.store(backend, Ordering::SeqCst);
     }
 
     fn up(&self) {
