@@ -581,7 +581,7 @@ fn the_page_skips_messages_it_shows_already_and_follows_a_new_numbering() -> Tes
     // A new numbering on the same connection, and a cut before any of it
     // arrived: said, and all of the new numbering is asked for.
     say(&mut second, welcome(7, "e2", 2, false))?;
-    let reset = "The room's history was reset while you were away: some messages may be missing.";
+    let reset = "The room's history was reset: some messages may be missing.";
     browser.wait_for(&page, "the reset notice", &format!("{GAPS}.length === 1"))?;
     assert_eq!(browser.eval(&page, GAPS)?, json!([reset]));
     drop(second);
@@ -790,7 +790,7 @@ fn a_page_is_told_when_redis_forgets_the_room_under_it() -> TestResult {
     browser.wait_for_message(&page, "after")?;
 
     // Said on the open connection, where the hole is.
-    let reset = "The room's history was reset while you were away: some messages may be missing.";
+    let reset = "The room's history was reset: some messages may be missing.";
     let log = "[...document.querySelectorAll('#messages .msg .text, #messages .sys.gap')] \
                .map(r => r.textContent)";
     assert_eq!(
