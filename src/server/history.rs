@@ -313,23 +313,24 @@ impl History {
         self.entries.push_back(entry);
     }
 
-    /// Keeps entries older than every kept one (read back from Redis), in
-    /// offset order; entries already kept or newer are skipped. Returns
-    /// the bytes added.
-    pub fn prepend(&mut self, older: Vec<Entry>) -> usize {
-        let first = self.entries.front().map_or(u64::MAX, |e| e.offset);
+    /// Keeps the entries read back from Redis that are not kept yet, each
+    /// in its place by offset: older than the oldest kept, in a hole, or
+    /// newer than the newest (heard live later, they are then known and
+    /// kept once). Returns the bytes added.
+    pub fn merge(&mut self, entries: Vec<Entry>) -> usize {
         let mut added = 0;
-        for entry in older.into_iter().rev().filter(|e| e.offset < first) {
+        for entry in entries {
+            let at = self.entries.partition_point(|e| e.offset < entry.offset);
             if self
                 .entries
-                .front()
-                .is_some_and(|f| f.offset <= entry.offset)
+                .get(at)
+                .is_some_and(|e| e.offset == entry.offset)
             {
                 continue;
             }
             added += entry.bytes();
             self.head = self.head.max(entry.offset);
-            self.entries.push_front(entry);
+            self.entries.insert(at, entry);
         }
         added
     }
@@ -582,10 +583,26 @@ pub(crate) mod tests {
         let mut h = History::with_epoch("e1".into(), 0);
         h.push(entry(5, "five"));
         h.push(entry(6, "six"));
-        let added = h.prepend(vec![entry(3, "three"), entry(4, "four"), entry(5, "dup")]);
-        assert_eq!(added, entry(3, "three").bytes() + entry(4, "four").bytes());
+        let added = h.merge(vec![
+            entry(3, "three"),
+            entry(4, "four"),
+            entry(5, "dup"),
+            entry(7, "seven"),
+        ]);
+        let new = ["three", "four", "seven"];
+        assert_eq!(
+            added,
+            new.iter().map(|t| entry(3, t).bytes()).sum::<usize>()
+        );
         let offsets: Vec<u64> = h.entries.iter().map(|e| e.offset).collect();
-        assert_eq!(offsets, [3, 4, 5, 6]);
+        assert_eq!(
+            offsets,
+            [3, 4, 5, 6, 7],
+            "older, and newer than the newest kept"
+        );
+        assert_eq!(h.head(), 7);
+        h.entries.pop_back();
+        h.head = 6;
         assert_eq!(h.next_kept(0), Some(3));
         assert_eq!(
             h.plan(Some(&at("e1", 2)), 0),

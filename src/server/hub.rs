@@ -403,7 +403,7 @@ impl Hub {
             ));
         }
         self.framing.release();
-        self.rooms.remember_older(room, older, now);
+        self.rooms.remember_recalled(room, older, now);
     }
 
     /// Welcomes `joining` in `room` and starts its replay; `recovered`
@@ -800,6 +800,60 @@ mod tests {
         assert_eq!(hub.rooms.kept(), kept);
         hub.broadcast(room, numbered("E", 6, b"six"), &mut members, 1 << 20, now);
         assert_eq!(types(&members[key].frames), ["m6"], "live now");
+    }
+
+    #[test]
+    fn messages_redis_returned_before_they_were_heard_live_count_and_go_out_once() {
+        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
+        let mut members: Slab<Queue> = Slab::new();
+        let key = members.insert(Queue {
+            format: Format::Json,
+            ..Queue::default()
+        });
+        let since = Position {
+            epoch: "E".into(),
+            offset: 4,
+        };
+        let joining = Joining {
+            key,
+            id: 5,
+            format: Format::Json,
+            since: Some(&since),
+            recall: true,
+        };
+        let mut woken = Vec::new();
+        let room = hub.join("r", joining, &mut members, &mut woken);
+        let now = Time::from_millis(0);
+        hub.broadcast(room, numbered("E", 5, b"five"), &mut members, 1 << 20, now);
+        // Redis read 6 and 7 before the subscription brought them here.
+        let recalled = Recalled {
+            epoch: "E",
+            head: 7,
+            entries: (5..=7)
+                .map(|offset| RecalledEntry {
+                    offset,
+                    time_ms: 1,
+                    sender: 3,
+                    opcode: OpCode::Text,
+                    payload: b"x",
+                })
+                .collect(),
+        };
+        hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
+        assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
+        assert_eq!(types(&members[key].frames), ["wE:7:true", "m5", "m6", "m7"]);
+        members[key].frames.clear();
+        for offset in [6, 7, 8] {
+            hub.broadcast(
+                room,
+                numbered("E", offset, b"x"),
+                &mut members,
+                1 << 20,
+                now,
+            );
+        }
+        assert_eq!(types(&members[key].frames), ["m8"]);
+        assert_eq!(hub.rooms.kept().0, 4, "5 to 8, each once");
     }
 
     #[test]

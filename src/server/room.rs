@@ -307,7 +307,7 @@ impl Rooms {
 
     /// The history of room `room`, to number a message or take Redis's
     /// numbering. Entries must go through [`Rooms::remember`] and
-    /// [`Rooms::remember_older`], which count them.
+    /// [`Rooms::remember_recalled`], which count them.
     pub fn history_mut(&mut self, room: usize) -> Option<&mut History> {
         self.rooms.get_mut(room).map(|r| &mut r.history)
     }
@@ -592,9 +592,9 @@ impl Rooms {
         self.enforce(now);
     }
 
-    /// Keeps entries of `room` older than every kept one (read back from
-    /// Redis), within the bounds.
-    pub fn remember_older(&mut self, room: usize, entries: Vec<Entry>, now: Time) {
+    /// Keeps the entries of `room` read back from Redis that it does not
+    /// keep yet, within the bounds.
+    pub fn remember_recalled(&mut self, room: usize, entries: Vec<Entry>, now: Time) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
@@ -609,7 +609,7 @@ impl Rooms {
                 offset: e.offset,
             });
         }
-        self.bytes += r.history.prepend(entries);
+        self.bytes += r.history.merge(entries);
         self.kept += r.history.len() - before;
         self.trim(room);
         self.enforce(now);
