@@ -41,6 +41,9 @@ pub enum HandshakeFailure {
     BadAccept,
     /// An extension or subprotocol we never offered (checks 5 and 6).
     UnrequestedExtension,
+    /// We offered a subprotocol and the server chose none: it would speak
+    /// another protocol than the one the scenario reads.
+    ProtocolNotChosen,
 }
 
 impl fmt::Display for HandshakeFailure {
@@ -55,36 +58,61 @@ impl fmt::Display for HandshakeFailure {
             HandshakeFailure::UnrequestedExtension => {
                 f.write_str("handshake: unrequested extension or protocol")
             }
+            HandshakeFailure::ProtocolNotChosen => {
+                f.write_str("handshake: offered subprotocol not chosen")
+            }
         }
     }
 }
 
-/// One upgrade request in flight: remembers the accept value it expects.
+/// What an upgrade request asks for besides the host: the request target
+/// and the subprotocol to offer.
+#[derive(Debug, Clone, Copy)]
+pub struct Upgrade<'a> {
+    /// Path and query string (`/room/a?since=e:4`).
+    pub path: &'a str,
+    /// The one subprotocol offered (`wschat.v1`), or none.
+    pub protocol: Option<&'a str>,
+}
+
+/// One upgrade request in flight: remembers the accept value it expects
+/// and the subprotocol it offered.
 #[derive(Debug)]
 pub struct ClientHandshake {
     expected_accept: String,
+    protocol: Option<String>,
 }
 
 impl ClientHandshake {
     /// Appends a GET upgrade request with a fresh random 16-byte key to `out`.
     ///
-    /// `host` is sent verbatim as the Host header (`name:port`), `path`
-    /// includes any query string.
-    pub fn start(rng: &mut Rng, host: &str, path: &str, out: &mut Vec<u8>) -> ClientHandshake {
+    /// `host` is sent verbatim as the Host header (`name:port`); the path
+    /// (with any query string) and the subprotocol come from `upgrade`.
+    pub fn start(
+        rng: &mut Rng,
+        host: &str,
+        upgrade: Upgrade<'_>,
+        out: &mut Vec<u8>,
+    ) -> ClientHandshake {
         let mut nonce = [0u8; 16];
         rng.fill(&mut nonce);
         let key = base64::engine::general_purpose::STANDARD.encode(nonce);
         out.extend_from_slice(b"GET ");
-        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(upgrade.path.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(
             b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
         );
         out.extend_from_slice(key.as_bytes());
+        if let Some(protocol) = upgrade.protocol {
+            out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+            out.extend_from_slice(protocol.as_bytes());
+        }
         out.extend_from_slice(b"\r\n\r\n");
         ClientHandshake {
             expected_accept: accept_key(key.as_bytes()),
+            protocol: upgrade.protocol.map(str::to_string),
         }
     }
 
@@ -108,6 +136,7 @@ impl ClientHandshake {
             return Err(HandshakeFailure::Status(code));
         }
         let (mut upgrade, mut connection, mut accept) = (false, false, false);
+        let mut chosen = false;
         for header in response.headers.iter() {
             let name = header.name;
             if name.eq_ignore_ascii_case("upgrade") {
@@ -116,9 +145,14 @@ impl ClientHandshake {
                 connection |= has_token(header.value, "upgrade");
             } else if name.eq_ignore_ascii_case("sec-websocket-accept") {
                 accept = header.value == self.expected_accept.as_bytes();
-            } else if name.eq_ignore_ascii_case("sec-websocket-extensions")
-                || name.eq_ignore_ascii_case("sec-websocket-protocol")
-            {
+            } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+                // Section 4.1, check 6: only the one we offered, once.
+                let offered = self.protocol.as_deref().map(str::as_bytes);
+                if chosen || offered != Some(header.value.trim_ascii()) {
+                    return Err(HandshakeFailure::UnrequestedExtension);
+                }
+                chosen = true;
+            } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
                 return Err(HandshakeFailure::UnrequestedExtension);
             }
         }
@@ -130,6 +164,9 @@ impl ClientHandshake {
         }
         if !accept {
             return Err(HandshakeFailure::BadAccept);
+        }
+        if self.protocol.is_some() && !chosen {
+            return Err(HandshakeFailure::ProtocolNotChosen);
         }
         Ok(Some(head_len))
     }

@@ -229,6 +229,7 @@ fn settings(
         ramp: common.ramp,
         timeout: secs("timeout", common.timeout)?,
         progress: !common.quiet,
+        protocol: None,
     })
 }
 

@@ -4,6 +4,18 @@
 use super::*;
 use wschat::protocol::frame::encode_frame;
 
+/// An upgrade of `/echo` without a subprotocol.
+const ECHO: Upgrade<'static> = Upgrade {
+    path: "/echo",
+    protocol: None,
+};
+
+/// An upgrade of `/` without a subprotocol.
+const ROOT: Upgrade<'static> = Upgrade {
+    path: "/",
+    protocol: None,
+};
+
 /// An owned copy of a [`Frame`], to compare decodes across splits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owned {
@@ -210,8 +222,8 @@ fn response_for(req: &[u8]) -> Vec<u8> {
 fn request_has_a_fresh_sixteen_byte_key() {
     let mut rng = Rng::with_seed(3);
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    ClientHandshake::start(&mut rng, "127.0.0.1:9000", "/echo", &mut a);
-    ClientHandshake::start(&mut rng, "127.0.0.1:9000", "/echo", &mut b);
+    ClientHandshake::start(&mut rng, "127.0.0.1:9000", ECHO, &mut a);
+    ClientHandshake::start(&mut rng, "127.0.0.1:9000", ECHO, &mut b);
     assert_ne!(a, b);
     let text = String::from_utf8(a).unwrap();
     assert!(text.starts_with("GET /echo HTTP/1.1\r\nHost: 127.0.0.1:9000\r\n"));
@@ -230,7 +242,7 @@ fn request_has_a_fresh_sixteen_byte_key() {
 fn valid_101_split_at_every_offset() {
     let mut rng = Rng::with_seed(4);
     let mut req = Vec::new();
-    let hs = ClientHandshake::start(&mut rng, "h", "/", &mut req);
+    let hs = ClientHandshake::start(&mut rng, "h", ROOT, &mut req);
     let mut resp = response_for(&req);
     let head_len = resp.len();
     resp.extend_from_slice(&[0x81, 0x00]);
@@ -244,7 +256,7 @@ fn valid_101_split_at_every_offset() {
 fn bad_responses_are_refused() {
     let mut rng = Rng::with_seed(5);
     let mut req = Vec::new();
-    let hs = ClientHandshake::start(&mut rng, "h", "/", &mut req);
+    let hs = ClientHandshake::start(&mut rng, "h", ROOT, &mut req);
     let good = String::from_utf8(response_for(&req)).unwrap();
     let cases = [
         (
@@ -284,4 +296,46 @@ fn tokens_are_matched_in_lists() {
     assert!(has_token(b"keep-alive, Upgrade", "upgrade"));
     assert!(has_token(b"WebSocket", "websocket"));
     assert!(!has_token(b"upgrades", "upgrade"));
+}
+
+#[test]
+fn an_offered_subprotocol_must_be_the_one_chosen() {
+    let mut rng = Rng::with_seed(6);
+    let mut req = Vec::new();
+    let v1 = Upgrade {
+        path: "/room/a?since=e1:4",
+        protocol: Some("wschat.v1"),
+    };
+    let hs = ClientHandshake::start(&mut rng, "h", v1, &mut req);
+    let text = String::from_utf8(req.clone()).unwrap();
+    assert!(text.starts_with("GET /room/a?since=e1:4 HTTP/1.1\r\n"));
+    assert!(text.contains("\r\nSec-WebSocket-Protocol: wschat.v1\r\n"));
+    let good = String::from_utf8(response_for(&req)).unwrap();
+    let with = |header: &str| good.replace("\r\n\r\n", &format!("\r\n{header}\r\n\r\n"));
+    let chosen = with("Sec-WebSocket-Protocol: wschat.v1");
+    assert_eq!(hs.parse_response(chosen.as_bytes()), Ok(Some(chosen.len())));
+    let cases = [
+        (good.clone(), HandshakeFailure::ProtocolNotChosen),
+        (
+            with("Sec-WebSocket-Protocol: chat"),
+            HandshakeFailure::UnrequestedExtension,
+        ),
+        (
+            with("Sec-WebSocket-Protocol: wschat.v1\r\nSec-WebSocket-Protocol: wschat.v1"),
+            HandshakeFailure::UnrequestedExtension,
+        ),
+    ];
+    for (response, expected) in cases {
+        assert_eq!(hs.parse_response(response.as_bytes()), Err(expected));
+    }
+    // Without an offer, any subprotocol in the answer is refused.
+    let mut req = Vec::new();
+    let plain = ClientHandshake::start(&mut rng, "h", ROOT, &mut req);
+    let answer = String::from_utf8(response_for(&req))
+        .unwrap()
+        .replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: wschat.v1\r\n\r\n");
+    assert_eq!(
+        plain.parse_response(answer.as_bytes()),
+        Err(HandshakeFailure::UnrequestedExtension)
+    );
 }

@@ -18,6 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use rustls::ClientConfig;
 use slab::Slab;
 
+use crate::codec::Upgrade;
 use crate::conn::{Conn, ConnError, Event, Outbox, Readiness, Status};
 use crate::report::{Errors, Latency, Progress, Report};
 use crate::rng::Rng;
@@ -44,6 +45,9 @@ pub struct Settings {
     pub timeout: Duration,
     /// Print the live progress line.
     pub progress: bool,
+    /// The subprotocol every upgrade offers and requires (`wschat.v1`),
+    /// or none.
+    pub protocol: Option<&'static str>,
 }
 
 impl Settings {
@@ -144,8 +148,13 @@ impl<S> Fleet<S> {
             self.next_source += 1;
             Some(ip)
         };
+        let upgrade = Upgrade {
+            path: &self.settings.target.path,
+            protocol: self.settings.protocol,
+        };
         let mut conn = Conn::connect(
             &self.settings.target,
+            upgrade,
             self.settings.plain_tcp,
             self.settings.tls.as_ref(),
             source,
