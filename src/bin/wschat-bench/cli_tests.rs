@@ -100,6 +100,50 @@ const REFUSED: &[(&[&str], &str)] = &[
     ),
 ];
 
+/// Broadcast command lines refused before any connection opens, with
+/// words of the refusal.
+const BROADCAST_REFUSED: &[(&[&str], &str)] = &[
+    (&["--recover"], "--recover needs --protocol wschat.v1"),
+    (
+        &["--protocol", "wschat.v1", "--drop-every", "1"],
+        "--drop-every needs --recover",
+    ),
+    (
+        &[
+            "--protocol",
+            "wschat.v1",
+            "--recover",
+            "--drop-every",
+            "1",
+            "--drop-fraction",
+            "1.5",
+        ],
+        "--drop-fraction must be in (0, 1]",
+    ),
+    (&["--drop-fraction", "0.5"], "--drop-every"),
+    (&["--protocol", "json"], "invalid value 'json'"),
+];
+
+#[test]
+fn broadcast_flags_that_cannot_work_together_are_refused() {
+    for (flags, words) in BROADCAST_REFUSED {
+        let args = ["wschat-bench", "broadcast", "--url", "ws://127.0.0.1:1/"];
+        let refusal = match Cli::try_parse_from(args.iter().chain(flags.iter())) {
+            Err(e) => e.to_string(),
+            Ok(Cli {
+                scenario: Scenario::Broadcast(f),
+                common,
+            }) => {
+                let settings = settings(&common, &f.url, false, f.conns, false).unwrap();
+                let outcome = broadcast::run(&settings, &f.options().unwrap());
+                outcome.err().map(|e| e.to_string()).unwrap_or_default()
+            }
+            Ok(other) => panic!("{other:?}"),
+        };
+        assert!(refusal.contains(words), "{flags:?}: {refusal}");
+    }
+}
+
 #[test]
 fn tls_flags_refused_where_they_change_nothing() {
     for (args, words) in REFUSED {

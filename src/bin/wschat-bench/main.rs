@@ -20,6 +20,7 @@
 //! wschat-bench echo      --url ws://127.0.0.1:9502/echo --conns 100 --size 16 --pipeline 16
 //! wschat-bench echo      --url tcp://127.0.0.1:7000 --tcp --conns 100 --size 16
 //! wschat-bench broadcast --url ws://127.0.0.1:9502/ --conns 1000 --senders 10 --rate 100
+//! wschat-bench broadcast --url ws://127.0.0.1:9502/ --protocol wschat.v1 --recover --drop-every 1
 //! wschat-bench hold      --url ws://127.0.0.1:9502/ --conns 15000 --seconds 30 --json
 //! ```
 
@@ -32,6 +33,7 @@ mod rng;
 mod scenario;
 mod target;
 mod tls;
+mod v1;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::scenario::broadcast::{Drops, Protocol};
 use crate::scenario::{broadcast, connect, echo, hold, Settings};
 use crate::target::Target;
 use crate::tls::{Cipher, TlsOptions};
@@ -177,6 +180,34 @@ struct BroadcastFlags {
     /// Seconds to wait for deliveries after the last send.
     #[arg(long, default_value_t = 2.0)]
     drain: f64,
+    /// What every member speaks: `classic` offers no subprotocol and reads
+    /// the text frames the server relays; `wschat.v1` offers that
+    /// subprotocol and reads its JSON objects, offsets checked.
+    #[arg(long, value_enum, default_value_t = Protocol::Classic)]
+    protocol: Protocol,
+    /// A member the server closes with 1008 (slow consumer), or that
+    /// --drop-every drops, reconnects at once with ?since=EPOCH:OFFSET and
+    /// must get what it missed (needs --protocol wschat.v1).
+    #[arg(long)]
+    recover: bool,
+    /// Every SECS seconds while sending, drop --drop-fraction of the
+    /// receivers (senders excepted) as a network failure would, so that
+    /// recovery is exercised without slow consumers (needs --recover).
+    #[arg(long, value_name = "SECS")]
+    drop_every: Option<f64>,
+    /// The share of the open receivers each --drop-every round drops (at
+    /// least one).
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        value_name = "FRACTION",
+        requires = "drop_every"
+    )]
+    drop_fraction: f64,
+    /// Seconds a dropped member stays away before it reconnects, missing
+    /// what is sent meanwhile (with --recover).
+    #[arg(long, default_value_t = 0.0, value_name = "SECS", requires = "recover")]
+    reconnect_delay: f64,
 }
 
 /// The flags of `hold` (its description is the variant's).
@@ -310,6 +341,16 @@ impl BroadcastFlags {
             rate: self.rate,
             duration: secs("duration", self.duration)?,
             drain: secs("drain", self.drain)?,
+            protocol: self.protocol,
+            recover: self.recover,
+            drops: match self.drop_every {
+                Some(every) => Some(Drops {
+                    every: secs("drop-every", every)?,
+                    fraction: self.drop_fraction,
+                }),
+                None => None,
+            },
+            reconnect_delay: secs("reconnect-delay", self.reconnect_delay)?,
         })
     }
 }

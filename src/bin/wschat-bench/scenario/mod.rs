@@ -141,6 +141,13 @@ impl<S> Fleet<S> {
     /// Starts one connection (round-robin over the source addresses) and
     /// returns its key.
     pub fn open(&mut self, state: S) -> Result<usize, ConnError> {
+        self.open_at(state, None)
+    }
+
+    /// [`open`](Fleet::open), with `path` as the request target instead
+    /// of the target's path when given (a reconnect that names its
+    /// position in the query).
+    pub fn open_at(&mut self, state: S, path: Option<&str>) -> Result<usize, ConnError> {
         let source = if self.settings.sources.is_empty() {
             None
         } else {
@@ -149,7 +156,7 @@ impl<S> Fleet<S> {
             Some(ip)
         };
         let upgrade = Upgrade {
-            path: &self.settings.target.path,
+            path: path.unwrap_or(&self.settings.target.path),
             protocol: self.settings.protocol,
         };
         let mut conn = Conn::connect(
@@ -302,8 +309,8 @@ impl Opening {
         }
     }
 
-    /// Handles one readiness event of `peer` at `now`; returns whether the
-    /// connection ended.
+    /// Handles one readiness event of `peer` at `now`, messages going to
+    /// `on_message`; returns whether the connection ended.
     fn on_ready<S>(
         &mut self,
         peer: &mut Peer<S>,
@@ -311,13 +318,14 @@ impl Opening {
         readiness: Readiness,
         now: Instant,
         on_open: &mut impl FnMut(&mut S, usize),
+        on_message: &mut impl FnMut(&mut S, Event<'_>),
     ) -> bool {
         let was_open = peer.conn.is_open();
         let mut opened = false;
-        let result = peer.conn.on_ready(readiness, rng, |event, _| {
-            if let Event::Opened = event {
-                opened = true;
-            }
+        let state = &mut peer.state;
+        let result = peer.conn.on_ready(readiness, rng, |event, _| match event {
+            Event::Opened => opened = true,
+            other => on_message(state, other),
         });
         if opened {
             self.in_flight -= 1;
@@ -358,7 +366,19 @@ impl Opening {
 pub fn establish<S: Default>(
     fleet: &mut Fleet<S>,
     n: usize,
+    on_open: impl FnMut(&mut S, usize),
+) -> io::Result<Setup> {
+    establish_reading(fleet, n, on_open, |_, _| {})
+}
+
+/// [`establish`], handing what arrives meanwhile (a server's greeting, or
+/// presence as the others join) to `on_message` with the connection's
+/// state; it may come before that connection's `on_open`.
+pub fn establish_reading<S: Default>(
+    fleet: &mut Fleet<S>,
+    n: usize,
     mut on_open: impl FnMut(&mut S, usize),
+    mut on_message: impl FnMut(&mut S, Event<'_>),
 ) -> io::Result<Setup> {
     let start = Instant::now();
     let mut progress = Progress::new(fleet.settings.progress);
@@ -368,7 +388,7 @@ pub fn establish<S: Default>(
         fleet.wait(progress.deadline())?;
         let now = Instant::now();
         fleet.for_each_ready(|peer, rng, readiness| {
-            opening.on_ready(peer, rng, readiness, now, &mut on_open)
+            opening.on_ready(peer, rng, readiness, now, &mut on_open, &mut on_message)
         });
         if progress.tick(now).is_some() {
             opening.drop_timed_out(fleet, now);
