@@ -11,6 +11,7 @@ pub mod hold;
 
 use std::io;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -216,9 +217,24 @@ impl<S> Fleet<S> {
     /// Keys dropped earlier in the same round are skipped.
     pub fn for_each_ready(
         &mut self,
+        handle: impl FnMut(&mut Peer<S>, &mut Rng, Readiness) -> bool,
+    ) {
+        self.for_each_ready_in(0..self.ready.len(), handle);
+    }
+
+    /// How many connections the last wait found ready.
+    pub fn ready_count(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// [`for_each_ready`](Fleet::for_each_ready) over part of the ready
+    /// list, so a scenario can do other work between the parts.
+    pub fn for_each_ready_in(
+        &mut self,
+        part: Range<usize>,
         mut handle: impl FnMut(&mut Peer<S>, &mut Rng, Readiness) -> bool,
     ) {
-        for &(key, readiness) in &self.ready {
+        for &(key, readiness) in &self.ready[part] {
             let Some(peer) = self.conns.get_mut(key) else {
                 continue;
             };
