@@ -208,6 +208,11 @@ struct BroadcastFlags {
     /// what is sent meanwhile (with --recover).
     #[arg(long, default_value_t = 0.0, value_name = "SECS", requires = "recover")]
     reconnect_delay: f64,
+    /// The server's process id: its CPU time while sending and draining is
+    /// reported, and per delivery (read from /proc/PID/schedstat; the
+    /// server must run on this machine).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
 }
 
 /// The flags of `hold` (its description is the variant's).
@@ -351,6 +356,7 @@ impl BroadcastFlags {
                 None => None,
             },
             reconnect_delay: secs("reconnect-delay", self.reconnect_delay)?,
+            server_pid: self.server_pid,
         })
     }
 }

@@ -96,6 +96,9 @@ pub struct Options {
     pub drops: Option<Drops>,
     /// How long a dropped member stays away before it reconnects.
     pub reconnect_delay: Duration,
+    /// The server's process: its CPU time over the run is reported, per
+    /// delivery.
+    pub server_pid: Option<u32>,
 }
 
 /// Runs the scenario; the flag says whether it passed (deliveries arrived,
@@ -154,15 +157,17 @@ pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
     )?;
     let mut progress = Progress::new(settings.progress);
     let cpu = CpuMeter::start();
+    let server = opts.server_pid.map(CpuMeter::of_process);
     let mut room = Room::new(fleet, run_tag, tally, opts, &settings.target.path);
     room.run(&mut progress)?;
     progress.finish();
     let client_cpu = cpu.percent();
+    let server = server.as_ref().map(CpuMeter::usage);
     let receivers_at_end = room.count_unseen();
     let teardown = close_all(&mut room.fleet, |_, _, _| {})?;
 
     let mut report = settings.report("broadcast");
-    let complete = room.report(&mut report, opts, client_cpu, receivers_at_end);
+    let complete = room.report(&mut report, opts, client_cpu, receivers_at_end, server);
     let errors = report_fleet(&mut report, opts.conns, setup, &teardown, room.errors);
     Ok((report, complete && errors == 0))
 }

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::tally::SenderStats;
 use super::{Options, Protocol, Room};
-use crate::report::{Progress, Report};
+use crate::report::{Progress, Report, Usage};
 use crate::scenario::fmt_p99;
 
 impl Room {
@@ -45,14 +45,16 @@ impl Room {
         }
     }
 
-    /// Adds the run's own rows to `report`; returns whether messages were
-    /// delivered and every one arrived, once, in order.
+    /// Adds the run's own rows to `report` (`server`: the server's CPU use
+    /// over the run, if its process was given); returns whether messages
+    /// were delivered and every one arrived, once, in order.
     pub(super) fn report(
         &self,
         report: &mut Report,
         opts: &Options,
         client_cpu: f64,
         receivers_at_end: u64,
+        server: Option<Option<Usage>>,
     ) -> bool {
         let tally = &self.tally;
         let secs = opts.duration.as_secs_f64();
@@ -110,7 +112,28 @@ impl Room {
         report.int("foreign messages", "", tally.foreign);
         report.int("pings answered", "", tally.pings);
         report.float("client cpu", "%", client_cpu);
+        if let Some(usage) = server {
+            server_rows(report, usage, tally.deliveries);
+        }
         let complete = lost == 0 && out_of_order == 0 && received_by_none == 0;
         tally.deliveries > 0 && complete && json_sound
     }
+}
+
+/// The server's CPU over the run: its share of one core, the time it
+/// waited for its core (another process on it makes every figure here
+/// high), and its CPU time per delivery of ours (NaN where /proc could not
+/// be read).
+fn server_rows(report: &mut Report, usage: Option<Usage>, deliveries: u64) {
+    let (percent, waited, per_delivery) = match usage {
+        Some(u) => (
+            u.percent(),
+            u.waited_percent(),
+            u.cpu.as_secs_f64() * 1e6 / deliveries as f64,
+        ),
+        None => (f64::NAN, f64::NAN, f64::NAN),
+    };
+    report.float("server cpu", "%", percent);
+    report.float("server cpu wait", "%", waited);
+    report.float("server cpu per delivery", "µs", per_delivery);
 }
