@@ -125,6 +125,7 @@ impl CpuMeter {
         CpuMeter::of(pid.to_string())
     }
 
+    /// Starts measuring `/proc/{pid}` now (`pid` may be `self`).
     fn of(pid: String) -> CpuMeter {
         let start = schedstat(&pid);
         CpuMeter {
