@@ -13,6 +13,21 @@ pub enum Against {
     /// wschat over `wss://` against the same wschat process over `ws://`:
     /// the price of TLS alone.
     PlainWs,
+    /// Members speaking `wschat.v1` (JSON objects with offsets) against
+    /// members of the classic protocol, same process, same room: the
+    /// price of JSON alone.
+    ClassicProtocol,
+}
+
+/// What decides which of a case's pairs is its median, and its ratio.
+pub enum Compare {
+    /// The headline figure, measured over the classic one (higher is
+    /// better).
+    Figure,
+    /// The server's CPU time per operation, measured over the classic one
+    /// (lower is better): for a load offered at a fixed rate, where both
+    /// sides deliver the same and only the cost differs.
+    ServerCpu,
 }
 
 /// One comparison: the same `wschat-bench` flags against both sides.
@@ -36,6 +51,14 @@ pub struct Case {
     pub count: &'static str,
     /// A latency figure reported beside it.
     pub latency: &'static str,
+    /// The key of the load generator's own reading of the server's CPU
+    /// time per operation, over the measured stretch alone (`--server-pid`
+    /// is passed, and the server's CPU and wait shares are its readings
+    /// too): for a scenario whose setup would weigh in the whole run's
+    /// figure. `None`: the whole run's CPU time, read here.
+    pub server_cpu: Option<&'static str>,
+    /// What the pairs are ranked and the ratio taken by.
+    pub compare: Compare,
 }
 
 impl Case {
@@ -45,6 +68,7 @@ impl Case {
         match self.against {
             Against::Baseline { .. } => ("wschat", "baseline"),
             Against::PlainWs => ("wss", "ws"),
+            Against::ClassicProtocol => ("json", "classic"),
         }
     }
 }
@@ -60,6 +84,26 @@ const ECHO_16KIB: &[&str] = &[
     "--binary",
 ];
 const CONNECT_C50: &[&str] = &["--concurrency", "50"];
+const BROADCAST_1000: &[&str] = &["--conns", "1000", "--senders", "1", "--rate", "1000"];
+
+/// The broadcast of the README's Performance table, `wschat.v1` against
+/// classic members: deliveries per second, delivery p99, and the server's
+/// CPU per delivery while sending and draining. Not over the whole run:
+/// 1000 JSON members joining (and leaving) tell each other, a million
+/// presence objects that would weigh more than the measured stretch.
+const PROTOCOL: Case = Case {
+    name: "broadcast_1000_protocol",
+    scenario: "broadcast",
+    path: "/",
+    args: BROADCAST_1000,
+    against: Against::ClassicProtocol,
+    tls_args: &[],
+    metric: "deliveries_per_sec",
+    count: "deliveries",
+    latency: "delivery_latency_p99_us",
+    server_cpu: Some("server_cpu_per_delivery_us"),
+    compare: Compare::ServerCpu,
+};
 
 /// An echo case: messages per second, round-trip p99.
 const fn echo(name: &'static str, args: &'static [&'static str], against: Against) -> Case {
@@ -73,6 +117,8 @@ const fn echo(name: &'static str, args: &'static [&'static str], against: Agains
         metric: "messages_per_sec",
         count: "messages",
         latency: "round_trip_p99_us",
+        server_cpu: None,
+        compare: Compare::Figure,
     }
 }
 
@@ -88,13 +134,15 @@ const fn connect(name: &'static str, against: Against, tls_args: &'static [&'sta
         metric: "handshakes_per_sec",
         count: "handshakes",
         latency: "handshake_p99_us",
+        server_cpu: None,
+        compare: Compare::Figure,
     }
 }
 
 /// The comparisons, in the order they run (connect cycles last: they
 /// leave the most kernel state behind). The TLS cases' figures are full
 /// handshakes (every connect cycle makes one) or, with `--resume`,
-/// resumed ones after the first 50.
+/// resumed ones after the first 50; `protocol` runs the JSON case alone.
 pub const CASES: &[Case] = &[
     echo(
         "echo_16B_text",
@@ -108,6 +156,7 @@ pub const CASES: &[Case] = &[
     ),
     echo("echo_16B_text_tls", ECHO_16B, Against::PlainWs),
     echo("echo_16KiB_binary_tls", ECHO_16KIB, Against::PlainWs),
+    PROTOCOL,
     connect("connect_c50", Against::Baseline { hangs_up: true }, &[]),
     connect("connect_c50_tls_full", Against::PlainWs, &[]),
     connect("connect_c50_tls_resumed", Against::PlainWs, &["--resume"]),

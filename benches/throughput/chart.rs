@@ -1,7 +1,8 @@
 //! An SVG bar chart of the throughput bench's results, drawn from the JSON
 //! lines the bench writes (`target/bench-results.json`): for each case,
 //! the measured side's figure next to the one it is compared against
-//! (wschat and the baseline, or wss:// and ws://), and the ratio.
+//! (wschat and the baseline, wss:// and ws://, or JSON and classic
+//! members), and the ratio.
 
 use std::fmt::Write as _;
 
@@ -49,7 +50,7 @@ pub fn render(json_lines: &str, number: impl Fn(&str, &str) -> Option<f64>) -> S
          font-family=\"sans-serif\" font-size=\"13\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">wschat against a plain TCP \
-         baseline, wss:// against ws://, same run (higher is better)</text>\n"
+         baseline, wss:// against ws://, JSON against classic, same run (higher is better)</text>\n"
     );
     for (
         i,

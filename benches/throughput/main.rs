@@ -10,6 +10,11 @@
 //! same one, so the ratio wschat / baseline is the cost of WebSocket and of
 //! wschat's bookkeeping, not of where the scheduler put things.
 //!
+//! The `protocol` case drives one wschat room twice with the same
+//! broadcast, its members speaking `wschat.v1` (JSON objects) or the classic
+//! protocol: the ratio of the server's CPU time per delivery is the price
+//! of JSON.
+//!
 //! wschat also listens for TLS (`--tls-listen`, an ECDSA P-256 certificate
 //! the bench makes with rcgen under `target/bench-tls/`), and the `_tls`
 //! cases drive that same process over `wss://` against `ws://`: the ratio
@@ -42,7 +47,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 
-use cases::{Against, Case, CASES};
+use cases::{Against, Case, Compare, CASES};
 use measure::{json_number, measure, Measured, Run};
 use server::{can_pin, pinned, Layout, Server};
 
@@ -105,6 +110,14 @@ impl Servers {
         };
         let addr = match case.against {
             Against::PlainWs => return Ok((self.wss(case)?, ws)),
+            Against::ClassicProtocol => {
+                let json = Run {
+                    server: ws.server,
+                    url: ws.url.clone(),
+                    flags: vec!["--protocol".to_string(), "wschat.v1".to_string()],
+                };
+                return Ok((json, ws));
+            }
             Against::Baseline { hangs_up: false } => self.baseline.addrs[0],
             Against::Baseline { hangs_up: true } => *self
                 .baseline
@@ -143,7 +156,8 @@ struct Outcome {
 }
 
 /// Measures `case` as `repeats` pairs back to back and keeps the pair with
-/// the median ratio: one noisy run on a shared machine neither makes nor
+/// the median ratio (of the figure, or of the server's CPU per operation
+/// as the case says): one noisy run on a shared machine neither makes nor
 /// breaks a figure. Which side goes first alternates, so that a machine
 /// getting busier or quieter during a case favours neither.
 fn measure_case(
@@ -164,7 +178,11 @@ fn measure_case(
             let theirs = measure(layout, pin, case, &theirs_run, secs)?;
             (measure(layout, pin, case, &ours_run, secs)?, theirs)
         };
-        pairs.push((ours.value / theirs.value, ours, theirs));
+        let ratio = match case.compare {
+            Compare::Figure => ours.value / theirs.value,
+            Compare::ServerCpu => ours.server_us_per_op / theirs.server_us_per_op,
+        };
+        pairs.push((ratio, ours, theirs));
     }
     pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
     let all = pairs.iter().map(|p| p.0).collect();
@@ -220,12 +238,15 @@ fn print_case(case: &Case, outcome: &Outcome) -> bool {
     } else {
         String::new()
     };
+    let compared = match case.compare {
+        Compare::Figure => case.metric,
+        Compare::ServerCpu => "server CPU per op",
+    };
     println!(
-        "{:<24} {:<9} {:>12.3}  ({}, {ours} / {theirs}, median of [{}]; server CPU per op {cost_ratio:.2}x{tls}){}",
+        "{:<24} {:<9} {:>12.3}  ({compared}, {ours} / {theirs}, median of [{}]; server CPU per op {cost_ratio:.2}x{tls}){}",
         "",
         "ratio",
         outcome.ratio,
-        case.metric,
         all.join(", "),
         if passed(outcome) {
             ""
@@ -263,6 +284,13 @@ fn json_line(case: &Case, outcome: &Outcome, secs: &str, pin: bool) -> String {
         (ours.into(), num(a.value)),
         (theirs.into(), num(b.value)),
         ("ratio".into(), num(outcome.ratio)),
+        (
+            "ratio_of".into(),
+            match case.compare {
+                Compare::Figure => format!("\"{}\"", case.metric),
+                Compare::ServerCpu => "\"server_cpu_per_op\"".to_string(),
+            },
+        ),
         (
             "server_cpu_per_op_ratio".into(),
             num(a.server_us_per_op / b.server_us_per_op),

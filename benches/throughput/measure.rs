@@ -27,7 +27,8 @@ pub struct Run<'a> {
     pub server: &'a Server,
     /// `ws://`, `wss://` or `tcp://`.
     pub url: String,
-    /// `--tcp`, or the TLS flags of a `wss://` run.
+    /// `--tcp`, the TLS flags of a `wss://` run, or the protocol of a
+    /// broadcast.
     pub flags: Vec<String>,
 }
 
@@ -44,7 +45,9 @@ pub struct Measured {
     /// The server's CPU use over the whole run, percent of one core.
     pub server_cpu: f64,
     /// Server CPU time per operation in microseconds: the server's cost,
-    /// comparable even when the load generator is the bottleneck.
+    /// comparable even when the load generator is the bottleneck (over the
+    /// whole run, or as the load generator read it over the measured
+    /// stretch, as the case says).
     pub server_us_per_op: f64,
     /// Time the server was runnable but waited for its CPU, percent of the
     /// run: anything well above 0 means another process (a build, a test)
@@ -73,6 +76,9 @@ pub fn measure(
         .args(case.args)
         .args(&run.flags)
         .args(["--duration", secs, "--json", "--quiet"]);
+    if case.server_cpu.is_some() {
+        cmd.args(["--server-pid", &run.server.pid().to_string()]);
+    }
     let shown = format!("{cmd:?}");
     let before = run.server.schedstat();
     let wall = Instant::now();
@@ -97,14 +103,28 @@ pub fn measure(
     let value = json_number(line, case.metric)
         .ok_or_else(|| format!("{shown}: no {} in {line}", case.metric))?;
     let field = |key: &str| json_number(line, key).unwrap_or(f64::NAN);
+    // The server's figures over the measured stretch when the load
+    // generator read them there, else over the whole run.
+    let (server_cpu, server_wait, server_us_per_op) = match case.server_cpu {
+        Some(key) => (
+            field("server_cpu_pct"),
+            field("server_cpu_wait_pct"),
+            field(key),
+        ),
+        None => (
+            server_cpu_ns / wall_ns * 100.0,
+            server_wait_ns / wall_ns * 100.0,
+            server_cpu_ns / field(case.count) / 1000.0,
+        ),
+    };
     Ok(Measured {
         value,
         latency: field(case.latency),
         errors: field("errors"),
         client_cpu: field("client_cpu_pct"),
-        server_cpu: server_cpu_ns / wall_ns * 100.0,
-        server_us_per_op: server_cpu_ns / field(case.count) / 1000.0,
-        server_wait: server_wait_ns / wall_ns * 100.0,
+        server_cpu,
+        server_us_per_op,
+        server_wait,
         tls_full: field("tls_full_handshakes"),
         tls_resumed: field("tls_resumed_handshakes"),
         passed: out.status.success(),

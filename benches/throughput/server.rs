@@ -119,6 +119,11 @@ impl Server {
         })
     }
 
+    /// Its process id (taskset execs, so it is the server's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Nanoseconds this server has run on a CPU and waited for one, from
     /// `/proc/PID/schedstat` (taskset execs, so the pid is the server's).
     pub fn schedstat(&self) -> Option<(u64, u64)> {

@@ -14,7 +14,6 @@ use wschat::protocol::close::parse_close_payload;
 use wschat::protocol::frame::{decode_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
 use wschat::protocol::handshake::accept_key;
 use wschat::protocol::mask::apply_mask;
-use wschat::protocol::utf8;
 
 use crate::rng::Rng;
 
@@ -41,6 +40,9 @@ pub enum HandshakeFailure {
     BadAccept,
     /// An extension or subprotocol we never offered (checks 5 and 6).
     UnrequestedExtension,
+    /// We offered a subprotocol and the server chose none: it would speak
+    /// another protocol than the one the scenario reads.
+    ProtocolNotChosen,
 }
 
 impl fmt::Display for HandshakeFailure {
@@ -55,36 +57,61 @@ impl fmt::Display for HandshakeFailure {
             HandshakeFailure::UnrequestedExtension => {
                 f.write_str("handshake: unrequested extension or protocol")
             }
+            HandshakeFailure::ProtocolNotChosen => {
+                f.write_str("handshake: offered subprotocol not chosen")
+            }
         }
     }
 }
 
-/// One upgrade request in flight: remembers the accept value it expects.
+/// What an upgrade request asks for besides the host: the request target
+/// and the subprotocol to offer.
+#[derive(Debug, Clone, Copy)]
+pub struct Upgrade<'a> {
+    /// Path and query string (`/room/a?since=e:4`).
+    pub path: &'a str,
+    /// The one subprotocol offered (`wschat.v1`), or none.
+    pub protocol: Option<&'a str>,
+}
+
+/// One upgrade request in flight: remembers the accept value it expects
+/// and the subprotocol it offered.
 #[derive(Debug)]
 pub struct ClientHandshake {
     expected_accept: String,
+    protocol: Option<String>,
 }
 
 impl ClientHandshake {
     /// Appends a GET upgrade request with a fresh random 16-byte key to `out`.
     ///
-    /// `host` is sent verbatim as the Host header (`name:port`), `path`
-    /// includes any query string.
-    pub fn start(rng: &mut Rng, host: &str, path: &str, out: &mut Vec<u8>) -> ClientHandshake {
+    /// `host` is sent verbatim as the Host header (`name:port`); the path
+    /// (with any query string) and the subprotocol come from `upgrade`.
+    pub fn start(
+        rng: &mut Rng,
+        host: &str,
+        upgrade: Upgrade<'_>,
+        out: &mut Vec<u8>,
+    ) -> ClientHandshake {
         let mut nonce = [0u8; 16];
         rng.fill(&mut nonce);
         let key = base64::engine::general_purpose::STANDARD.encode(nonce);
         out.extend_from_slice(b"GET ");
-        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(upgrade.path.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(
             b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
         );
         out.extend_from_slice(key.as_bytes());
+        if let Some(protocol) = upgrade.protocol {
+            out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+            out.extend_from_slice(protocol.as_bytes());
+        }
         out.extend_from_slice(b"\r\n\r\n");
         ClientHandshake {
             expected_accept: accept_key(key.as_bytes()),
+            protocol: upgrade.protocol.map(str::to_string),
         }
     }
 
@@ -108,6 +135,7 @@ impl ClientHandshake {
             return Err(HandshakeFailure::Status(code));
         }
         let (mut upgrade, mut connection, mut accept) = (false, false, false);
+        let mut chosen = false;
         for header in response.headers.iter() {
             let name = header.name;
             if name.eq_ignore_ascii_case("upgrade") {
@@ -116,9 +144,14 @@ impl ClientHandshake {
                 connection |= has_token(header.value, "upgrade");
             } else if name.eq_ignore_ascii_case("sec-websocket-accept") {
                 accept = header.value == self.expected_accept.as_bytes();
-            } else if name.eq_ignore_ascii_case("sec-websocket-extensions")
-                || name.eq_ignore_ascii_case("sec-websocket-protocol")
-            {
+            } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+                // Section 4.1, check 6: only the one we offered, once.
+                let offered = self.protocol.as_deref().map(str::as_bytes);
+                if chosen || offered != Some(header.value.trim_ascii()) {
+                    return Err(HandshakeFailure::UnrequestedExtension);
+                }
+                chosen = true;
+            } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
                 return Err(HandshakeFailure::UnrequestedExtension);
             }
         }
@@ -130,6 +163,9 @@ impl ClientHandshake {
         }
         if !accept {
             return Err(HandshakeFailure::BadAccept);
+        }
+        if self.protocol.is_some() && !chosen {
+            return Err(HandshakeFailure::ProtocolNotChosen);
         }
         Ok(Some(head_len))
     }
@@ -313,7 +349,10 @@ impl FrameReader {
 
 /// A complete data message, after the UTF-8 check text messages need.
 fn finished(binary: bool, data: &[u8]) -> Result<Frame<'_>, Violation> {
-    if !binary && !utf8::is_valid(data) {
+    // A whole message: std's check, with its fast path for ASCII, rather
+    // than the server's incremental one (every delivery goes through here,
+    // and the tool is CPU-bound).
+    if !binary && std::str::from_utf8(data).is_err() {
         return Err(Violation("invalid UTF-8 in a text message"));
     }
     Ok(Frame::Message { binary, data })
@@ -346,289 +385,4 @@ pub fn write_close(out: &mut Vec<u8>, rng: &mut Rng, code: Option<u16>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use wschat::protocol::frame::encode_frame;
-
-    /// An owned copy of a [`Frame`], to compare decodes across splits.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    enum Owned {
-        Message(bool, Vec<u8>),
-        Ping(Vec<u8>),
-        Pong,
-        Close(Option<u16>),
-    }
-
-    fn own(frame: Frame<'_>) -> Owned {
-        match frame {
-            Frame::Message { binary, data } => Owned::Message(binary, data.to_vec()),
-            Frame::Ping(p) => Owned::Ping(p.to_vec()),
-            Frame::Pong => Owned::Pong,
-            Frame::Close(code) => Owned::Close(code),
-        }
-    }
-
-    /// Feeds `chunks` one after another into a growing buffer, decoding
-    /// after each, the way `conn` does after each read.
-    fn decode_chunks(chunks: &[&[u8]]) -> Result<Vec<Owned>, Violation> {
-        let mut reader = FrameReader::new(1 << 20);
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            buf.extend_from_slice(chunk);
-            loop {
-                match reader.decode(&buf)? {
-                    Decoded::Incomplete { needed } => {
-                        assert!(needed > buf.len());
-                        break;
-                    }
-                    Decoded::Frame { consumed, frame } => {
-                        if let Some(frame) = frame {
-                            out.push(own(frame));
-                        }
-                        buf.drain(..consumed);
-                    }
-                }
-            }
-        }
-        assert!(buf.is_empty(), "bytes left over");
-        Ok(out)
-    }
-
-    /// A server stream with every kind of frame the client must handle:
-    /// short and 16/64-bit lengths, a fragmented message with a ping in the
-    /// middle, multi-byte UTF-8 split across fragments, and a close.
-    fn server_stream() -> (Vec<u8>, Vec<Owned>) {
-        let mut s = Vec::new();
-        encode_frame(true, OpCode::Text, false, &[b"from1:", b"hello"], &mut s);
-        let medium = vec![7u8; 300];
-        encode_frame(true, OpCode::Binary, false, &[&medium], &mut s);
-        let large = vec![9u8; 70_000];
-        encode_frame(true, OpCode::Binary, false, &[&large], &mut s);
-        let text = "κόσμε".as_bytes();
-        encode_frame(false, OpCode::Text, false, &[&text[..3]], &mut s);
-        encode_frame(true, OpCode::Ping, false, &[b"are you there"], &mut s);
-        encode_frame(false, OpCode::Continuation, false, &[&text[3..7]], &mut s);
-        encode_frame(true, OpCode::Continuation, false, &[&text[7..]], &mut s);
-        encode_frame(true, OpCode::Pong, false, &[], &mut s);
-        encode_frame(true, OpCode::Text, false, &[b""], &mut s);
-        encode_frame(
-            true,
-            OpCode::Close,
-            false,
-            &[&1001u16.to_be_bytes(), b"bye"],
-            &mut s,
-        );
-        let expected = vec![
-            Owned::Message(false, b"from1:hello".to_vec()),
-            Owned::Message(true, medium),
-            Owned::Message(true, large),
-            Owned::Ping(b"are you there".to_vec()),
-            Owned::Message(false, text.to_vec()),
-            Owned::Pong,
-            Owned::Message(false, Vec::new()),
-            Owned::Close(Some(1001)),
-        ];
-        (s, expected)
-    }
-
-    #[test]
-    fn whole_stream_decodes() {
-        let (stream, expected) = server_stream();
-        assert_eq!(decode_chunks(&[&stream]).unwrap(), expected);
-    }
-
-    #[test]
-    fn stream_split_at_every_offset_decodes_the_same() {
-        let (stream, expected) = server_stream();
-        for cut in 0..=stream.len() {
-            let (a, b) = stream.split_at(cut);
-            assert_eq!(decode_chunks(&[a, b]).unwrap(), expected, "cut {cut}");
-        }
-    }
-
-    #[test]
-    fn small_frames_byte_by_byte() {
-        let mut s = Vec::new();
-        encode_frame(false, OpCode::Binary, false, &[b"ab"], &mut s);
-        encode_frame(true, OpCode::Continuation, false, &[b"cd"], &mut s);
-        encode_frame(true, OpCode::Close, false, &[], &mut s);
-        let bytes: Vec<&[u8]> = s.chunks(1).collect();
-        assert_eq!(
-            decode_chunks(&bytes).unwrap(),
-            vec![Owned::Message(true, b"abcd".to_vec()), Owned::Close(None)]
-        );
-    }
-
-    #[test]
-    fn protocol_violations_fail_the_connection() {
-        let masked = [0x81, 0x81, 1, 2, 3, 4, b'x' ^ 1];
-        let rsv = [0xC1, 0x00];
-        let long_ping = {
-            let mut f = Vec::new();
-            encode_frame(true, OpCode::Ping, false, &[&[0u8; 126]], &mut f);
-            f
-        };
-        let fragmented_ping = [0x09, 0x00];
-        let lone_continuation = [0x80, 0x00];
-        let bad_utf8 = [0x81, 0x02, 0xC0, 0xAF];
-        let bad_close_code = [0x88, 0x02, 0x03, 0xED];
-        let interleaved = [0x01, 0x01, b'a', 0x81, 0x01, b'b'];
-        for (name, bytes) in [
-            ("masked", &masked[..]),
-            ("rsv", &rsv[..]),
-            ("long ping", &long_ping[..]),
-            ("fragmented ping", &fragmented_ping[..]),
-            ("lone continuation", &lone_continuation[..]),
-            ("bad utf8", &bad_utf8[..]),
-            ("close 1005", &bad_close_code[..]),
-            ("interleaved", &interleaved[..]),
-        ] {
-            assert!(decode_chunks(&[bytes]).is_err(), "{name}");
-        }
-    }
-
-    #[test]
-    fn oversized_message_is_refused_before_buffering() {
-        let mut reader = FrameReader::new(100);
-        let header = [0x82, 0x7E, 0x01, 0x00];
-        assert_eq!(reader.decode(&header), Err(Violation("message too large")));
-    }
-
-    #[test]
-    fn incomplete_frame_asks_for_the_whole_frame() {
-        let mut f = Vec::new();
-        encode_frame(true, OpCode::Binary, false, &[&[0u8; 1000]], &mut f);
-        let mut reader = FrameReader::new(1 << 20);
-        assert_eq!(
-            reader.decode(&f[..10]),
-            Ok(Decoded::Incomplete { needed: 1004 })
-        );
-    }
-
-    #[test]
-    fn client_frames_are_masked_and_round_trip() {
-        let mut rng = Rng::with_seed(1);
-        let mut out = Vec::new();
-        write_frame(&mut out, &mut rng, OpCode::Text, &[b"Hello"]);
-        write_frame(&mut out, &mut rng, OpCode::Text, &[b"He", b"", b"llo"]);
-        let (h1, n1) = decode_header(&out).unwrap().unwrap();
-        let first_len = n1 + h1.payload_len as usize;
-        let (h2, n2) = decode_header(&out[first_len..]).unwrap().unwrap();
-        assert!(h1.fin && h1.opcode == OpCode::Text && h1.payload_len == 5);
-        assert_ne!(h1.mask, h2.mask, "each frame gets a fresh mask");
-        let mut payload = out[n1..first_len].to_vec();
-        assert_ne!(payload, b"Hello");
-        apply_mask(&mut payload, h1.mask.unwrap(), 0);
-        assert_eq!(payload, b"Hello");
-        let mut second = out[first_len + n2..].to_vec();
-        apply_mask(&mut second, h2.mask.unwrap(), 0);
-        assert_eq!(second, b"Hello");
-    }
-
-    #[test]
-    fn close_frame_carries_the_code() {
-        let mut rng = Rng::with_seed(2);
-        let mut out = Vec::new();
-        write_close(&mut out, &mut rng, Some(1000));
-        let (h, n) = decode_header(&out).unwrap().unwrap();
-        assert_eq!(h.opcode, OpCode::Close);
-        let mut payload = out[n..].to_vec();
-        apply_mask(&mut payload, h.mask.unwrap(), 0);
-        assert_eq!(payload, 1000u16.to_be_bytes());
-    }
-
-    /// The server's answer for the request written to `req`.
-    fn response_for(req: &[u8]) -> Vec<u8> {
-        let text = std::str::from_utf8(req).unwrap();
-        let key = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap();
-        format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            accept_key(key.as_bytes())
-        )
-        .into_bytes()
-    }
-
-    #[test]
-    fn request_has_a_fresh_sixteen_byte_key() {
-        let mut rng = Rng::with_seed(3);
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        ClientHandshake::start(&mut rng, "127.0.0.1:9000", "/echo", &mut a);
-        ClientHandshake::start(&mut rng, "127.0.0.1:9000", "/echo", &mut b);
-        assert_ne!(a, b);
-        let text = String::from_utf8(a).unwrap();
-        assert!(text.starts_with("GET /echo HTTP/1.1\r\nHost: 127.0.0.1:9000\r\n"));
-        assert!(text.ends_with("\r\n\r\n"));
-        let key = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            .unwrap();
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(key)
-            .unwrap();
-        assert_eq!(raw.len(), 16);
-    }
-
-    #[test]
-    fn valid_101_split_at_every_offset() {
-        let mut rng = Rng::with_seed(4);
-        let mut req = Vec::new();
-        let hs = ClientHandshake::start(&mut rng, "h", "/", &mut req);
-        let mut resp = response_for(&req);
-        let head_len = resp.len();
-        resp.extend_from_slice(&[0x81, 0x00]);
-        for cut in 0..head_len {
-            assert_eq!(hs.parse_response(&resp[..cut]), Ok(None), "cut {cut}");
-        }
-        assert_eq!(hs.parse_response(&resp), Ok(Some(head_len)));
-    }
-
-    #[test]
-    fn bad_responses_are_refused() {
-        let mut rng = Rng::with_seed(5);
-        let mut req = Vec::new();
-        let hs = ClientHandshake::start(&mut rng, "h", "/", &mut req);
-        let good = String::from_utf8(response_for(&req)).unwrap();
-        let cases = [
-            (
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_string(),
-                HandshakeFailure::Status(503),
-            ),
-            (
-                good.replace("Upgrade: websocket\r\n", ""),
-                HandshakeFailure::MissingUpgrade,
-            ),
-            (
-                good.replace("Connection: Upgrade", "Connection: keep-alive"),
-                HandshakeFailure::MissingConnection,
-            ),
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n".to_string(),
-                HandshakeFailure::BadAccept,
-            ),
-            (
-                good.replace("\r\n\r\n", "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
-                HandshakeFailure::UnrequestedExtension,
-            ),
-            ("HTTP/1.1 abc\r\n\r\n".to_string(), HandshakeFailure::Malformed),
-        ];
-        for (response, expected) in cases {
-            assert_eq!(hs.parse_response(response.as_bytes()), Err(expected));
-        }
-        let endless = format!("HTTP/1.1 101 OK\r\nX: {}", "a".repeat(9000));
-        assert_eq!(
-            hs.parse_response(endless.as_bytes()),
-            Err(HandshakeFailure::HeadTooLarge)
-        );
-    }
-
-    #[test]
-    fn tokens_are_matched_in_lists() {
-        assert!(has_token(b"keep-alive, Upgrade", "upgrade"));
-        assert!(has_token(b"WebSocket", "websocket"));
-        assert!(!has_token(b"upgrades", "upgrade"));
-    }
-}
+mod tests;

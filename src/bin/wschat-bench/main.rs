@@ -20,6 +20,7 @@
 //! wschat-bench echo      --url ws://127.0.0.1:9502/echo --conns 100 --size 16 --pipeline 16
 //! wschat-bench echo      --url tcp://127.0.0.1:7000 --tcp --conns 100 --size 16
 //! wschat-bench broadcast --url ws://127.0.0.1:9502/ --conns 1000 --senders 10 --rate 100
+//! wschat-bench broadcast --url ws://127.0.0.1:9502/ --protocol wschat.v1 --recover --drop-every 1
 //! wschat-bench hold      --url ws://127.0.0.1:9502/ --conns 15000 --seconds 30 --json
 //! ```
 
@@ -32,6 +33,7 @@ mod rng;
 mod scenario;
 mod target;
 mod tls;
+mod v1;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::scenario::broadcast::{Drops, Protocol};
 use crate::scenario::{broadcast, connect, echo, hold, Settings};
 use crate::target::Target;
 use crate::tls::{Cipher, TlsOptions};
@@ -179,6 +182,39 @@ struct BroadcastFlags {
     /// Seconds to wait for deliveries after the last send.
     #[arg(long, default_value_t = 2.0)]
     drain: f64,
+    /// What every member speaks: `classic` offers no subprotocol and reads
+    /// the text frames the server relays; `wschat.v1` offers that
+    /// subprotocol and reads its JSON objects, offsets checked.
+    #[arg(long, value_enum, default_value_t = Protocol::Classic)]
+    protocol: Protocol,
+    /// A member the server closes with 1008 (slow consumer), or that
+    /// --drop-every drops, reconnects at once with ?since=EPOCH:OFFSET and
+    /// must get what it missed (needs --protocol wschat.v1).
+    #[arg(long)]
+    recover: bool,
+    /// Every SECS seconds while sending, drop --drop-fraction of the
+    /// receivers (senders excepted) as a network failure would, so that
+    /// recovery is exercised without slow consumers (needs --recover).
+    #[arg(long, value_name = "SECS")]
+    drop_every: Option<f64>,
+    /// The share of the open receivers each --drop-every round drops (at
+    /// least one).
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        value_name = "FRACTION",
+        requires = "drop_every"
+    )]
+    drop_fraction: f64,
+    /// Seconds a dropped member stays away before it reconnects, missing
+    /// what is sent meanwhile (with --recover).
+    #[arg(long, default_value_t = 0.0, value_name = "SECS", requires = "recover")]
+    reconnect_delay: f64,
+    /// The server's process id: its CPU time while sending and draining is
+    /// reported, and per delivery (read from /proc/PID/schedstat; the
+    /// server must run on this machine).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
 }
 
 /// The flags of `hold` (its description is the variant's).
@@ -231,6 +267,7 @@ fn settings(
         ramp: common.ramp,
         timeout: secs("timeout", common.timeout)?,
         progress: !common.quiet,
+        protocol: None,
     })
 }
 
@@ -311,6 +348,17 @@ impl BroadcastFlags {
             rate: self.rate,
             duration: secs("duration", self.duration)?,
             drain: secs("drain", self.drain)?,
+            protocol: self.protocol,
+            recover: self.recover,
+            drops: match self.drop_every {
+                Some(every) => Some(Drops {
+                    every: secs("drop-every", every)?,
+                    fraction: self.drop_fraction,
+                }),
+                None => None,
+            },
+            reconnect_delay: secs("reconnect-delay", self.reconnect_delay)?,
+            server_pid: self.server_pid,
         })
     }
 }
@@ -366,125 +414,4 @@ fn main() -> ExitCode {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The settings of `wschat-bench ARGS` (a `connect` or `echo` line).
-    fn settings_of(args: &[&str]) -> Result<Settings, String> {
-        let cli =
-            Cli::try_parse_from(["wschat-bench"].iter().chain(args)).map_err(|e| e.to_string())?;
-        match &cli.scenario {
-            Scenario::Connect(f) => settings(&cli.common, &f.url, f.tcp, 1, f.resume),
-            Scenario::Echo(f) => settings(&cli.common, &f.url, f.tcp, 1, false),
-            _ => unreachable!("only connect and echo here"),
-        }
-    }
-
-    #[test]
-    fn tls_flags_with_wss() {
-        let s = settings_of(&["connect", "--url", "wss://127.0.0.1:1/", "--insecure"]).unwrap();
-        assert!(s.tls.is_some());
-        assert!(s.report("connect").json().contains("\"mode\":\"wss\""));
-        let s = settings_of(&[
-            "echo",
-            "--url",
-            "wss://127.0.0.1:1/",
-            "--insecure",
-            "--quiet",
-        ]);
-        assert!(s.unwrap().tls.is_some());
-        let s = settings_of(&[
-            "connect",
-            "--insecure",
-            "--url",
-            "wss://127.0.0.1:1/",
-            "--resume",
-        ]);
-        assert!(s.is_ok());
-        assert!(settings_of(&["echo", "--url", "ws://127.0.0.1:1/"])
-            .unwrap()
-            .tls
-            .is_none());
-    }
-
-    /// Command lines refused, with words of the refusal.
-    const REFUSED: &[(&[&str], &str)] = &[
-        (
-            &["connect", "--url", "ws://127.0.0.1:1/", "--insecure"],
-            "--insecure needs a wss:// URL",
-        ),
-        (
-            &["connect", "--url", "ws://127.0.0.1:1/", "--resume"],
-            "--resume needs a wss:// URL",
-        ),
-        (
-            &["echo", "--url", "tcp://127.0.0.1:1", "--ca", "x.pem"],
-            "--ca needs a wss:// URL",
-        ),
-        (
-            &["echo", "--url", "ws://127.0.0.1:1/", "--cipher", "aes128"],
-            "--cipher needs a wss:// URL",
-        ),
-        (
-            &["echo", "--url", "wss://127.0.0.1:1/", "--cipher", "rot13"],
-            "invalid value 'rot13'",
-        ),
-        (
-            &["echo", "--url", "wss://127.0.0.1:1/", "--tcp", "--insecure"],
-            "--tcp cannot be used",
-        ),
-        (
-            &[
-                "echo",
-                "--url",
-                "wss://127.0.0.1:1/",
-                "--ca",
-                "x.pem",
-                "--insecure",
-            ],
-            "cannot be used with",
-        ),
-        (
-            &[
-                "echo",
-                "--url",
-                "wss://127.0.0.1:1/",
-                "--resume",
-                "--insecure",
-            ],
-            "unexpected argument",
-        ),
-        (
-            &[
-                "echo",
-                "--url",
-                "wss://127.0.0.1:1/",
-                "--ca",
-                "/nonexistent.pem",
-            ],
-            "--ca /nonexistent.pem",
-        ),
-    ];
-
-    #[test]
-    fn help_describes_the_load_generator_not_the_daemon() {
-        use clap::CommandFactory as _;
-        let help = Cli::command().render_help().to_string();
-        assert!(
-            help.starts_with("Load generator for WebSocket servers"),
-            "{help}"
-        );
-        assert!(!help.contains(env!("CARGO_PKG_DESCRIPTION")), "{help}");
-        assert!(help.contains("Usage: wschat-bench "), "{help}");
-        let version = Cli::command().render_version();
-        assert!(version.starts_with("wschat-bench "), "{version}");
-    }
-
-    #[test]
-    fn tls_flags_refused_where_they_change_nothing() {
-        for (args, words) in REFUSED {
-            let err = settings_of(args).err().unwrap_or_default();
-            assert!(err.contains(words), "{args:?}: {err}");
-        }
-    }
-}
+mod cli_tests;

@@ -75,43 +75,90 @@ impl Latency {
     }
 }
 
-/// CPU use of this process over a stretch of wall time.
+/// CPU use of a process over a stretch of wall time.
 ///
 /// A load generator that saturates its own core measures itself, not the
-/// server; reporting its CPU share tells which side was the limit. Reads
-/// `/proc/self/schedstat` (nanoseconds on CPU, single-threaded process).
+/// server; reporting its CPU share tells which side was the limit. The
+/// server's own figure, read the same way from its process, turns into CPU
+/// time per operation, which compares servers even when the load generator
+/// is the limit. Reads `/proc/PID/schedstat` (nanoseconds on CPU and
+/// waiting for one; a single-threaded process's main thread is all of it).
 #[derive(Debug)]
 pub struct CpuMeter {
+    /// `self` or a process id.
+    pid: String,
     wall: Instant,
-    cpu: Option<Duration>,
+    start: Option<(Duration, Duration)>,
+}
+
+/// What a [`CpuMeter`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    /// Time on a CPU.
+    pub cpu: Duration,
+    /// Time runnable but waiting for a CPU.
+    pub waited: Duration,
+    /// Wall time.
+    pub wall: Duration,
+}
+
+impl Usage {
+    /// Percent of one core used.
+    pub fn percent(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.wall.as_secs_f64() * 100.0
+    }
+
+    /// Percent of the wall time spent waiting for a core.
+    pub fn waited_percent(&self) -> f64 {
+        self.waited.as_secs_f64() / self.wall.as_secs_f64() * 100.0
+    }
 }
 
 impl CpuMeter {
-    /// Starts measuring now.
+    /// Starts measuring this process now.
     pub fn start() -> CpuMeter {
+        CpuMeter::of("self".to_string())
+    }
+
+    /// Starts measuring process `pid` now.
+    pub fn of_process(pid: u32) -> CpuMeter {
+        CpuMeter::of(pid.to_string())
+    }
+
+    /// Starts measuring `/proc/{pid}` now (`pid` may be `self`).
+    fn of(pid: String) -> CpuMeter {
+        let start = schedstat(&pid);
         CpuMeter {
+            pid,
             wall: Instant::now(),
-            cpu: cpu_time(),
+            start,
         }
+    }
+
+    /// What was used since the start (`None` where /proc cannot be read,
+    /// or the process is gone).
+    pub fn usage(&self) -> Option<Usage> {
+        let wall = self.wall.elapsed();
+        let ((cpu0, wait0), (cpu1, wait1)) = (self.start?, schedstat(&self.pid)?);
+        (!wall.is_zero()).then(|| Usage {
+            cpu: cpu1.saturating_sub(cpu0),
+            waited: wait1.saturating_sub(wait0),
+            wall,
+        })
     }
 
     /// Percent of one core used since `start` (NaN where /proc is missing).
     pub fn percent(&self) -> f64 {
-        let wall = self.wall.elapsed().as_secs_f64();
-        match (self.cpu, cpu_time()) {
-            (Some(before), Some(after)) if wall > 0.0 => {
-                (after.saturating_sub(before)).as_secs_f64() / wall * 100.0
-            }
-            _ => f64::NAN,
-        }
+        self.usage().map_or(f64::NAN, |u| u.percent())
     }
 }
 
-/// CPU time used by this process so far.
-fn cpu_time() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/self/schedstat").ok()?;
-    let ns = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
+/// Time on a CPU and time waiting for one, of process `pid` so far.
+fn schedstat(pid: &str) -> Option<(Duration, Duration)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse().ok());
+    let (cpu, wait) = (fields.next()??, fields.next()??);
+    Some((Duration::from_nanos(cpu), Duration::from_nanos(wait)))
 }
 
 /// Failed connections counted by cause (the error's display text).
@@ -425,6 +472,26 @@ mod tests {
             r#"{"scenario":"echo","mode":"ws","messages_per_sec":42,"round_trip_p99_us":12.500,"nothing":null,"error_kinds":{"io: \"reset\"":2}}"#
         );
         assert!(r.table().contains("round trip p99  12.5 µs"));
+    }
+
+    #[test]
+    fn cpu_of_another_process() {
+        let mut busy = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("sh");
+        let meter = CpuMeter::of_process(busy.id());
+        std::thread::sleep(Duration::from_millis(200));
+        let used = meter.usage();
+        let _ = busy.kill();
+        let _ = busy.wait();
+        let used = used.expect("/proc/PID/schedstat");
+        // Always runnable: on a core or waiting for one, however busy the
+        // machine is.
+        assert!(used.cpu > Duration::ZERO, "{used:?}");
+        assert!(used.percent() + used.waited_percent() > 50.0, "{used:?}");
+        assert!(CpuMeter::of_process(u32::MAX).usage().is_none());
+        assert!(CpuMeter::of_process(u32::MAX).percent().is_nan());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use rustls::ClientConfig;
 
-use crate::codec::{ClientHandshake, Decoded, Frame, FrameReader};
+use crate::codec::{ClientHandshake, Decoded, Frame, FrameReader, Upgrade};
 use crate::rng::Rng;
 use crate::target::Target;
 
@@ -107,11 +107,13 @@ pub struct Conn {
 
 impl Conn {
     /// Starts connecting to `target` (from `source`, if given) and queues
-    /// the upgrade request, sent as soon as TCP (and, for `wss://`, the TLS
-    /// handshake with `tls_config`) is up. Register
-    /// [`stream`](Conn::stream) for both readable and writable.
+    /// the upgrade request for `upgrade` (its path and subprotocol), sent
+    /// as soon as TCP (and, for `wss://`, the TLS handshake with
+    /// `tls_config`) is up. Register [`stream`](Conn::stream) for both
+    /// readable and writable.
     pub fn connect(
         target: &Target,
+        upgrade: Upgrade<'_>,
         plain_tcp: bool,
         tls_config: Option<&Arc<ClientConfig>>,
         source: Option<IpAddr>,
@@ -128,7 +130,7 @@ impl Conn {
         let stream = open_socket(target.addr, source).map_err(ConnError::Connect)?;
         let mut tx = Vec::new();
         let handshake =
-            (!plain_tcp).then(|| ClientHandshake::start(rng, &target.host, &target.path, &mut tx));
+            (!plain_tcp).then(|| ClientHandshake::start(rng, &target.host, upgrade, &mut tx));
         Ok(Conn {
             stream,
             phase: Phase::Connecting(handshake),

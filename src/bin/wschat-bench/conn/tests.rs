@@ -11,6 +11,14 @@ use wschat::protocol::frame::{decode_header, encode_frame, OpCode};
 use wschat::protocol::handshake::accept_key;
 use wschat::protocol::mask::apply_mask;
 
+/// The upgrade of a plain client: the target's path, no subprotocol.
+pub(super) fn upgrade(target: &Target) -> Upgrade<'_> {
+    Upgrade {
+        path: &target.path,
+        protocol: None,
+    }
+}
+
 /// Reads one client frame from a blocking socket: checks it is masked
 /// and returns the opcode and the unmasked payload.
 fn read_client_frame(s: &mut std::net::TcpStream) -> (OpCode, Vec<u8>) {
@@ -94,7 +102,7 @@ fn fragments_pings_and_close_against_a_scripted_server() {
     let server = thread::spawn(move || scripted_server(listener));
     let target = Target::parse(&format!("ws://{addr}/echo")).unwrap();
     let mut rng = Rng::with_seed(11);
-    let mut conn = Conn::connect(&target, false, None, None, &mut rng).unwrap();
+    let mut conn = Conn::connect(&target, upgrade(&target), false, None, None, &mut rng).unwrap();
     let (mut poll, mut events) = poll_for(&mut conn);
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -136,7 +144,7 @@ fn refused_connect_is_a_connect_error() {
     };
     let target = Target::parse(&format!("ws://127.0.0.1:{port}/")).unwrap();
     let mut rng = Rng::with_seed(12);
-    let mut conn = Conn::connect(&target, false, None, None, &mut rng).unwrap();
+    let mut conn = Conn::connect(&target, upgrade(&target), false, None, None, &mut rng).unwrap();
     let (mut poll, mut events) = poll_for(&mut conn);
     poll.poll(&mut events, Some(Duration::from_secs(5)))
         .unwrap();

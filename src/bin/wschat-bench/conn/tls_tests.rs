@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
+use super::tests::upgrade;
 use crate::tls::TlsOptions;
 
 /// A CA named `name` whose PEM is written to `dir/ca.pem`.
@@ -98,7 +99,8 @@ struct Life {
 /// echoed, and runs the connection until it ends (10 s at most).
 fn echo_life(target: &Target, config: &Arc<ClientConfig>, messages: &[Vec<u8>]) -> Life {
     let mut rng = Rng::with_seed(21);
-    let mut conn = Conn::connect(target, false, Some(config), None, &mut rng).unwrap();
+    let mut conn =
+        Conn::connect(target, upgrade(target), false, Some(config), None, &mut rng).unwrap();
     let mut poll = Poll::new().unwrap();
     let interest = Interest::READABLE | Interest::WRITABLE;
     poll.registry()
@@ -216,7 +218,7 @@ fn a_tls_config_goes_with_wss_only() {
     let ws = Target::parse("ws://127.0.0.1:9/").unwrap();
     let wss = Target::parse("wss://127.0.0.1:9/").unwrap();
     for (target, config) in [(&ws, Some(&config)), (&wss, None)] {
-        let result = Conn::connect(target, false, config, None, &mut rng);
+        let result = Conn::connect(target, upgrade(target), false, config, None, &mut rng);
         assert!(matches!(result, Err(ConnError::Tls(_))), "{result:?}");
     }
 }

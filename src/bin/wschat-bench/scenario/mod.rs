@@ -11,6 +11,7 @@ pub mod hold;
 
 use std::io;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 use rustls::ClientConfig;
 use slab::Slab;
 
+use crate::codec::Upgrade;
 use crate::conn::{Conn, ConnError, Event, Outbox, Readiness, Status};
 use crate::report::{Errors, Latency, Progress, Report};
 use crate::rng::Rng;
@@ -44,6 +46,9 @@ pub struct Settings {
     pub timeout: Duration,
     /// Print the live progress line.
     pub progress: bool,
+    /// The subprotocol every upgrade offers and requires (`wschat.v1`),
+    /// or none.
+    pub protocol: Option<&'static str>,
 }
 
 impl Settings {
@@ -137,6 +142,13 @@ impl<S> Fleet<S> {
     /// Starts one connection (round-robin over the source addresses) and
     /// returns its key.
     pub fn open(&mut self, state: S) -> Result<usize, ConnError> {
+        self.open_at(state, None)
+    }
+
+    /// [`open`](Fleet::open), with `path` as the request target instead
+    /// of the target's path when given (a reconnect that names its
+    /// position in the query).
+    pub fn open_at(&mut self, state: S, path: Option<&str>) -> Result<usize, ConnError> {
         let source = if self.settings.sources.is_empty() {
             None
         } else {
@@ -144,8 +156,13 @@ impl<S> Fleet<S> {
             self.next_source += 1;
             Some(ip)
         };
+        let upgrade = Upgrade {
+            path: path.unwrap_or(&self.settings.target.path),
+            protocol: self.settings.protocol,
+        };
         let mut conn = Conn::connect(
             &self.settings.target,
+            upgrade,
             self.settings.plain_tcp,
             self.settings.tls.as_ref(),
             source,
@@ -200,9 +217,24 @@ impl<S> Fleet<S> {
     /// Keys dropped earlier in the same round are skipped.
     pub fn for_each_ready(
         &mut self,
+        handle: impl FnMut(&mut Peer<S>, &mut Rng, Readiness) -> bool,
+    ) {
+        self.for_each_ready_in(0..self.ready.len(), handle);
+    }
+
+    /// How many connections the last wait found ready.
+    pub fn ready_count(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// [`for_each_ready`](Fleet::for_each_ready) over part of the ready
+    /// list, so a scenario can do other work between the parts.
+    pub fn for_each_ready_in(
+        &mut self,
+        part: Range<usize>,
         mut handle: impl FnMut(&mut Peer<S>, &mut Rng, Readiness) -> bool,
     ) {
-        for &(key, readiness) in &self.ready {
+        for &(key, readiness) in &self.ready[part] {
             let Some(peer) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -293,8 +325,8 @@ impl Opening {
         }
     }
 
-    /// Handles one readiness event of `peer` at `now`; returns whether the
-    /// connection ended.
+    /// Handles one readiness event of `peer` at `now`, messages going to
+    /// `on_message`; returns whether the connection ended.
     fn on_ready<S>(
         &mut self,
         peer: &mut Peer<S>,
@@ -302,13 +334,14 @@ impl Opening {
         readiness: Readiness,
         now: Instant,
         on_open: &mut impl FnMut(&mut S, usize),
+        on_message: &mut impl FnMut(&mut S, Event<'_>),
     ) -> bool {
         let was_open = peer.conn.is_open();
         let mut opened = false;
-        let result = peer.conn.on_ready(readiness, rng, |event, _| {
-            if let Event::Opened = event {
-                opened = true;
-            }
+        let state = &mut peer.state;
+        let result = peer.conn.on_ready(readiness, rng, |event, _| match event {
+            Event::Opened => opened = true,
+            other => on_message(state, other),
         });
         if opened {
             self.in_flight -= 1;
@@ -349,7 +382,19 @@ impl Opening {
 pub fn establish<S: Default>(
     fleet: &mut Fleet<S>,
     n: usize,
+    on_open: impl FnMut(&mut S, usize),
+) -> io::Result<Setup> {
+    establish_reading(fleet, n, on_open, |_, _| {})
+}
+
+/// [`establish`], handing what arrives meanwhile (a server's greeting, or
+/// presence as the others join) to `on_message` with the connection's
+/// state; it may come before that connection's `on_open`.
+pub fn establish_reading<S: Default>(
+    fleet: &mut Fleet<S>,
+    n: usize,
     mut on_open: impl FnMut(&mut S, usize),
+    mut on_message: impl FnMut(&mut S, Event<'_>),
 ) -> io::Result<Setup> {
     let start = Instant::now();
     let mut progress = Progress::new(fleet.settings.progress);
@@ -359,7 +404,7 @@ pub fn establish<S: Default>(
         fleet.wait(progress.deadline())?;
         let now = Instant::now();
         fleet.for_each_ready(|peer, rng, readiness| {
-            opening.on_ready(peer, rng, readiness, now, &mut on_open)
+            opening.on_ready(peer, rng, readiness, now, &mut on_open, &mut on_message)
         });
         if progress.tick(now).is_some() {
             opening.drop_timed_out(fleet, now);
