@@ -575,3 +575,19 @@ fn per_address_limits_count_streams_and_polls() {
     let refused = support::Response::parse(&raw).unwrap();
     assert_eq!(refused.status, 429, "{refused:?}");
 }
+
+#[test]
+fn pollers_are_at_most_max_connections() {
+    let server = start_server(wschat::Config {
+        max_connections: 2,
+        ..test_config()
+    });
+    let addr = server.addr();
+    let http = agent();
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| poll(&http, addr, "few", "timeout=0", None).status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 503]);
+    let metrics = Metrics::fetch(addr);
+    assert_eq!(metrics.value("wschat_members{transport=\"poll\"}"), 2.0);
+}

@@ -1039,6 +1039,135 @@ mod tests {
         assert_eq!(presence, 3, "classic members are not told of joins");
     }
 
+    /// An SSE member: a queue with a session token.
+    #[derive(Default)]
+    struct Stream(Queue);
+
+    impl Member for Stream {
+        fn backlog(&self) -> Option<usize> {
+            self.0.backlog()
+        }
+
+        fn format(&self) -> Format {
+            Format::Sse
+        }
+
+        fn id(&self) -> u64 {
+            9
+        }
+
+        fn queue(&mut self, message: &mut Outgoing<'_>) -> bool {
+            self.0
+                .frames
+                .push_back(message.frame_for(Format::Sse, None, None));
+            true
+        }
+
+        fn queue_frame(&mut self, frame: Rc<[u8]>) -> bool {
+            self.0.queue_frame(frame)
+        }
+
+        fn session(&self) -> Option<&str> {
+            Some("tok")
+        }
+    }
+
+    fn text(message: &[u8]) -> RoomMessage<'_> {
+        RoomMessage {
+            sender: 1,
+            opcode: OpCode::Text,
+            payload: message,
+            time_ms: 7,
+            numbered: None,
+        }
+    }
+
+    #[test]
+    fn an_sse_member_is_welcomed_with_its_session_then_sent_events() {
+        let mut hub = Hub::new(64, HistoryLimits::default());
+        let mut members: Slab<Stream> = Slab::new();
+        let key = members.insert(Stream::default());
+        let room = hub.rooms.open("r");
+        let now = Time::from_millis(0);
+        for m in [&b"a"[..], b"b", b"c"] {
+            hub.broadcast(room, text(m), &mut members, 1 << 20, now);
+        }
+        let epoch = hub.rooms.history(room).unwrap().epoch().to_string();
+        let since = Position {
+            epoch: epoch.clone(),
+            offset: 1,
+        };
+        let joining = Joining {
+            key,
+            id: 9,
+            format: Format::Sse,
+            since: Some(&since),
+            recall: false,
+        };
+        let mut woken = Vec::new();
+        hub.join("r", joining, &mut members, &mut woken);
+        assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
+        let events: Vec<String> = members[key]
+            .0
+            .frames
+            .iter()
+            .map(|f| String::from_utf8(f.to_vec()).unwrap())
+            .collect();
+        let welcome = format!(
+            "id: {epoch}:1\ndata: {{\"type\":\"welcome\",\"id\":9,\"room\":\"r\",\"epoch\":\"{epoch}\",\"offset\":3,\"members\":1,\"recovered\":true,\"session\":\"tok\"}}\n\n"
+        );
+        assert_eq!(events[0], welcome);
+        assert!(events[1].starts_with(&format!(
+            "id: {epoch}:2\ndata: {{\"type\":\"message\",\"offset\":2,"
+        )));
+        assert!(events[2].starts_with(&format!("id: {epoch}:3\n")));
+        assert_eq!(events.len(), 3);
+    }
+
+    #[test]
+    fn a_poll_reads_the_history_and_builds_each_object_once() {
+        let mut hub = Hub::new(64, HistoryLimits::default());
+        let mut members: Slab<Queue> = Slab::new();
+        let room = hub.rooms.open("r");
+        let now = Time::from_millis(0);
+        for m in [&b"a"[..], b"b", b"c"] {
+            hub.broadcast(room, text(m), &mut members, 1 << 20, now);
+        }
+        let epoch = hub.rooms.history(room).unwrap().epoch().to_string();
+        let at = |offset| Position {
+            epoch: epoch.clone(),
+            offset,
+        };
+        let polled = hub.poll(room, Some(&at(1)), 1 << 20);
+        assert_eq!((polled.recovered, polled.head, polled.next), (true, 3, 3));
+        let offsets: Vec<u64> = polled.messages.iter().map(|m| m.0).collect();
+        assert_eq!(offsets, [2, 3]);
+        let object: serde_json::Value = serde_json::from_slice(&polled.messages[0].1).unwrap();
+        assert_eq!(
+            (object["offset"].as_u64(), object["text"].as_str()),
+            (Some(2), Some("b"))
+        );
+        let again = hub.poll(room, Some(&at(1)), 1 << 20);
+        assert!(
+            Rc::ptr_eq(&polled.messages[0].1, &again.messages[0].1),
+            "kept"
+        );
+        let cut = hub.poll(room, Some(&at(0)), 1);
+        assert_eq!(
+            (cut.messages.len(), cut.next),
+            (1, 1),
+            "one at least, then cut"
+        );
+        let nothing = hub.poll(room, Some(&at(3)), 1 << 20);
+        assert!(nothing.messages.is_empty() && nothing.recovered);
+        let elsewhere = Position {
+            epoch: "other".into(),
+            offset: 3,
+        };
+        let lost = hub.poll(room, Some(&elsewhere), 1 << 20);
+        assert_eq!((lost.recovered, lost.messages.len()), (false, 3));
+    }
+
     #[test]
     fn classic_prefixes() {
         let mut buf = [0; PREFIX_BYTES];

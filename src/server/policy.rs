@@ -71,7 +71,8 @@ pub enum Refusal {
     InvalidLastEventId,
     /// A poll `timeout` that is not a number of seconds.
     InvalidTimeout,
-    /// No session token could be made (no system randomness).
+    /// No session could be made: no system randomness for its token, or
+    /// as many pollers as `--max-connections` already.
     SessionUnavailable,
 }
 

@@ -839,6 +839,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn pollers_sit_beside_connections_with_keys_of_their_own() {
+        let mut rooms = Rooms::new(HistoryLimits::default());
+        let poller = POLLER_KEY | 2;
+        let a = rooms.join("r", 2);
+        assert_eq!(rooms.join("r", poller), a);
+        rooms.join("r", 5);
+        assert_eq!(rooms.members(a), 3);
+        assert_eq!(rooms.room_of(poller), Some(a));
+        assert_eq!(rooms.leave(2), Some(a), "connection 2, not poller 2");
+        assert_eq!(rooms.room_of(poller), Some(a), "moved, still seated");
+        assert_eq!(rooms.leave(poller), Some(a));
+        assert_eq!((rooms.room_of(poller), rooms.room_of(5)), (None, Some(a)));
+        assert_eq!(rooms.leave(poller), None, "once");
+        assert!(
+            rooms.seats.len() <= 6 && rooms.poller_seats.len() <= 3,
+            "dense"
+        );
+    }
+
     fn send<M: Member>(
         rooms: &mut Rooms,
         room: usize,

@@ -73,8 +73,13 @@ impl Server {
     }
 
     /// Makes a poller's session for `room` and joins it to the room (the
-    /// others are told); `None` when no session can be made.
+    /// others are told); `None` when no session can be made: no
+    /// randomness, or as many pollers as `--max-connections` already
+    /// (each keeps a little memory between its polls).
     fn open_poller(&mut self, room: &str) -> Option<usize> {
+        if self.sessions.pollers() >= self.settings.max_connections {
+            return None;
+        }
         let id = self.relay.next_id();
         let (session, _) = self.sessions.open_poller(id, room, self.clock.now())?;
         debug!("client-{id} polls room {room}");

@@ -70,6 +70,8 @@ pub struct Sessions {
     /// Pollers whose held poll a message or a presence change woke, to
     /// be answered at the end of the turn.
     due: Vec<usize>,
+    /// Pollers now members.
+    pollers: usize,
 }
 
 /// The member key of poller session `session`.
@@ -117,6 +119,7 @@ impl Sessions {
         let expires = now + self.grace;
         let opened = self.open(id, room, Kind::Poll(Poller::new(id, expires)))?;
         self.expiries.push(Reverse((expires, opened.0)));
+        self.pollers += 1;
         Some(opened)
     }
 
@@ -193,7 +196,9 @@ impl Sessions {
 
     /// Ends session `key` (its stream closed).
     pub fn close(&mut self, key: usize) {
-        self.slab.try_remove(key);
+        if let Some(session) = self.slab.try_remove(key) {
+            self.pollers -= usize::from(matches!(session.kind, Kind::Poll(_)));
+        }
     }
 
     /// Removes a poller whose membership ran out by `now` (none held);
@@ -210,6 +215,7 @@ impl Sessions {
             );
             if due {
                 let session = self.slab.remove(key);
+                self.pollers -= 1;
                 return Some((key, session.id));
             }
         }
@@ -249,10 +255,7 @@ impl Sessions {
 
     /// Pollers now members.
     pub fn pollers(&self) -> usize {
-        self.slab
-            .iter()
-            .filter(|(_, s)| matches!(s.kind, Kind::Poll(_)))
-            .count()
+        self.pollers
     }
 }
 

@@ -16,9 +16,10 @@ use crate::server::outgoing::{Format, Outgoing};
 use crate::server::room::Member;
 use crate::server::timer::Time;
 
-/// Bytes of presence changes a poller keeps between polls; past it the
-/// oldest go (presence is best effort, as for every member).
-pub const PRESENCE_BYTES: usize = 16 * 1024;
+/// Bytes of presence changes a poller keeps between polls (about a
+/// hundred); past it the oldest go (presence is best effort, as for every
+/// member).
+pub const PRESENCE_BYTES: usize = 4 * 1024;
 
 /// One presence change: after which offset it happened, and its object.
 pub type Presence = (u64, Rc<[u8]>);
@@ -155,12 +156,12 @@ mod tests {
     #[test]
     fn presence_kept_between_polls_is_bounded() {
         let mut p = Poller::new(7, Time::from_millis(0));
-        let big = "x".repeat(1000);
+        let big = "x".repeat(500);
         for i in 0..100 {
             let _ = p.queue_presence(object(&big), i);
         }
         let kept = p.take_presence(None);
-        assert!(kept.len() * 1000 <= PRESENCE_BYTES);
+        assert!(kept.len() * 500 <= PRESENCE_BYTES);
         assert_eq!(kept.last().map(|k| k.0), Some(99), "the newest stay");
     }
 }
