@@ -124,6 +124,10 @@ pub struct Config {
     /// Every connection starts with a PROXY protocol v1 or v2 header
     /// (`--proxy-protocol`), which only a trusted proxy may send.
     pub proxy_protocol: bool,
+    /// How long a poller stays a room member after its last poll ended
+    /// (`--poll-grace`): a client that polls again within it keeps its id
+    /// and its place, one that does not is said to have left.
+    pub poll_grace: Duration,
 }
 
 impl Default for Config {
@@ -161,6 +165,7 @@ impl Default for Config {
             tls_key: None,
             trusted_proxies: TrustedProxies::default(),
             proxy_protocol: false,
+            poll_grace: Duration::from_secs(30),
         }
     }
 }

@@ -52,6 +52,7 @@ fn reason_phrase(status: u16) -> &'static str {
         100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -60,6 +61,7 @@ fn reason_phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -97,6 +99,69 @@ pub fn response(
         out.extend_from_slice(body);
     }
     out
+}
+
+/// A head with no `Content-Length`: the `200` of an SSE stream (whose
+/// body ends when the connection closes), or the answer to a HEAD of a
+/// path whose body cannot be known without doing the GET (RFC 9110
+/// section 9.3.2 lets it go without one).
+pub fn head_without_length(
+    status: u16,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    after: AfterResponse,
+) -> Vec<u8> {
+    let connection = match after {
+        AfterResponse::Close => "close",
+        AfterResponse::NextRequest => "keep-alive",
+    };
+    let mut out = Vec::with_capacity(160);
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nConnection: {connection}\r\n",
+        reason_phrase(status)
+    );
+    for (name, value) in extra_headers {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The headers of an SSE stream besides its type: no cache may keep it,
+/// and nginx must not buffer it.
+pub const EVENT_STREAM_HEADERS: &[(&str, &str)] =
+    &[("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")];
+
+/// The head of an SSE stream (`GET /room/{name}/events`): no length, so
+/// the stream ends when the connection does; for a HEAD, the same head,
+/// after which the connection goes on as `reply` says.
+pub fn event_stream(reply: Reply) -> Vec<u8> {
+    let after = match reply.head_only {
+        true => reply.after,
+        false => AfterResponse::Close,
+    };
+    head_without_length(200, "text/event-stream", EVENT_STREAM_HEADERS, after)
+}
+
+/// A `200` JSON answer (a poll's): never cached. For a HEAD, the head
+/// without a length (the answer depends on the GET's moment).
+pub fn json(body: &[u8], reply: Reply) -> Vec<u8> {
+    let headers = [("Cache-Control", "no-store")];
+    if reply.head_only {
+        return head_without_length(200, "application/json", &headers, reply.after);
+    }
+    response(200, &headers, "application/json", body, reply)
+}
+
+/// `204 No Content`: a post accepted. No `Content-Length` (RFC 9110
+/// section 8.6: a 204 never has one), no body.
+pub fn no_content(reply: Reply) -> Vec<u8> {
+    let connection = match reply.after {
+        AfterResponse::Close => "close",
+        AfterResponse::NextRequest => "keep-alive",
+    };
+    format!("HTTP/1.1 204 No Content\r\nConnection: {connection}\r\n\r\n").into_bytes()
 }
 
 /// The chat page (`GET /`).
@@ -245,6 +310,35 @@ mod tests {
         assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(text.contains("Sec-WebSocket-Protocol: chat\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn heads_without_a_length() {
+        let sse = String::from_utf8(event_stream(KEEP)).unwrap();
+        assert!(sse.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(sse.contains("Content-Type: text/event-stream\r\n"));
+        assert!(sse.contains("Cache-Control: no-cache\r\n"));
+        assert!(
+            sse.contains("Connection: close\r\n"),
+            "the body ends with it"
+        );
+        assert!(!sse.contains("Content-Length") && sse.ends_with("\r\n\r\n"));
+        let head = Reply {
+            head_only: true,
+            ..KEEP
+        };
+        assert!(String::from_utf8(event_stream(head))
+            .unwrap()
+            .contains("Connection: keep-alive"));
+        let json_head = String::from_utf8(json(b"{}", head)).unwrap();
+        assert!(!json_head.contains("Content-Length") && json_head.ends_with("\r\n\r\n"));
+        let got = String::from_utf8(json(b"{}", KEEP)).unwrap();
+        assert!(got.contains("Content-Type: application/json\r\n"));
+        assert!(got.contains("Cache-Control: no-store\r\n") && got.ends_with("\r\n\r\n{}"));
+        assert_eq!(
+            no_content(KEEP),
+            b"HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
+        );
     }
 
     #[test]

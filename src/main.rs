@@ -120,6 +120,9 @@ struct Flags {
     /// Expect a PROXY protocol v1 or v2 header first on every connection (needs --trusted-proxy).
     #[arg(long)]
     proxy_protocol: bool,
+    /// Seconds a poller stays a room member after its last poll ended.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds)]
+    poll_grace: Duration,
 }
 
 /// Seconds with decimals, e.g. `0.5`.
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
         tls_key: flags.tls_key,
         trusted_proxies: flags.trusted_proxies.into_iter().collect(),
         proxy_protocol: flags.proxy_protocol,
+        poll_grace: flags.poll_grace,
         ..Config::default()
     };
     // Still one thread: taking the descriptors changes the environment.

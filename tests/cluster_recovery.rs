@@ -2,7 +2,8 @@
 //! recovery on any instance, rolling restarts that lose no message, and a
 //! Redis that forgets (issue 13, "Across a cluster" and "Proof").
 //!
-//! Real `redis-server`, real `wschat` binaries, clients over real sockets.
+//! Real `redis-server`, real `wschat` binaries, clients over real sockets
+//! (WebSocket, and SSE and polling through `ureq`).
 
 mod support;
 
@@ -13,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::web::{agent, poll, Sse};
 use support::{op, redis_or_skip, Daemon, RawClient, Redis};
 
 const CONNECT_LIMIT: Duration = Duration::from_secs(20);
@@ -361,4 +363,71 @@ fn next_message(client: &mut RawClient) -> Value {
             return v;
         }
     }
+}
+
+#[test]
+fn sse_streams_and_pollers_recover_on_another_instance_from_redis() {
+    let Some(exe) = redis_or_skip("sse_streams_and_pollers_recover_on_another_instance_from_redis")
+    else {
+        return;
+    };
+    let redis = Redis::start(&exe);
+    let a = instance(&redis);
+    let b = instance(&redis);
+    let mut sender = RawClient::connect(a.addr(), "/room/t");
+    let mut on_a = RawClient::connect_with_headers(a.addr(), "/room/t", &[V1]);
+    let welcome: Value = serde_json::from_str(&on_a.next_text(WAIT)).unwrap();
+    let epoch = welcome["epoch"].as_str().unwrap().to_string();
+    for text in ["m1", "m2", "m3"] {
+        sender.send_text(text);
+        sender.next_text(WAIT);
+    }
+    // Instance b has never had the room: a first poll's history is Redis's.
+    let last = format!("{epoch}:1");
+    let http = agent();
+    let first = poll(
+        &http,
+        b.addr(),
+        "t",
+        &format!("since={last}&timeout=0"),
+        None,
+    );
+    assert_eq!(first.json["recovered"], true, "{}", first.text);
+    let offsets: Vec<u64> = first.json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "message")
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [2, 3]);
+    assert_eq!(first.json["next"], format!("{epoch}:3"));
+    // An SSE stream on b, from the same position.
+    let mut sse = Sse::open(b.addr(), "/room/t/events", &[("Last-Event-ID", &last)]);
+    let (_, w) = sse.next_json();
+    assert_eq!(
+        (w["epoch"].as_str(), w["recovered"].as_bool()),
+        (Some(epoch.as_str()), Some(true)),
+        "{w}"
+    );
+    let texts: Vec<String> = (0..2)
+        .map(|_| sse.next_message().1["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, ["m2", "m3"]);
+    // Then live, through Redis, to both.
+    let session = first.json["session"].as_str().unwrap().to_string();
+    let on_b = b.addr();
+    // The stream's arrival is news to the poller.
+    let query = format!("since={epoch}:3&timeout=0");
+    let news = poll(&http, on_b, "t", &query, Some(&session));
+    assert_eq!(news.json["messages"][0]["type"], "join", "{}", news.text);
+    let held = thread::spawn(move || {
+        let query = format!("since={epoch}:3&timeout=10");
+        poll(&agent(), on_b, "t", &query, Some(&session))
+    });
+    thread::sleep(Duration::from_millis(200));
+    sender.send_text("m4");
+    assert_eq!(sse.next_message().1["offset"], 4);
+    let answer = held.join().unwrap();
+    assert_eq!(answer.json["messages"][0]["text"], "m4", "{}", answer.text);
 }

@@ -1,9 +1,11 @@
 //! The request path of a kept-alive connection, bodies included: bytes as
 //! a stream of pipelined requests fed to a real `Connection` (over a
 //! loopback socket it never reads), each complete head parsed, framed and
-//! routed as the reactor does, each body read whole. Never panics, holds
-//! no more than one head or one body (within the limit), and finds the
-//! same requests and bodies however the stream is split into reads.
+//! routed as the reactor does, each body read whole, each poll held (the
+//! requests behind it waiting, unread) until it is answered. Never
+//! panics, holds no more than one head or one body (within the limit),
+//! and finds the same requests and bodies however the stream is split
+//! into reads.
 #![no_main]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,7 +16,9 @@ use wschat::protocol::deflate::Inflater;
 use wschat::protocol::handshake::parse_head;
 use wschat::protocol::http1::{body_framing, BodyFraming};
 use wschat::protocol::session::Limits;
-use wschat::server::connection::{AfterResponse, Connection, PendingBody, Received, Shared};
+use wschat::server::connection::{
+    AfterResponse, Connection, HeldPoll, PendingBody, Received, Shared,
+};
 use wschat::server::http_policy::body_length;
 use wschat::server::router::{route, Request, Routes};
 use wschat::server::timer::Time;
@@ -32,6 +36,8 @@ enum Seen {
     Answered(String),
     /// A body read whole, for the request named.
     Body(String, Vec<u8>),
+    /// A held poll answered, with what waited behind it (bytes kept).
+    PollAnswered,
     /// The exchange ended here (a refusal that closes, or an upgrade),
     /// with why.
     Ended(String),
@@ -78,6 +84,15 @@ fn on_head(conn: &mut Connection, data: &[u8], routes: &Routes, seen: &mut Vec<S
             Err(refusal) => end(seen, refusal.to_string()),
         },
         Ok(Request::Upgrade { .. }) => end(seen, format!("upgrade {name}")),
+        Ok(Request::Events { .. }) if !framing.has_body() && head.method == "GET" => {
+            end(seen, format!("stream {name}"))
+        }
+        Ok(Request::Poll(_)) if !framing.has_body() && head.method == "GET" => {
+            let poll = HeldPoll::new(0, None, now, AfterResponse::NextRequest);
+            conn.hold_poll(poll, now);
+            seen.push(Seen::Answered(name));
+            true
+        }
         Err(refusal) if !refusal.keeps_connection() || head.wants_upgrade() => {
             end(seen, refusal.to_string())
         }
@@ -136,6 +151,14 @@ fn run(data: &[u8], step: usize, routes: &Routes) -> Vec<Seen> {
                     let now = Time::from_millis(0);
                     let _ = conn.respond(b"401".to_vec(), pending.after, now);
                     used += pending.length;
+                }
+                Received::Waiting => {
+                    // Nothing behind a held poll is used until it is
+                    // answered; then the next request is read.
+                    assert!(conn.take_poll().is_some(), "waiting without a poll");
+                    let now = Time::from_millis(0);
+                    let _ = conn.respond(b"poll".to_vec(), AfterResponse::NextRequest, now);
+                    seen.push(Seen::PollAnswered);
                 }
                 other => {
                     seen.push(Seen::Ended(format!("{other:?}")));

@@ -75,6 +75,43 @@ pub fn client_keeps_alive(head: &RequestHead<'_>) -> bool {
     head.minor_version >= 1 || head.has_token("connection", "keep-alive")
 }
 
+/// A media type (RFC 9110 section 8.3.1): `type/subtype`, and the
+/// `charset` parameter if there is one (unquoted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaType<'a> {
+    /// `type/subtype`, as sent (compare without case).
+    pub essence: &'a str,
+    /// The `charset` parameter's value, as sent (compare without case).
+    pub charset: Option<&'a str>,
+}
+
+/// Reads a `Content-Type` value: `type/subtype` then `;`-separated
+/// parameters, each `name=value` with the value a token or a quoted
+/// string (escapes are not undone: no charset name has one). `None` if it
+/// is not one.
+pub fn media_type(value: &[u8]) -> Option<MediaType<'_>> {
+    let value = std::str::from_utf8(value).ok()?;
+    let mut parts = value.split(';');
+    let essence = parts.next()?.trim();
+    let (kind, sub) = essence.split_once('/')?;
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+    if !token(kind) || !token(sub) {
+        return None;
+    }
+    let mut charset = None;
+    for param in parts {
+        let (name, raw) = param.trim().split_once('=')?;
+        let value = match raw.strip_prefix('"') {
+            Some(quoted) => quoted.strip_suffix('"')?,
+            None => raw,
+        };
+        if name.trim().eq_ignore_ascii_case("charset") {
+            charset = Some(value);
+        }
+    }
+    Some(MediaType { essence, charset })
+}
+
 /// Whether the client waits for `100 Continue` before it sends its body
 /// (`Expect: 100-continue`, which only HTTP/1.1 clients may send).
 pub fn expects_continue(head: &RequestHead<'_>) -> bool {
@@ -164,6 +201,36 @@ mod tests {
         assert!(!keeps(
             "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n"
         ));
+    }
+
+    #[test]
+    fn media_types_and_their_charset() {
+        let plain = media_type(b"text/plain; charset=utf-8").unwrap();
+        assert_eq!(
+            (plain.essence, plain.charset),
+            ("text/plain", Some("utf-8"))
+        );
+        let quoted = media_type(b"Text/Plain;Charset=\"UTF-8\"").unwrap();
+        assert_eq!(
+            (quoted.essence, quoted.charset),
+            ("Text/Plain", Some("UTF-8"))
+        );
+        let bare = media_type(b" application/octet-stream ").unwrap();
+        assert_eq!(
+            (bare.essence, bare.charset),
+            ("application/octet-stream", None)
+        );
+        for bad in [
+            &b""[..],
+            b"text",
+            b"/plain",
+            b"text/",
+            b"text/plain; charset",
+            b"a/b;x=\"y",
+            b"\xff/x",
+        ] {
+            assert_eq!(media_type(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -8,15 +8,13 @@ use std::rc::Rc;
 
 use log::info;
 
-use slab::Slab;
-
 use super::history::{Entry, History, HistoryLimits, Position, MAX_EPOCH};
 use super::json::{self, Presence, Stamp, Welcome};
-use super::outgoing::{Format, Outgoing};
-use super::room::{Fanout, Member, Next, Rooms};
+use super::outgoing::{Form, Format, Notice, Outgoing};
+use super::room::{Fanout, Member, Next, Rooms, Roster};
+use super::sse::EventId;
 use super::timer::Time;
 use crate::protocol::deflate::Deflater;
-use crate::protocol::frame::encode_frame;
 use crate::protocol::OpCode;
 
 /// Scratch buffers larger than this are freed after a broadcast, so one
@@ -50,13 +48,6 @@ struct Framing {
 }
 
 impl Framing {
-    /// A text frame carrying `object`, shared.
-    fn text_frame(&mut self, object: &[u8]) -> Rc<[u8]> {
-        self.scratch.clear();
-        encode_frame(true, OpCode::Text, false, &[object], &mut self.scratch);
-        Rc::from(&self.scratch[..])
-    }
-
     /// Frees a scratch buffer one large message left large.
     fn release(&mut self) {
         if self.scratch.capacity() > SCRATCH_KEEP_BYTES {
@@ -237,11 +228,11 @@ impl Hub {
     /// among `members`, each queue bounded by `limit`: classic members get
     /// `from{sender}:{payload}`, `wschat.v1` members its JSON object.
     /// Returns who needs a flush and who refused (slow consumers).
-    pub fn broadcast<M: Member>(
+    pub fn broadcast<R: Roster + ?Sized>(
         &mut self,
         room: usize,
         message: RoomMessage<'_>,
-        members: &mut Slab<M>,
+        members: &mut R,
         limit: usize,
         now: Time,
     ) -> &mut Fanout {
@@ -322,11 +313,11 @@ impl Hub {
     /// `joining.recall` it is held instead until [`Hub::recalled`] brings
     /// the room's history from Redis. Returns the room's key; the members
     /// that need a flush go to `woken`.
-    pub fn join<M: Member>(
+    pub fn join<R: Roster + ?Sized>(
         &mut self,
         name: &str,
         joining: Joining<'_>,
-        members: &mut Slab<M>,
+        members: &mut R,
         woken: &mut Vec<usize>,
     ) -> usize {
         let room = self.rooms.join(name, joining.key);
@@ -338,7 +329,8 @@ impl Hub {
             members,
             woken,
         );
-        if joining.format == Format::Classic {
+        // Pollers read the history when they poll: nothing to send now.
+        if matches!(joining.format, Format::Classic | Format::Poll) {
             return room;
         }
         if joining.recall {
@@ -354,12 +346,12 @@ impl Hub {
     /// member `joining` and lets its replay start; `recalled` is `None`
     /// when Redis could not answer, and the member is told
     /// `recovered:false` if it asked for a position.
-    pub fn recalled<'e, M: Member>(
+    pub fn recalled<'e, R: Roster + ?Sized>(
         &mut self,
         room: usize,
         joining: Joining<'_>,
         recalled: Option<Recalled<'e>>,
-        members: &mut Slab<M>,
+        members: &mut R,
         woken: &mut Vec<usize>,
         now: Time,
     ) {
@@ -373,11 +365,25 @@ impl Hub {
         self.welcome(room, joining, complete, members, woken);
     }
 
-    fn merge<M: Member>(
+    /// Merges history read back from Redis into `room` (the numbering, and
+    /// messages older than what the room keeps), for a poller, which is
+    /// answered from the history afterwards.
+    pub fn merge_recalled<R: Roster + ?Sized>(
         &mut self,
         room: usize,
         recalled: Recalled<'_>,
-        members: &mut Slab<M>,
+        members: &mut R,
+        woken: &mut Vec<usize>,
+        now: Time,
+    ) {
+        self.merge(room, recalled, members, woken, now);
+    }
+
+    fn merge<R: Roster + ?Sized>(
+        &mut self,
+        room: usize,
+        recalled: Recalled<'_>,
+        members: &mut R,
         woken: &mut Vec<usize>,
         now: Time,
     ) {
@@ -408,12 +414,12 @@ impl Hub {
 
     /// Welcomes `joining` in `room` and starts its replay; `recovered`
     /// overrides what the history says (a recall that failed).
-    fn welcome<M: Member>(
+    fn welcome<R: Roster + ?Sized>(
         &mut self,
         room: usize,
         joining: Joining<'_>,
         recovered: Option<bool>,
-        members: &mut Slab<M>,
+        members: &mut R,
         woken: &mut Vec<usize>,
     ) {
         let on_join = self.rooms.limits().on_join;
@@ -435,9 +441,10 @@ impl Hub {
                 history.front().map(|e| e.offset),
             );
         }
-        let frame = self.welcome_frame(room, joining.id, recovered);
-        if let Some(member) = members.get_mut(joining.key) {
-            if member.queue_frame(frame) {
+        if let Some(member) = members.member_mut(joining.key) {
+            let seen = plan.from.saturating_sub(1);
+            let frame = self.welcome_frame(room, &*member, recovered, seen);
+            if frame.is_some_and(|frame| member.queue_frame(frame)) {
                 woken.push(joining.key);
             }
         }
@@ -448,51 +455,74 @@ impl Hub {
         }
     }
 
-    /// The welcome of member `id` in `room`, as it stands now.
-    fn welcome_frame(&mut self, room: usize, id: u64, recovered: bool) -> Rc<[u8]> {
+    /// The welcome of `member` in `room`, as it stands now, in the form
+    /// of its format. As a server-sent event it carries the member's
+    /// session token, and the id `EPOCH:{seen}`: what the client is to
+    /// be considered as having, so that a reconnect (`Last-Event-ID`)
+    /// before any message resumes from there.
+    fn welcome_frame(
+        &mut self,
+        room: usize,
+        member: &dyn Member,
+        recovered: bool,
+        seen: u64,
+    ) -> Option<Rc<[u8]>> {
         let mut object = Vec::new();
         let name = self.rooms.name(room).unwrap_or_default();
-        if let Some(history) = self.rooms.history(room) {
-            json::welcome(
-                &Welcome {
-                    id,
-                    room: name,
-                    epoch: history.epoch(),
-                    offset: history.head(),
-                    members: self.rooms.members(room),
-                    recovered,
-                },
-                &mut object,
-            );
-        }
+        let history = self.rooms.history(room)?;
+        let welcome = Welcome {
+            id: member.id(),
+            room: name,
+            epoch: history.epoch(),
+            offset: history.head(),
+            members: self.rooms.members(room),
+            recovered,
+        };
+        let session = member.session().filter(|_| member.format() == Format::Sse);
+        json::welcome_with_session(&welcome, session, &mut object);
+        let id = EventId {
+            epoch: history.epoch(),
+            offset: seen.min(history.head()),
+        };
+        let frame = Notice::new(&object, Some(id)).for_format(member.format());
         if let Some(history) = self.rooms.history_mut(room) {
             history.announce();
         }
-        self.framing.text_frame(&object)
+        frame
     }
 
     /// Tells every JSON member of `room` that its numbering changed (a new
     /// epoch): a fresh welcome, with `recovered:false`, since what they
     /// hold cannot be resumed under the new one.
-    fn rewelcome<M: Member>(&mut self, room: usize, members: &mut Slab<M>, woken: &mut Vec<usize>) {
-        for key in self.rooms.members_speaking(room, Format::Json, members) {
-            let id = members.get(key).map_or(0, Member::id);
-            let frame = self.welcome_frame(room, id, false);
-            if let Some(member) = members.get_mut(key) {
-                if member.backlog().is_some() && member.queue_frame(frame) {
-                    woken.push(key);
-                }
+    fn rewelcome<R: Roster + ?Sized>(
+        &mut self,
+        room: usize,
+        members: &mut R,
+        woken: &mut Vec<usize>,
+    ) {
+        let head = self.rooms.history(room).map_or(0, History::head);
+        let mut keys = self.rooms.members_speaking(room, Format::Json, members);
+        keys.extend(self.rooms.members_speaking(room, Format::Sse, members));
+        for key in keys {
+            let Some(member) = members.member_mut(key) else {
+                continue;
+            };
+            let Some(frame) = self.welcome_frame(room, &*member, false, head) else {
+                continue;
+            };
+            if member.backlog().is_some() && member.queue_frame(frame) {
+                woken.push(key);
             }
         }
     }
 
     /// Removes member `key` (connection `id`) from its room; the JSON
     /// members left are told.
-    pub fn leave<M: Member>(
+    pub fn leave<R: Roster + ?Sized>(
         &mut self,
         key: usize,
         id: u64,
-        members: &mut Slab<M>,
+        members: &mut R,
         woken: &mut Vec<usize>,
     ) {
         let Some(room) = self.rooms.leave(key) else {
@@ -501,13 +531,13 @@ impl Hub {
         self.announce(room, Presence::Leave, id, key, members, woken);
     }
 
-    fn announce<M: Member>(
+    fn announce<R: Roster + ?Sized>(
         &mut self,
         room: usize,
         kind: Presence,
         id: u64,
         except: usize,
-        members: &mut Slab<M>,
+        members: &mut R,
         woken: &mut Vec<usize>,
     ) {
         let count = self.rooms.members(room);
@@ -516,24 +546,24 @@ impl Hub {
         }
         let mut object = Vec::new();
         json::presence(kind, id, count, &mut object);
-        let frame = self.framing.text_frame(&object);
+        let mut notice = Notice::new(&object, None);
         self.rooms
-            .announce(room, Format::Json, &frame, except, members, woken);
+            .announce(room, &mut notice, except, members, woken);
     }
 
     /// Queues history to replaying member `key` until its queue holds half
     /// of `limit`, it has caught up, or what it needs is gone; `woken` gets
     /// it if it needs a flush.
-    pub fn pump<M: Member>(
+    pub fn pump<R: Roster + ?Sized>(
         &mut self,
         key: usize,
-        members: &mut Slab<M>,
+        members: &mut R,
         limit: usize,
         woken: &mut Vec<usize>,
     ) -> Pump {
         let mut woke = false;
         let outcome = loop {
-            let Some(member) = members.get_mut(key) else {
+            let Some(member) = members.member_mut(key) else {
                 break Pump::Live;
             };
             let Some(backlog) = member.backlog() else {
@@ -585,6 +615,83 @@ impl Hub {
     pub fn expire(&mut self, now: Time) {
         self.rooms.enforce(now);
     }
+
+    /// What a poll of `room` from `since` is answered with: the messages
+    /// history keeps after it (the last `--history-on-join` without a
+    /// position), as bare JSON objects, until they pass `max_bytes` (one
+    /// at least), and whether that is everything since `since`. Each
+    /// object is built once and kept with its message.
+    pub fn poll(&mut self, room: usize, since: Option<&Position>, max_bytes: usize) -> Polled {
+        let on_join = self.rooms.limits().on_join;
+        let Some(history) = self.rooms.history(room) else {
+            return Polled::default();
+        };
+        let plan = history.plan(since, on_join);
+        let epoch = EpochCopy::of(history.epoch());
+        let head = history.head();
+        let mut polled = Polled {
+            epoch: epoch.as_str().to_string(),
+            head,
+            recovered: plan.recovered,
+            next: head,
+            messages: Vec::new(),
+        };
+        let mut bytes = 0;
+        let mut at = plan.from;
+        while let Some(offset) = self.rooms.history(room).and_then(|h| h.next_kept(at)) {
+            if bytes >= max_bytes {
+                polled.next = at - 1;
+                break;
+            }
+            let object = self.object_of(room, offset, epoch.as_str());
+            bytes += object.len();
+            polled.messages.push((offset, object));
+            at = offset + 1;
+        }
+        self.framing.release();
+        polled
+    }
+
+    /// The bare JSON object of the message at `offset` (which history
+    /// keeps), built on first use and kept with it.
+    fn object_of(&mut self, room: usize, offset: u64, epoch: &str) -> Rc<[u8]> {
+        let Some(entry) = self.rooms.history_mut(room).and_then(|h| h.get_mut(offset)) else {
+            return Rc::from(&b"{}"[..]);
+        };
+        let frame = entry.frame();
+        let stamp = Stamp {
+            epoch,
+            offset,
+            time_ms: entry.time_ms,
+        };
+        let mut buf = [0; PREFIX_BYTES];
+        let prefix = classic_prefix(entry.sender, &mut buf);
+        let mut out = self
+            .framing
+            .outgoing(entry.opcode, prefix, entry.payload(&frame))
+            .stamped(entry.sender, stamp)
+            .replay(entry.forms());
+        let object = out.form(Form::JsonObject);
+        let grown = entry.keep(out.into_forms());
+        self.rooms.count_grown(grown);
+        object
+    }
+}
+
+/// What a poll is answered with (see [`Hub::poll`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Polled {
+    /// The room's epoch.
+    pub epoch: String,
+    /// The room's newest offset.
+    pub head: u64,
+    /// The poll gave a position and gets every message after it.
+    pub recovered: bool,
+    /// The position after these messages: the last one's offset when the
+    /// answer was cut short, else the head.
+    pub next: u64,
+    /// The messages (offset, bare JSON object), oldest first.
+    pub messages: Vec<(u64, Rc<[u8]>)>,
 }
 
 #[cfg(test)]
@@ -593,6 +700,7 @@ mod tests {
     use std::time::Duration;
 
     use proptest::prelude::*;
+    use slab::Slab;
 
     use super::*;
     use crate::protocol::frame::decode_header;
@@ -995,6 +1103,135 @@ mod tests {
         assert_eq!(offsets(frames.into_iter()), [2, 3]);
         let presence = members[classic].frames.len();
         assert_eq!(presence, 3, "classic members are not told of joins");
+    }
+
+    /// An SSE member: a queue with a session token.
+    #[derive(Default)]
+    struct Stream(Queue);
+
+    impl Member for Stream {
+        fn backlog(&self) -> Option<usize> {
+            self.0.backlog()
+        }
+
+        fn format(&self) -> Format {
+            Format::Sse
+        }
+
+        fn id(&self) -> u64 {
+            9
+        }
+
+        fn queue(&mut self, message: &mut Outgoing<'_>) -> bool {
+            self.0
+                .frames
+                .push_back(message.frame_for(Format::Sse, None, None));
+            true
+        }
+
+        fn queue_frame(&mut self, frame: Rc<[u8]>) -> bool {
+            self.0.queue_frame(frame)
+        }
+
+        fn session(&self) -> Option<&str> {
+            Some("tok")
+        }
+    }
+
+    fn text(message: &[u8]) -> RoomMessage<'_> {
+        RoomMessage {
+            sender: 1,
+            opcode: OpCode::Text,
+            payload: message,
+            time_ms: 7,
+            numbered: None,
+        }
+    }
+
+    #[test]
+    fn an_sse_member_is_welcomed_with_its_session_then_sent_events() {
+        let mut hub = Hub::new(64, HistoryLimits::default());
+        let mut members: Slab<Stream> = Slab::new();
+        let key = members.insert(Stream::default());
+        let room = hub.rooms.open("r");
+        let now = Time::from_millis(0);
+        for m in [&b"a"[..], b"b", b"c"] {
+            hub.broadcast(room, text(m), &mut members, 1 << 20, now);
+        }
+        let epoch = hub.rooms.history(room).unwrap().epoch().to_string();
+        let since = Position {
+            epoch: epoch.clone(),
+            offset: 1,
+        };
+        let joining = Joining {
+            key,
+            id: 9,
+            format: Format::Sse,
+            since: Some(&since),
+            recall: false,
+        };
+        let mut woken = Vec::new();
+        hub.join("r", joining, &mut members, &mut woken);
+        assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
+        let events: Vec<String> = members[key]
+            .0
+            .frames
+            .iter()
+            .map(|f| String::from_utf8(f.to_vec()).unwrap())
+            .collect();
+        let welcome = format!(
+            "id: {epoch}:1\ndata: {{\"type\":\"welcome\",\"id\":9,\"room\":\"r\",\"epoch\":\"{epoch}\",\"offset\":3,\"members\":1,\"recovered\":true,\"session\":\"tok\"}}\n\n"
+        );
+        assert_eq!(events[0], welcome);
+        assert!(events[1].starts_with(&format!(
+            "id: {epoch}:2\ndata: {{\"type\":\"message\",\"offset\":2,"
+        )));
+        assert!(events[2].starts_with(&format!("id: {epoch}:3\n")));
+        assert_eq!(events.len(), 3);
+    }
+
+    #[test]
+    fn a_poll_reads_the_history_and_builds_each_object_once() {
+        let mut hub = Hub::new(64, HistoryLimits::default());
+        let mut members: Slab<Queue> = Slab::new();
+        let room = hub.rooms.open("r");
+        let now = Time::from_millis(0);
+        for m in [&b"a"[..], b"b", b"c"] {
+            hub.broadcast(room, text(m), &mut members, 1 << 20, now);
+        }
+        let epoch = hub.rooms.history(room).unwrap().epoch().to_string();
+        let at = |offset| Position {
+            epoch: epoch.clone(),
+            offset,
+        };
+        let polled = hub.poll(room, Some(&at(1)), 1 << 20);
+        assert_eq!((polled.recovered, polled.head, polled.next), (true, 3, 3));
+        let offsets: Vec<u64> = polled.messages.iter().map(|m| m.0).collect();
+        assert_eq!(offsets, [2, 3]);
+        let object: serde_json::Value = serde_json::from_slice(&polled.messages[0].1).unwrap();
+        assert_eq!(
+            (object["offset"].as_u64(), object["text"].as_str()),
+            (Some(2), Some("b"))
+        );
+        let again = hub.poll(room, Some(&at(1)), 1 << 20);
+        assert!(
+            Rc::ptr_eq(&polled.messages[0].1, &again.messages[0].1),
+            "kept"
+        );
+        let cut = hub.poll(room, Some(&at(0)), 1);
+        assert_eq!(
+            (cut.messages.len(), cut.next),
+            (1, 1),
+            "one at least, then cut"
+        );
+        let nothing = hub.poll(room, Some(&at(3)), 1 << 20);
+        assert!(nothing.messages.is_empty() && nothing.recovered);
+        let elsewhere = Position {
+            epoch: "other".into(),
+            offset: 3,
+        };
+        let lost = hub.poll(room, Some(&elsewhere), 1 << 20);
+        assert_eq!((lost.recovered, lost.messages.len()), (false, 3));
     }
 
     #[test]

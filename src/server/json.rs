@@ -77,15 +77,26 @@ pub struct Welcome<'a> {
 /// `{"type":"welcome","id":7,"room":"lobby","epoch":"...","offset":41,
 /// "members":3,"recovered":true}`.
 pub fn welcome(w: &Welcome<'_>, out: &mut Vec<u8>) {
+    welcome_with_session(w, None, out);
+}
+
+/// The welcome, with `"session":"<token>"` last when a session is given
+/// (an SSE member's, for its posts).
+pub fn welcome_with_session(w: &Welcome<'_>, session: Option<&str>, out: &mut Vec<u8>) {
     let _ = write!(out, "{{\"type\":\"welcome\",\"id\":{},\"room\":", w.id);
     string(w.room.as_bytes(), out);
     out.extend_from_slice(b",\"epoch\":");
     string(w.epoch.as_bytes(), out);
     let _ = write!(
         out,
-        ",\"offset\":{},\"members\":{},\"recovered\":{}}}",
+        ",\"offset\":{},\"members\":{},\"recovered\":{}",
         w.offset, w.members, w.recovered
     );
+    if let Some(session) = session {
+        out.extend_from_slice(b",\"session\":");
+        string(session.as_bytes(), out);
+    }
+    out.push(b'}');
 }
 
 /// A member came or went.

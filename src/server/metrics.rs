@@ -32,6 +32,53 @@ pub struct Metrics {
     pub timeouts: u64,
     /// TLS handshakes by outcome: `ok`, or why they failed.
     pub tls_handshakes: BTreeMap<&'static str, u64>,
+    /// Room messages queued to members, by transport.
+    pub deliveries: ByTransport<u64>,
+}
+
+/// One number per transport a room member uses.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ByTransport<T> {
+    /// WebSocket members (classic or `wschat.v1`).
+    pub websocket: T,
+    /// SSE streams.
+    pub sse: T,
+    /// Pollers (for deliveries: messages in poll answers).
+    pub poll: T,
+}
+
+impl<T: Copy> ByTransport<T> {
+    /// Each transport's label (as `/metrics` writes it) and number.
+    pub fn labelled(&self) -> [(&'static str, T); 3] {
+        [
+            ("websocket", self.websocket),
+            ("sse", self.sse),
+            ("poll", self.poll),
+        ]
+    }
+}
+
+/// Appends `wschat_members{transport}` (room members now) and
+/// `wschat_deliveries_total{transport}`.
+pub fn render_transports(
+    out: &mut String,
+    members: ByTransport<usize>,
+    deliveries: ByTransport<u64>,
+) {
+    let _ = writeln!(
+        out,
+        "# HELP wschat_members Room members now, by transport.\n# TYPE wschat_members gauge"
+    );
+    for (transport, n) in members.labelled() {
+        let _ = writeln!(out, "wschat_members{{transport=\"{transport}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP wschat_deliveries_total Room messages queued to members, by transport.\n# TYPE wschat_deliveries_total counter");
+    for (transport, n) in deliveries.labelled() {
+        let _ = writeln!(
+            out,
+            "wschat_deliveries_total{{transport=\"{transport}\"}} {n}"
+        );
+    }
 }
 
 /// Appends the TLS series: the not-after time of the certificate in
@@ -226,6 +273,31 @@ mod tests {
         assert!(text.contains("wschat_handshake_failures_total{reason=\"version\"} 1\n"));
         assert!(text.contains("wschat_protocol_errors_total{code=\"1002\"} 2\n"));
         assert!(text.contains("wschat_connections 2\n"));
+    }
+
+    #[test]
+    fn members_and_deliveries_by_transport() {
+        let mut out = String::new();
+        let members = ByTransport {
+            websocket: 2,
+            sse: 1,
+            poll: 3,
+        };
+        let deliveries = ByTransport {
+            websocket: 10,
+            sse: 5,
+            poll: 0,
+        };
+        render_transports(&mut out, members, deliveries);
+        for line in [
+            "wschat_members{transport=\"websocket\"} 2\n",
+            "wschat_members{transport=\"sse\"} 1\n",
+            "wschat_members{transport=\"poll\"} 3\n",
+            "wschat_deliveries_total{transport=\"sse\"} 5\n",
+            "wschat_deliveries_total{transport=\"poll\"} 0\n",
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
     }
 
     #[test]

@@ -10,15 +10,20 @@
 //!
 //! Each shared form is a [`Form`] with a slot of its own: the classic
 //! `from{id}:` frame and the `wschat.v1` JSON frame, each plain or
-//! compressed. A receiver that takes a message in another form (a later
-//! transport's event, say) adds a variant and its encoding, and still gets
-//! it built once per message. The forms built are kept by the room's
-//! history ([`Outgoing::into_forms`]) and handed back for a replay
-//! ([`Outgoing::replay`]), so replaying a message builds nothing twice.
+//! compressed; the server-sent event of the JSON object (SSE members); and
+//! the bare JSON object (what a poll answer is made of). The forms built
+//! are kept by the room's history ([`Outgoing::into_forms`]) and handed
+//! back for a replay or a poll ([`Outgoing::replay`]), so neither builds
+//! anything twice.
+//!
+//! What the server says of its own (a welcome, a presence change) is one
+//! JSON object too, which a [`Notice`] puts in the form of each format, each
+//! built once for all the members that speak it.
 
 use std::rc::Rc;
 
 use super::json::{self, Stamp};
+use super::sse::{self, EventId};
 use crate::protocol::deflate::Deflater;
 use crate::protocol::extension::Deflate;
 use crate::protocol::frame::{encode_frame, FrameHeader, OpCode};
@@ -35,10 +40,14 @@ pub enum Form {
     JsonFrame,
     /// [`Form::JsonFrame`] compressed like [`Form::DeflatedFrame`].
     DeflatedJsonFrame,
+    /// The JSON object as a server-sent event, `id: EPOCH:OFFSET` first.
+    SseEvent,
+    /// The JSON object alone, as a poll answer lists it.
+    JsonObject,
 }
 
 /// How many forms there are (the slots of [`Outgoing`]'s cache).
-const FORMS: usize = 4;
+const FORMS: usize = 6;
 
 /// Each form of one message, where built.
 pub type Forms = [Option<Rc<[u8]>>; FORMS];
@@ -49,8 +58,21 @@ pub enum Format {
     /// `from{id}:{message}`, as the client sent it (subprotocol `chat` or none).
     #[default]
     Classic,
-    /// `wschat.v1`: JSON objects with offsets.
+    /// `wschat.v1`: JSON objects with offsets, as WebSocket text frames.
     Json,
+    /// The same objects as server-sent events (`GET /room/{name}/events`).
+    Sse,
+    /// The same objects, collected into poll answers
+    /// (`GET /room/{name}/poll`).
+    Poll,
+}
+
+impl Format {
+    /// Whether the member speaks the JSON objects (in whichever form),
+    /// and so is told of presence and welcomed.
+    pub fn is_json(self) -> bool {
+        self != Format::Classic
+    }
 }
 
 /// The JSON side of a room message: who sent it and where it sits.
@@ -138,14 +160,9 @@ impl<'a> Outgoing<'a> {
         }
         self.scratch.clear();
         let mut object = Vec::new();
-        let json = matches!(form, Form::JsonFrame | Form::DeflatedJsonFrame);
-        let (opcode, parts) = content(
-            self.opcode,
-            self.prefix,
-            self.payload,
-            self.stamped.filter(|_| json),
-            &mut object,
-        );
+        let json = !matches!(form, Form::Frame | Form::DeflatedFrame);
+        let stamped = self.stamped.filter(|_| json);
+        let (opcode, parts) = content(self.opcode, self.prefix, self.payload, stamped, &mut object);
         match form {
             Form::Frame | Form::JsonFrame => {
                 encode_frame(true, opcode, false, &parts, self.scratch)
@@ -153,6 +170,14 @@ impl<'a> Outgoing<'a> {
             Form::DeflatedFrame | Form::DeflatedJsonFrame => {
                 compressed_frame(opcode, &parts, self.deflater, true, self.scratch)
             }
+            Form::SseEvent => {
+                let id = stamped.map(|s| EventId {
+                    epoch: s.stamp.epoch,
+                    offset: s.stamp.offset,
+                });
+                sse::event(id, &parts.concat(), self.scratch);
+            }
+            Form::JsonObject => self.scratch.extend(parts.concat()),
         }
         let bytes: Rc<[u8]> = Rc::from(&self.scratch[..]);
         self.built[slot] = Some(bytes.clone());
@@ -168,13 +193,19 @@ impl<'a> Outgoing<'a> {
     /// `deflate` (if any): compressed when the agreement allows it and the
     /// message is long enough, else plain. `own` is the receiver's own
     /// deflater, if it keeps a compression context. A message without a
-    /// room position (an echo) has only the classic forms.
+    /// room position (an echo) has only the classic forms. SSE and poll
+    /// members take their own forms, never compressed.
     pub fn frame_for(
         &mut self,
         format: Format,
         deflate: Option<Deflate>,
         own: Option<&mut Deflater>,
     ) -> Rc<[u8]> {
+        match format {
+            Format::Sse => return self.form(Form::SseEvent),
+            Format::Poll => return self.form(Form::JsonObject),
+            Format::Classic | Format::Json => {}
+        }
         let json = format == Format::Json && self.stamped.is_some();
         let (plain, deflated) = if json {
             (Form::JsonFrame, Form::DeflatedJsonFrame)
@@ -222,6 +253,52 @@ fn content<'b>(
             (OpCode::Text, [&object[..], &[]])
         }
         None => (opcode, [prefix, payload]),
+    }
+}
+
+/// A JSON object the server sends of its own (a welcome, a presence
+/// change), in the form of each format that speaks JSON, each built on
+/// first use and shared after.
+#[derive(Debug)]
+pub struct Notice<'a> {
+    object: &'a [u8],
+    /// The `id` of its server-sent event, if it carries one.
+    event_id: Option<EventId<'a>>,
+    /// The text frame, the event and the bare object, once built.
+    built: [Option<Rc<[u8]>>; 3],
+}
+
+impl<'a> Notice<'a> {
+    /// `object` (a JSON object); as an event, it carries `event_id`.
+    pub fn new(object: &'a [u8], event_id: Option<EventId<'a>>) -> Notice<'a> {
+        Notice {
+            object,
+            event_id,
+            built: Default::default(),
+        }
+    }
+
+    /// The object in the form `format` takes; `None` for classic members,
+    /// who are sent no such objects.
+    pub fn for_format(&mut self, format: Format) -> Option<Rc<[u8]>> {
+        let slot = match format {
+            Format::Classic => return None,
+            Format::Json => 0,
+            Format::Sse => 1,
+            Format::Poll => 2,
+        };
+        if let Some(bytes) = &self.built[slot] {
+            return Some(bytes.clone());
+        }
+        let mut out = Vec::new();
+        match format {
+            Format::Json => encode_frame(true, OpCode::Text, false, &[self.object], &mut out),
+            Format::Sse => sse::event(self.event_id, self.object, &mut out),
+            _ => out.extend_from_slice(self.object),
+        }
+        let bytes: Rc<[u8]> = Rc::from(out);
+        self.built[slot] = Some(bytes.clone());
+        Some(bytes)
     }
 }
 
@@ -285,6 +362,57 @@ mod tests {
         assert_eq!(&p1[4..], format!("from3:{text}").as_bytes());
         drop(out);
         assert_eq!(deflater.calls(), 1, "one deflate call for all receivers");
+    }
+
+    #[test]
+    fn the_event_and_the_bare_object_are_built_once_from_the_json_object() {
+        let mut deflater = Deflater::new(15);
+        let mut scratch = Vec::new();
+        let stamp = Stamp {
+            epoch: "e1",
+            offset: 42,
+            time_ms: 5,
+        };
+        let mut out = Outgoing::new(
+            OpCode::Text,
+            b"from3:",
+            b"hi\nthere",
+            64,
+            &mut deflater,
+            &mut scratch,
+        )
+        .stamped(3, stamp);
+        let object = r#"{"type":"message","offset":42,"from":3,"time":5,"text":"hi\nthere"}"#;
+        let event = out.frame_for(Format::Sse, Some(SHARED), None);
+        assert_eq!(
+            std::str::from_utf8(&event).unwrap(),
+            format!("id: e1:42\ndata: {object}\n\n")
+        );
+        let bare = out.frame_for(Format::Poll, None, None);
+        assert_eq!(&bare[..], object.as_bytes());
+        assert!(Rc::ptr_eq(&event, &out.frame_for(Format::Sse, None, None)));
+        assert!(Rc::ptr_eq(&bare, &out.form(Form::JsonObject)));
+        let forms = out.into_forms();
+        assert!(forms[Form::SseEvent as usize].is_some(), "kept by history");
+        assert!(forms[Form::Frame as usize].is_none(), "nothing else built");
+    }
+
+    #[test]
+    fn a_notice_is_built_once_per_format() {
+        let object = br#"{"type":"join","id":8,"members":4}"#;
+        let id = EventId {
+            epoch: "e",
+            offset: 3,
+        };
+        let mut notice = Notice::new(object, Some(id));
+        assert_eq!(notice.for_format(Format::Classic), None);
+        let frame = notice.for_format(Format::Json).unwrap();
+        assert_eq!(&frame[..2], &[0x81, object.len() as u8]);
+        assert_eq!(&frame[2..], object);
+        let event = notice.for_format(Format::Sse).unwrap();
+        assert!(event.starts_with(b"id: e:3\ndata: {"));
+        assert_eq!(&notice.for_format(Format::Poll).unwrap()[..], object);
+        assert!(Rc::ptr_eq(&event, &notice.for_format(Format::Sse).unwrap()));
     }
 
     #[test]

@@ -60,6 +60,20 @@ pub enum Refusal {
     InboundMemory,
     /// A request that needs a session without a valid `Wschat-Session`.
     Unauthorized,
+    /// A posted message whose `Content-Type` is neither
+    /// `text/plain; charset=utf-8` nor `application/octet-stream`.
+    UnsupportedMediaType,
+    /// A posted text message that is not UTF-8.
+    InvalidUtf8,
+    /// A member posting over `--max-messages-per-second`.
+    RateLimited,
+    /// A `Last-Event-ID` that is not `EPOCH:OFFSET`.
+    InvalidLastEventId,
+    /// A poll `timeout` that is not a number of seconds.
+    InvalidTimeout,
+    /// No session could be made: no system randomness for its token, or
+    /// as many pollers as `--max-connections` already.
+    SessionUnavailable,
 }
 
 /// The methods a path takes, as a 405 lists them in `Allow`.
@@ -100,6 +114,10 @@ impl Refusal {
             Refusal::BodyTimeout => 408,
             Refusal::InboundMemory => 503,
             Refusal::Unauthorized => 401,
+            Refusal::UnsupportedMediaType => 415,
+            Refusal::InvalidUtf8 | Refusal::InvalidLastEventId | Refusal::InvalidTimeout => 400,
+            Refusal::RateLimited => 429,
+            Refusal::SessionUnavailable => 503,
         }
     }
 
@@ -129,6 +147,16 @@ impl Refusal {
             Refusal::BodyTimeout => "request body not complete in time",
             Refusal::InboundMemory => "server busy receiving other requests",
             Refusal::Unauthorized => "missing or invalid Wschat-Session",
+            Refusal::UnsupportedMediaType => {
+                "send text/plain; charset=utf-8 or application/octet-stream"
+            }
+            Refusal::InvalidUtf8 => "a text/plain message must be UTF-8",
+            Refusal::RateLimited => "too many messages: over --max-messages-per-second",
+            Refusal::InvalidLastEventId => {
+                "Last-Event-ID must be EPOCH:OFFSET (letters and digits, then a number)"
+            }
+            Refusal::InvalidTimeout => "timeout must be a number of seconds",
+            Refusal::SessionUnavailable => "no session can be made now",
         }
     }
 
@@ -154,6 +182,12 @@ impl Refusal {
             Refusal::BodyTimeout => "body_timeout",
             Refusal::InboundMemory => "inbound_memory",
             Refusal::Unauthorized => "session",
+            Refusal::UnsupportedMediaType => "media_type",
+            Refusal::InvalidUtf8 => "utf8",
+            Refusal::RateLimited => "rate",
+            Refusal::InvalidLastEventId => "last_event_id",
+            Refusal::InvalidTimeout => "poll_timeout",
+            Refusal::SessionUnavailable => "session_unavailable",
         }
     }
 
@@ -169,9 +203,11 @@ impl Refusal {
             }
             Refusal::MethodNotAllowed(Allow::GetHead) => &[("Allow", "GET, HEAD")],
             Refusal::MethodNotAllowed(Allow::Post) => &[("Allow", "POST")],
-            Refusal::ServerFull | Refusal::TooManyFromAddress | Refusal::InboundMemory => {
-                &[("Retry-After", "1")]
-            }
+            Refusal::ServerFull
+            | Refusal::TooManyFromAddress
+            | Refusal::InboundMemory
+            | Refusal::RateLimited
+            | Refusal::SessionUnavailable => &[("Retry-After", "1")],
             // RFC 9110 section 15.5.2: a 401 names the scheme that would do.
             Refusal::Unauthorized => &[("WWW-Authenticate", "Wschat-Session")],
             _ => &[],
@@ -187,8 +223,14 @@ impl Refusal {
             self,
             Refusal::NotFound
                 | Refusal::InvalidRoomName
+                | Refusal::InvalidPosition
                 | Refusal::MethodNotAllowed(_)
                 | Refusal::Unauthorized
+                | Refusal::UnsupportedMediaType
+                | Refusal::InvalidUtf8
+                | Refusal::RateLimited
+                | Refusal::InvalidLastEventId
+                | Refusal::InvalidTimeout
                 | Refusal::Protocol(HandshakeError::UpgradeRequired)
         )
     }
@@ -339,6 +381,32 @@ mod tests {
             "401 missing or invalid Wschat-Session"
         );
         assert_ne!(Refusal::BodyTimeout.label(), Refusal::Timeout.label());
+    }
+
+    #[test]
+    fn transport_refusals() {
+        let cases = [
+            (Refusal::UnsupportedMediaType, 415, true),
+            (Refusal::InvalidUtf8, 400, true),
+            (Refusal::RateLimited, 429, true),
+            (Refusal::InvalidLastEventId, 400, true),
+            (Refusal::InvalidTimeout, 400, true),
+            (Refusal::InvalidPosition, 400, true),
+            (Refusal::SessionUnavailable, 503, false),
+        ];
+        let mut labels = std::collections::BTreeSet::new();
+        for (refusal, status, keeps) in cases {
+            assert_eq!(refusal.status(), status, "{refusal:?}");
+            assert_eq!(refusal.keeps_connection(), keeps, "{refusal:?}");
+            assert!(!refusal.reason().contains('\n'), "{refusal:?}");
+            assert!(labels.insert(refusal.label()), "{refusal:?}");
+        }
+        let retry = |r: Refusal| r.headers().iter().any(|(n, _)| *n == "Retry-After");
+        assert!(retry(Refusal::RateLimited) && retry(Refusal::SessionUnavailable));
+        assert_ne!(
+            Refusal::RateLimited.label(),
+            Refusal::TooManyFromAddress.label()
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!   requests: answers in order, bodies, keep-alive or close;
 //! * `messages`: what a session's events do (echo,
 //!   broadcast through the relay), and policy closes;
+//! * `streams`, `polls` and `posts`: the members that speak plain HTTP
+//!   (SSE streams, pollers) and the messages they post;
 //! * `lifecycle`: timers, shutdown and removal.
 //!
 //! Room messages leave and come back through the [`Relay`] (here alone, or
@@ -37,7 +39,10 @@ mod handshake;
 mod io;
 mod lifecycle;
 mod messages;
+mod polls;
+mod posts;
 mod recall;
+mod streams;
 
 use std::io as stdio;
 use std::net::SocketAddr;
@@ -58,6 +63,7 @@ use super::listener::{descriptor_bound, listeners, Acceptor};
 use super::metrics::Metrics;
 use super::relay::Relay;
 use super::router::Routes;
+use super::sessions::{Members, Sessions};
 use super::systemd::{Notifier, Systemd};
 use super::table::Table;
 use super::timer::{Clock, Time};
@@ -184,6 +190,8 @@ pub struct Server {
     relay: Relay,
     /// Members waiting for their history from Redis.
     recalls: Recalls,
+    /// The sessions of SSE streams and pollers.
+    sessions: Sessions,
     /// What systemd is told: ready, stopping, alive (inert outside it).
     notifier: Notifier,
 }
@@ -243,6 +251,7 @@ impl Server {
                 Hub::new(config.compression_min_size, config.history_limits())
             },
             recalls: Recalls::default(),
+            sessions: Sessions::new(config.poll_grace),
             buffers: ReadBuffers {
                 scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
                 events: Vec::new(),
@@ -402,6 +411,8 @@ impl Server {
         self.notifier.handle_timeout(self.clock.now());
         self.per_address.sweep(self.clock.now());
         self.hub.expire(self.clock.now());
+        self.expire_pollers();
+        self.answer_woken_polls();
         let mut dirty = self.table.take_dirty();
         for key in dirty.drain(..) {
             if let Some(conn) = self.table.get_mut(key) {
@@ -425,6 +436,7 @@ impl Server {
             self.relay.poll_timeout(),
             self.notifier.poll_timeout(),
             self.hub.rooms.next_expiry(),
+            self.sessions.next_expiry(),
         ]
         .into_iter()
         .flatten()
@@ -488,6 +500,23 @@ impl Server {
         }
         false
     }
+}
+
+/// The members of every room, as the rooms see them: the connections and
+/// the pollers.
+fn members<'a>(table: &'a mut Table, sessions: &'a mut Sessions) -> Members<'a> {
+    Members {
+        conns: table.conns_mut(),
+        sessions,
+    }
+}
+
+/// Lists what the members in `woken` (woken by a broadcast, a presence
+/// change or a replay) need: a flush for connections, the answer of its
+/// held poll for a poller.
+fn wake(table: &mut Table, sessions: &mut Sessions, woken: &mut Vec<usize>) {
+    sessions.take_woken(woken);
+    table.extend_dirty(woken);
 }
 
 #[cfg(test)]

@@ -19,6 +19,11 @@
 //! paced, not refused, and no message is sent twice or skipped between the
 //! replay and the live stream.
 //!
+//! Members are known by key: a connection's token, or (for a poller,
+//! which is a member between its requests, without a connection of its
+//! own) [`POLLER_KEY`] set on its session's key. A [`Roster`] finds the
+//! member behind a key, whatever it is.
+//!
 //! A room lives while it has members or history; the history's bounds
 //! (messages per room, age, and one byte budget for every room together,
 //! oldest first) are applied here, since only here are all rooms seen.
@@ -29,11 +34,23 @@ use std::rc::Rc;
 use slab::Slab;
 
 use super::history::{Entry, History, HistoryLimits};
-use super::outgoing::{Format, Outgoing};
+use super::outgoing::{Format, Notice, Outgoing};
 use super::timer::Time;
 
 /// The room of `/`.
 pub const LOBBY: &str = "lobby";
+
+/// Set on the keys of pollers, which live apart from the connections:
+/// connection keys (slab keys, mio tokens) never come near it.
+pub const POLLER_KEY: usize = 1 << (usize::BITS - 1);
+
+/// Whether member key `key` names a poller.
+pub fn is_poller_key(key: usize) -> bool {
+    key & POLLER_KEY != 0
+}
+
+/// How many [`Format`]s there are (the slots of [`Fanout::delivered_to`]).
+pub const FORMATS: usize = 4;
 
 /// Where a member sits: its room's key, its index in the member list (or
 /// the replay list), and which list. `u32`s keep the table small per key.
@@ -115,6 +132,8 @@ pub struct Rooms {
     by_name: HashMap<Box<str>, usize>,
     /// Indexed by member key: where each member sits.
     seats: Vec<Seat>,
+    /// The same for pollers, indexed by their key without [`POLLER_KEY`].
+    poller_seats: Vec<Seat>,
     limits: HistoryLimits,
     /// Every kept message, oldest first (with stale records of messages a
     /// room evicted by its own size limit, skipped when met).
@@ -150,6 +169,40 @@ pub trait Member {
     /// presence change). Returns `true` when the member now needs a flush.
     #[must_use]
     fn queue_frame(&mut self, frame: Rc<[u8]>) -> bool;
+
+    /// Queues a presence change built for this member's format, when the
+    /// room's newest offset is `head`: a member that merges presence with
+    /// the history later (a poller) places it after that offset.
+    #[must_use]
+    fn queue_presence(&mut self, frame: Rc<[u8]>, head: u64) -> bool {
+        let _ = head;
+        self.queue_frame(frame)
+    }
+
+    /// The session token of an SSE member, which its welcome carries.
+    fn session(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// The members behind keys, whatever they are (connections, pollers):
+/// what broadcasts, presence and replays reach them through.
+pub trait Roster {
+    /// Member `key`, if it is there.
+    fn member(&self, key: usize) -> Option<&dyn Member>;
+
+    /// Member `key`, if it is there.
+    fn member_mut(&mut self, key: usize) -> Option<&mut dyn Member>;
+}
+
+impl<M: Member> Roster for Slab<M> {
+    fn member(&self, key: usize) -> Option<&dyn Member> {
+        self.get(key).map(|m| m as &dyn Member)
+    }
+
+    fn member_mut(&mut self, key: usize) -> Option<&mut dyn Member> {
+        self.get_mut(key).map(|m| m as &mut dyn Member)
+    }
 }
 
 /// Whether a member with `backlog` bytes queued may take a message of
@@ -171,6 +224,8 @@ pub struct Fanout {
     pub refused: Vec<usize>,
     /// Frames queued by the last broadcast.
     pub delivered: usize,
+    /// The same, by the receivers' [`Format`] (indexed by `Format as usize`).
+    pub delivered_to: [usize; FORMATS],
 }
 
 impl Rooms {
@@ -227,12 +282,17 @@ impl Rooms {
     }
 
     fn seat(&mut self, key: usize, room: usize, index: u32, replaying: bool) {
-        if self.seats.len() <= key {
-            self.seats.resize(key + 1, Seat::EMPTY);
+        let (seats, at) = if is_poller_key(key) {
+            (&mut self.poller_seats, key & !POLLER_KEY)
+        } else {
+            (&mut self.seats, key)
+        };
+        if seats.len() <= at {
+            seats.resize(at + 1, Seat::EMPTY);
         }
         // Moving between the live and replay lists keeps what it has seen.
-        let seen = self.seats[key].seen;
-        self.seats[key] = Seat {
+        let seen = seats[at].seen;
+        seats[at] = Seat {
             room: room as u32,
             index,
             replaying,
@@ -240,9 +300,33 @@ impl Rooms {
         };
     }
 
+    /// Where member `key` sits (or [`Seat::EMPTY`]), if it ever did.
+    fn slot(&self, key: usize) -> Option<&Seat> {
+        if is_poller_key(key) {
+            self.poller_seats.get(key & !POLLER_KEY)
+        } else {
+            self.seats.get(key)
+        }
+    }
+
+    fn slot_mut(&mut self, key: usize) -> Option<&mut Seat> {
+        if is_poller_key(key) {
+            self.poller_seats.get_mut(key & !POLLER_KEY)
+        } else {
+            self.seats.get_mut(key)
+        }
+    }
+
+    /// Notes that member `moved` now sits at `index` of its list.
+    fn moved_to(&mut self, moved: usize, index: u32) {
+        if let Some(seat) = self.slot_mut(moved) {
+            seat.index = index;
+        }
+    }
+
     /// The key of the room member `key` is in.
     pub fn room_of(&self, key: usize) -> Option<usize> {
-        match self.seats.get(key) {
+        match self.slot(key) {
             Some(seat) if *seat != Seat::EMPTY => Some(seat.room as usize),
             _ => None,
         }
@@ -252,7 +336,7 @@ impl Rooms {
     /// room's key. The last member takes the freed index. A room left with
     /// neither members nor history is dropped.
     pub fn leave(&mut self, key: usize) -> Option<usize> {
-        let seat = std::mem::replace(self.seats.get_mut(key)?, Seat::EMPTY);
+        let seat = std::mem::replace(self.slot_mut(key)?, Seat::EMPTY);
         if seat == Seat::EMPTY {
             return None;
         }
@@ -267,7 +351,7 @@ impl Rooms {
             room.members.get(index).copied()
         };
         if let Some(moved) = moved {
-            self.seats[moved].index = seat.index;
+            self.moved_to(moved, seat.index);
         }
         self.drop_if_unused(room_key);
         Some(room_key)
@@ -320,11 +404,11 @@ impl Rooms {
     /// Sends `message` to every live member of `room`; `fanout` collects
     /// who needs a flush and who refused. Returns `false` if there is no
     /// such room.
-    pub fn broadcast<M: Member>(
+    pub fn broadcast<R: Roster + ?Sized>(
         &mut self,
         room: usize,
         message: &mut Outgoing<'_>,
-        conns: &mut Slab<M>,
+        conns: &mut R,
         fanout: &mut Fanout,
     ) -> bool {
         let Some(room) = self.rooms.get(room) else {
@@ -332,11 +416,17 @@ impl Rooms {
         };
         let offset = message.offset();
         fanout.delivered = 0;
+        fanout.delivered_to = [0; FORMATS];
         for &token in &room.members {
-            let Some(member) = conns.get_mut(token) else {
+            let Some(member) = conns.member_mut(token) else {
                 continue;
             };
-            if let (Some(offset), Some(seat)) = (offset, self.seats.get_mut(token)) {
+            let seat = if is_poller_key(token) {
+                self.poller_seats.get_mut(token & !POLLER_KEY)
+            } else {
+                self.seats.get_mut(token)
+            };
+            if let (Some(offset), Some(seat)) = (offset, seat) {
                 if seat.seen >= offset {
                     continue;
                 }
@@ -353,6 +443,7 @@ impl Rooms {
                 continue;
             }
             fanout.delivered += 1;
+            fanout.delivered_to[member.format() as usize] += 1;
             if member.queue(message) {
                 fanout.woken.push(token);
             }
@@ -360,34 +451,37 @@ impl Rooms {
         true
     }
 
-    /// Queues `frame` to every member of `room` that speaks `format`,
-    /// except `except`; the members that need a flush go to `woken`.
-    /// Presence is small and best effort: a member over its bound is
-    /// skipped, not cut.
-    pub fn announce<M: Member>(
+    /// Queues `notice` to every member of `room` that speaks JSON (in
+    /// the form of its format), except `except`; the members that need a
+    /// flush go to `woken`. Presence is small and best effort: a member
+    /// over its bound is skipped, not cut.
+    pub fn announce<R: Roster + ?Sized>(
         &self,
         room: usize,
-        format: Format,
-        frame: &Rc<[u8]>,
+        notice: &mut Notice<'_>,
         except: usize,
-        conns: &mut Slab<M>,
+        conns: &mut R,
         woken: &mut Vec<usize>,
     ) {
         let Some(room) = self.rooms.get(room) else {
             return;
         };
+        let head = room.history.head();
         let keys = room
             .members
             .iter()
             .chain(room.replaying.iter().map(|c| &c.key));
         for &key in keys.filter(|&&k| k != except) {
-            let Some(member) = conns.get_mut(key) else {
+            let Some(member) = conns.member_mut(key) else {
                 continue;
             };
-            if member.format() == format
-                && member.backlog().is_some()
-                && member.queue_frame(frame.clone())
-            {
+            if member.backlog().is_none() {
+                continue;
+            }
+            let Some(frame) = notice.for_format(member.format()) else {
+                continue;
+            };
+            if member.queue_presence(frame, head) {
                 woken.push(key);
             }
         }
@@ -397,7 +491,7 @@ impl Rooms {
     /// of its room from offset `from` on; returns whether it is replaying
     /// (with nothing kept from `from` on, it stays live).
     pub fn start_replay(&mut self, key: usize, from: u64) -> bool {
-        let Some(seat) = self.seats.get(key).copied() else {
+        let Some(seat) = self.slot(key).copied() else {
             return false;
         };
         if seat == Seat::EMPTY || seat.replaying {
@@ -418,7 +512,7 @@ impl Rooms {
         });
         let at = (room.replaying.len() - 1) as u32;
         if let Some(moved) = moved {
-            self.seats[moved].index = seat.index;
+            self.moved_to(moved, seat.index);
         }
         self.seat(key, room_key, at, true);
         true
@@ -428,7 +522,7 @@ impl Rooms {
     /// (live messages wait in the history for it) until
     /// [`Rooms::release`] says where its replay starts.
     pub fn hold(&mut self, key: usize) -> bool {
-        let Some(seat) = self.seats.get(key).copied() else {
+        let Some(seat) = self.slot(key).copied() else {
             return false;
         };
         if seat == Seat::EMPTY || seat.replaying {
@@ -446,7 +540,7 @@ impl Rooms {
         });
         let at = (room.replaying.len() - 1) as u32;
         if let Some(moved) = moved {
-            self.seats[moved].index = seat.index;
+            self.moved_to(moved, seat.index);
         }
         self.seat(key, room_key, at, true);
         true
@@ -463,7 +557,7 @@ impl Rooms {
         let next = self
             .room_of(key)
             .and_then(|room| self.rooms[room].history.next_kept(from));
-        let Some(seat) = self.seats.get(key).copied().filter(|s| s.replaying) else {
+        let Some(seat) = self.slot(key).copied().filter(|s| s.replaying) else {
             return;
         };
         let room = &mut self.rooms[seat.room as usize];
@@ -474,7 +568,7 @@ impl Rooms {
     }
 
     fn cursor_of(&self, key: usize) -> Option<Cursor> {
-        let seat = self.seats.get(key).filter(|s| s.replaying)?;
+        let seat = self.slot(key).filter(|s| s.replaying)?;
         self.rooms
             .get(seat.room as usize)?
             .replaying
@@ -484,11 +578,11 @@ impl Rooms {
 
     /// Every member of `room` (live or replaying, not held) that speaks
     /// `format`.
-    pub fn members_speaking<M: Member>(
+    pub fn members_speaking<R: Roster + ?Sized>(
         &self,
         room: usize,
         format: Format,
-        conns: &Slab<M>,
+        conns: &R,
     ) -> Vec<usize> {
         let Some(room) = self.rooms.get(room) else {
             return Vec::new();
@@ -498,14 +592,14 @@ impl Rooms {
             .iter()
             .copied()
             .chain(replaying)
-            .filter(|&k| conns.get(k).is_some_and(|m| m.format() == format))
+            .filter(|&k| conns.member(k).is_some_and(|m| m.format() == format))
             .collect()
     }
 
     /// Where replaying member `key` is: its room and the next offset to
     /// send it.
     pub fn cursor(&self, key: usize) -> Option<(usize, u64)> {
-        let seat = self.seats.get(key).filter(|s| s.replaying)?;
+        let seat = self.slot(key).filter(|s| s.replaying)?;
         let room = self.rooms.get(seat.room as usize)?;
         let cursor = room.replaying.get(seat.index as usize)?;
         Some((seat.room as usize, cursor.next))
@@ -536,14 +630,20 @@ impl Rooms {
         }
     }
 
+    /// Counts `grown` bytes that forms built for a kept message (a poll's
+    /// JSON objects) added to the history.
+    pub fn count_grown(&mut self, grown: usize) {
+        self.bytes += grown;
+    }
+
     /// Moves replaying member `key`'s cursor past `offset`, and counts
     /// `grown` bytes the replay added to that entry (forms it built).
     pub fn sent(&mut self, key: usize, offset: u64, grown: usize) {
         self.bytes += grown;
-        if let Some(seat) = self.seats.get_mut(key) {
+        if let Some(seat) = self.slot_mut(key) {
             seat.seen = seat.seen.max(offset);
         }
-        if let Some(seat) = self.seats.get(key).filter(|s| s.replaying) {
+        if let Some(seat) = self.slot(key).copied().filter(|s| s.replaying) {
             if let Some(cursor) = self
                 .rooms
                 .get_mut(seat.room as usize)
@@ -556,7 +656,7 @@ impl Rooms {
 
     /// Moves replaying member `key` to the live members.
     fn go_live(&mut self, key: usize) {
-        let Some(seat) = self.seats.get(key).copied().filter(|s| s.replaying) else {
+        let Some(seat) = self.slot(key).copied().filter(|s| s.replaying) else {
             return;
         };
         let room_key = seat.room as usize;
@@ -567,7 +667,7 @@ impl Rooms {
         room.members.push(key);
         let at = (room.members.len() - 1) as u32;
         if let Some(moved) = moved {
-            self.seats[moved].index = seat.index;
+            self.moved_to(moved, seat.index);
         }
         self.seat(key, room_key, at, false);
     }
@@ -643,8 +743,8 @@ impl Rooms {
             .iter()
             .copied()
             .chain(r.replaying.iter().map(|c| c.key));
-        for key in keys {
-            if let Some(seat) = self.seats.get_mut(key) {
+        for key in keys.collect::<Vec<_>>() {
+            if let Some(seat) = self.slot_mut(key) {
                 seat.seen = 0;
             }
         }
@@ -782,6 +882,26 @@ mod tests {
             self.frames.push(frame);
             true
         }
+    }
+
+    #[test]
+    fn pollers_sit_beside_connections_with_keys_of_their_own() {
+        let mut rooms = Rooms::new(HistoryLimits::default());
+        let poller = POLLER_KEY | 2;
+        let a = rooms.join("r", 2);
+        assert_eq!(rooms.join("r", poller), a);
+        rooms.join("r", 5);
+        assert_eq!(rooms.members(a), 3);
+        assert_eq!(rooms.room_of(poller), Some(a));
+        assert_eq!(rooms.leave(2), Some(a), "connection 2, not poller 2");
+        assert_eq!(rooms.room_of(poller), Some(a), "moved, still seated");
+        assert_eq!(rooms.leave(poller), Some(a));
+        assert_eq!((rooms.room_of(poller), rooms.room_of(5)), (None, Some(a)));
+        assert_eq!(rooms.leave(poller), None, "once");
+        assert!(
+            rooms.seats.len() <= 6 && rooms.poller_seats.len() <= 3,
+            "dense"
+        );
     }
 
     fn send<M: Member>(

@@ -137,8 +137,11 @@ pub enum Timer {
     /// A kept-alive HTTP connection waits for the first byte of its next
     /// request; idle past this, it is closed.
     KeepAlive,
-    /// Time to ping a silent WebSocket client.
+    /// Time to ping a silent WebSocket client, or to send an SSE stream
+    /// its heartbeat.
     Ping,
+    /// A held poll is due: it is answered with what there is.
+    Hold,
     /// A pinged client that stays silent is closed.
     Idle,
     /// The last bytes are queued: the peer has this long to take them and

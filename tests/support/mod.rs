@@ -13,6 +13,8 @@
 //! * `daemon`: [`Daemon`], the real binary as a child process.
 //! * `redis`: [`Redis`], a `redis-server` for the cluster tests.
 //! * `net` and `rng`: sockets with bounded waits, and seeded randomness.
+//! * `web`: SSE streams, polls and posts through `ureq`, an HTTP client of
+//!   its own.
 //!
 //! Every wait is bounded: a blocking socket call waits at most
 //! [`IO_TIMEOUT`], and a helper that gives up panics with what it saw.
@@ -32,6 +34,7 @@ mod redis;
 mod rng;
 mod server;
 mod tls;
+pub mod web;
 
 use std::fmt;
 use std::time::{Duration, Instant};

@@ -16,6 +16,7 @@
 mod compression;
 mod state;
 mod stream;
+mod streams;
 mod timers;
 
 use std::io;
@@ -27,6 +28,7 @@ pub use self::compression::{Compression, OwnDeflate};
 pub use self::state::{AfterResponse, Endpoint, PendingBody, Received, Shared, WebSocket};
 use self::state::{Exchange, State};
 pub use self::stream::Echo;
+pub use self::streams::{EventStream, HeldPoll};
 pub use self::timers::{Expiry, Timeouts};
 use super::admission::RateBucket;
 use super::outgoing::{Format, Outgoing};
@@ -197,9 +199,14 @@ impl Connection {
         self.flags.set(Flags::ADMITTED, true);
     }
 
-    /// The WebSocket id, once upgraded.
+    /// The member id: a WebSocket's once upgraded, an SSE stream's once
+    /// open.
     pub fn id(&self) -> Option<u64> {
-        self.websocket().map(|ws| ws.id)
+        match &self.state {
+            State::WebSocket(ws) => Some(ws.id),
+            State::Stream(stream) => Some(stream.id),
+            _ => None,
+        }
     }
 
     /// The open WebSocket, once upgraded.
@@ -277,7 +284,9 @@ impl Connection {
 impl Member for Connection {
     fn backlog(&self) -> Option<usize> {
         match self.state {
-            State::WebSocket(_) if !self.queue.is_sealed() && !self.flags.get(Flags::DEAD) => {
+            State::WebSocket(_) | State::Stream(_)
+                if !self.queue.is_sealed() && !self.flags.get(Flags::DEAD) =>
+            {
                 Some(self.backlog_bytes())
             }
             _ => None,
@@ -287,16 +296,18 @@ impl Member for Connection {
     fn format(&self) -> Format {
         match &self.state {
             State::WebSocket(ws) => ws.format,
+            State::Stream(_) => Format::Sse,
             _ => Format::Classic,
         }
     }
 
     fn queue(&mut self, message: &mut Outgoing<'_>) -> bool {
-        let State::WebSocket(ws) = &mut self.state else {
-            return false;
+        let frame = match &mut self.state {
+            State::WebSocket(ws) => ws.compression.frame_of(message, ws.format),
+            State::Stream(_) => message.frame_for(Format::Sse, None, None),
+            _ => return false,
         };
-        self.queue
-            .push_shared(ws.compression.frame_of(message, ws.format));
+        self.queue.push_shared(frame);
         self.mark_dirty()
     }
 
@@ -305,11 +316,15 @@ impl Member for Connection {
     }
 
     fn queue_frame(&mut self, frame: std::rc::Rc<[u8]>) -> bool {
-        if !matches!(self.state, State::WebSocket(_)) {
+        if !matches!(self.state, State::WebSocket(_) | State::Stream(_)) {
             return false;
         }
         self.queue.push_shared(frame);
         self.mark_dirty()
+    }
+
+    fn session(&self) -> Option<&str> {
+        self.stream().map(|s| &*s.token)
     }
 }
 
@@ -324,17 +339,17 @@ mod tests {
     use crate::protocol::Session;
     use crate::server::router::BodyRequest;
 
-    const TIMEOUTS: Timeouts = Timeouts {
+    pub(super) const TIMEOUTS: Timeouts = Timeouts {
         ping: Duration::from_secs(30),
         idle: Duration::from_secs(60),
     };
 
-    fn t(ms: u64) -> Time {
+    pub(super) fn t(ms: u64) -> Time {
         Time::from_millis(ms)
     }
 
     /// A connection over a real loopback socket, handshake due at 10 s.
-    fn accepted() -> (Connection, std::net::TcpStream) {
+    pub(super) fn accepted() -> (Connection, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
@@ -491,7 +506,11 @@ mod tests {
     #[test]
     fn a_body_is_held_until_whole_then_handed_over_with_its_request() {
         let (mut conn, _client) = accepted();
-        let request = BodyRequest::PostMessage { room: "a".into() };
+        let request = BodyRequest::PostMessage {
+            room: "a".into(),
+            session: None,
+            content: crate::server::router::Content::Text,
+        };
         conn.expect_body(PendingBody::new(
             request.clone(),
             5,

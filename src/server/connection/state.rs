@@ -58,6 +58,12 @@ pub(super) enum State {
     Body(Box<PendingBody>),
     /// Upgraded: frames flow.
     WebSocket(WebSocket),
+    /// An SSE stream: events flow until either side closes; what the
+    /// client sends is ignored (boxed, like every rare state).
+    Stream(Box<super::EventStream>),
+    /// A poll held until there is something to answer; the requests
+    /// pipelined behind it wait.
+    Polling(Box<super::HeldPoll>),
     /// The last HTTP response is queued, after which the connection ends.
     Responded,
 }
@@ -72,7 +78,7 @@ pub(super) struct Exchange {
 
 impl Exchange {
     /// The exchange after `served` answers, reading a fresh head.
-    fn after(served: u32) -> Exchange {
+    pub(super) fn after(served: u32) -> Exchange {
         Exchange {
             reader: HeadReader::new(),
             served,
@@ -138,8 +144,10 @@ pub enum Received {
     /// WebSocket frames: this many bytes were used; the session's events
     /// are in the events list, in order.
     Frames(usize),
-    /// Input after the last response: ignored.
+    /// Input after the last response (or on an SSE stream): ignored.
     Ignored,
+    /// Input behind a held poll: kept, unread, until it is answered.
+    Waiting,
     /// A TLS handshake arrived on a plain connection.
     TlsOnPlainPort,
     /// A PROXY protocol header from a peer that may not send one.
@@ -221,6 +229,7 @@ impl Connection {
         match &self.state {
             State::Head(exchange) => exchange.served,
             State::Body(pending) => pending.served,
+            State::Polling(poll) => poll.served,
             _ => 0,
         }
     }
@@ -314,7 +323,8 @@ impl Connection {
                 Received::Frames(ws.session.receive(data, &mut input, events))
             }
             State::Body(_) => self.receive_body(data.len()),
-            State::Responded => Received::Ignored,
+            State::Responded | State::Stream(_) => Received::Ignored,
+            State::Polling(_) => Received::Waiting,
         }
     }
 

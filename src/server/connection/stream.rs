@@ -57,7 +57,8 @@ impl Connection {
         if self.flags.get(Flags::WRITE_SHUT) {
             return true;
         }
-        let answers_left = self.is_exchanging() && self.backlog_bytes() > 0;
+        let answers_left =
+            (self.is_exchanging() && self.backlog_bytes() > 0) || self.held_poll().is_some();
         !(self.is_closing() || answers_left)
     }
 

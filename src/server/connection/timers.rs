@@ -18,8 +18,11 @@ pub enum Expiry {
     Close,
     /// A silent client was sent a Ping.
     Pinged,
-    /// A client stayed silent for this long: close it.
+    /// A client stayed silent for this long (an SSE client: took nothing
+    /// of what waits for it): close it.
     Idle(Duration),
+    /// A held poll is due: answer it with what there is.
+    PollDue,
     /// Nothing is due yet (the peer spoke since): the timer was re-armed.
     Rearmed,
 }
@@ -56,6 +59,10 @@ impl Connection {
             Timer::Handshake => Expiry::Handshake,
             Timer::KeepAlive => Expiry::KeepAlive,
             Timer::Close => Expiry::Close,
+            Timer::Hold => Expiry::PollDue,
+            Timer::Ping | Timer::Idle if matches!(self.state, State::Stream(_)) => {
+                self.stream_tick(now, timeouts)
+            }
             Timer::Ping | Timer::Idle => self.check_silence(now, timeouts),
         }
     }

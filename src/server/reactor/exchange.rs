@@ -132,16 +132,12 @@ impl Server {
             head_only: false,
         };
         match pending.request {
-            BodyRequest::PostMessage { room } => self.post_message(key, &room, body, reply),
+            BodyRequest::PostMessage {
+                room,
+                session,
+                content,
+            } => self.post_message(key, &room, session, content, body, reply),
         }
-    }
-
-    /// `POST /room/{name}/messages`. Every post is refused until sessions
-    /// exist: the next step checks `Wschat-Session` here and hands the body
-    /// to the room.
-    fn post_message(&mut self, key: usize, room: &str, body: &[u8], reply: Reply) {
-        log::debug!("{key}: POST of {} bytes to room {room}", body.len());
-        self.refuse_in(key, Refusal::Unauthorized, reply);
     }
 
     /// Queues a plain response; after it the connection ends (the client

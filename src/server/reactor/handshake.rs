@@ -13,9 +13,13 @@ use crate::server::connection::{Compression, Endpoint, WebSocket};
 use crate::server::history::Position;
 use crate::server::hub::Joining;
 use crate::server::json;
-use crate::server::metrics::{render_tls, render_top_rooms, Gauges};
+use crate::server::metrics::{
+    render_tls, render_top_rooms, render_transports, ByTransport, Gauges,
+};
 use crate::server::outgoing::Format;
 use crate::server::router::{route, Request};
+
+use super::{members, wake};
 
 impl Server {
     /// Acts on the request head `data[..end]` of connection `key`; returns
@@ -51,6 +55,10 @@ impl Server {
                 self.answer(key, plan.plain(), |reply| http::text(&page, reply));
             }
             Ok(Request::WithBody(request)) => self.start_body(key, request, plan),
+            Ok(Request::Events { room, since }) => {
+                self.open_stream(key, plan.plain(), &room, since.as_ref())
+            }
+            Ok(Request::Poll(request)) => self.poll(key, plan.plain(), request),
             Ok(Request::Upgrade {
                 upgrade,
                 room,
@@ -70,6 +78,11 @@ impl Server {
         });
         let mut sizes: Vec<(&str, usize)> = self.hub.rooms.sizes().collect();
         render_top_rooms(&mut page, &mut sizes);
+        render_transports(
+            &mut page,
+            self.members_by_transport(),
+            self.metrics.deliveries,
+        );
         self.relay.render_metrics(&mut page);
         if let Some(tls) = &self.tls {
             render_tls(
@@ -79,6 +92,24 @@ impl Server {
             );
         }
         page
+    }
+
+    /// Room members now, by transport.
+    fn members_by_transport(&self) -> ByTransport<usize> {
+        let mut members = ByTransport {
+            poll: self.sessions.pollers(),
+            ..ByTransport::default()
+        };
+        for (key, conn) in self.table.conns() {
+            if self.hub.rooms.room_of(key).is_none() {
+                continue;
+            }
+            match crate::server::room::Member::format(conn) {
+                Format::Sse => members.sse += 1,
+                _ => members.websocket += 1,
+            }
+        }
+        members
     }
 
     /// Completes an upgrade: the 101 is queued, and the connection joins
@@ -123,30 +154,42 @@ impl Server {
         self.metrics.upgraded += 1;
         self.table.mark_dirty(key);
         if let Some(name) = room {
-            // Cluster mode: a JSON member's history is Redis's. When Redis
-            // cannot be asked, what the instance keeps is all there is, and
-            // the member is not told it has everything.
-            let clustered = self.relay.is_clustered() && format == Format::Json;
-            let recall = clustered && self.recall(name, key, id, since);
-            let joining = Joining {
-                key,
-                id,
-                format,
-                since,
-                recall: clustered,
-            };
-            let mut woken = Vec::new();
-            let room = self
-                .hub
-                .join(name, joining, self.table.conns_mut(), &mut woken);
-            if clustered && !recall {
-                let now = self.clock.now();
-                let members = self.table.conns_mut();
-                self.hub
-                    .recalled(room, joining, None, members, &mut woken, now);
-            }
-            self.table.extend_dirty(&mut woken);
-            self.pump(key);
+            self.join_room(key, id, format, name, since);
         }
+    }
+
+    /// Makes connection `key` (member `id`, speaking `format`) a member
+    /// of room `name`: a JSON or SSE member is welcomed and replayed to,
+    /// or in cluster mode held while its history is read from Redis.
+    pub(super) fn join_room(
+        &mut self,
+        key: usize,
+        id: u64,
+        format: Format,
+        name: &str,
+        since: Option<&Position>,
+    ) {
+        // Cluster mode: a JSON member's history is Redis's. When Redis
+        // cannot be asked, what the instance keeps is all there is, and
+        // the member is not told it has everything.
+        let clustered = self.relay.is_clustered() && format.is_json();
+        let recall = clustered && self.recall(name, key, id, since, format);
+        let joining = Joining {
+            key,
+            id,
+            format,
+            since,
+            recall: clustered,
+        };
+        let mut woken = Vec::new();
+        let members = &mut members(&mut self.table, &mut self.sessions);
+        let room = self.hub.join(name, joining, members, &mut woken);
+        if clustered && !recall {
+            let now = self.clock.now();
+            self.hub
+                .recalled(room, joining, None, members, &mut woken, now);
+        }
+        wake(&mut self.table, &mut self.sessions, &mut woken);
+        self.pump(key);
     }
 }

@@ -224,6 +224,14 @@ impl Server {
                 (used, false)
             }
             Received::Ignored => (data.len(), false),
+            Received::Waiting => {
+                // Requests behind a held poll wait, unread, until it is
+                // answered: reading stops, so at most this read is kept.
+                if let Some(conn) = self.table.get_mut(key) {
+                    conn.hold_pipeline();
+                }
+                (0, false)
+            }
             Received::ProxyHeaderUntrusted => {
                 self.refuse(key, Refusal::ProxyHeaderUntrusted);
                 (data.len(), false)
@@ -288,7 +296,11 @@ impl Server {
         // rustls makes of it may still wait in the transport).
         let before = conn.queued_bytes();
         let result = conn.flush(&mut self.buffers.pool);
-        self.metrics.bytes_sent += (before - conn.queued_bytes()) as u64;
+        let written = before - conn.queued_bytes();
+        self.metrics.bytes_sent += written as u64;
+        if written > 0 {
+            conn.on_written(self.clock.now());
+        }
         match result {
             Ok(Flush::Done) if conn.is_done() => self.table.remove_at_turn_end(key),
             Ok(_) => {

@@ -3,7 +3,7 @@
 
 use log::{debug, info};
 
-use super::Server;
+use super::{members, wake, Server};
 use crate::http::{self, Reply};
 use crate::server::connection::Expiry;
 use crate::server::policy::{PolicyClose, Refusal};
@@ -39,6 +39,7 @@ impl Server {
                     self.table.mark_dirty(key);
                 }
                 Expiry::Rearmed => self.table.track_timer(key),
+                Expiry::PollDue => self.answer_poll(key, true),
             }
         }
     }
@@ -82,10 +83,13 @@ impl Server {
                 continue;
             };
             // Idle kept-alive connections and requests not complete go at
-            // once; answers on their way are finished first.
+            // once; answers on their way are finished first; held polls
+            // are answered, then closed.
             if conn.is_exchanging() {
                 self.end_exchange(key);
-            } else if conn.websocket().is_some() {
+            } else if conn.held_poll().is_some() {
+                self.answer_poll(key, true);
+            } else if conn.websocket().is_some() || conn.stream().is_some() {
                 self.close_for(key, PolicyClose::ShuttingDown);
             }
         }
@@ -95,12 +99,20 @@ impl Server {
     pub(super) fn reap(&mut self) {
         let registry = self.poll.registry();
         let (budgets, per_address) = (&mut self.budgets, &mut self.per_address);
+        let (sessions, now) = (&mut self.sessions, self.clock.now());
         let mut left = std::mem::take(&mut self.buffers.left);
         self.table.reap(|key, mut conn| {
             conn.deregister(registry);
             budgets.inbound -= conn.buffered_bytes();
             if conn.is_admitted() {
                 per_address.release(conn.peer().ip());
+            }
+            // A stream's session ends with it; a poller outlives its poll.
+            if let Some(stream) = conn.stream() {
+                sessions.close(stream.session);
+            }
+            if let Some(poll) = conn.held_poll() {
+                sessions.release(poll.session, key, now);
             }
             if let Some(id) = conn.id() {
                 left.push((key, id));
@@ -110,9 +122,10 @@ impl Server {
         // Before any key is used again: the rooms know members by key.
         let mut woken = Vec::new();
         for (key, id) in left.drain(..) {
-            self.hub.leave(key, id, self.table.conns_mut(), &mut woken);
+            let members = &mut members(&mut self.table, &mut self.sessions);
+            self.hub.leave(key, id, members, &mut woken);
         }
-        self.table.extend_dirty(&mut woken);
+        wake(&mut self.table, &mut self.sessions, &mut woken);
         self.buffers.left = left;
     }
 }

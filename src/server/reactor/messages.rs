@@ -3,7 +3,7 @@
 
 use log::{info, warn};
 
-use super::Server;
+use super::{members, wake, Server};
 use crate::protocol::session::{Event, Payload};
 use crate::protocol::{CloseCode, OpCode, ProtocolError};
 use crate::server::connection::{Echo, Endpoint};
@@ -11,6 +11,7 @@ use crate::server::hub::{Numbered, Pump, RoomMessage};
 use crate::server::outgoing::Format;
 use crate::server::policy::PolicyClose;
 use crate::server::relay::Route;
+use crate::server::room::FORMATS;
 use crate::server::timer::wall_ms;
 use crate::server::write_queue::BufferPool;
 
@@ -117,7 +118,7 @@ impl Server {
 
     /// Hands a local client's room message to the relay, which says
     /// whether it is delivered to the local room now.
-    fn relay_room_message(&mut self, room: usize, m: RoomMessage<'_>) -> Route {
+    pub(super) fn relay_room_message(&mut self, room: usize, m: RoomMessage<'_>) -> Route {
         let Some(name) = self.hub.rooms.name(room) else {
             return Route::DeliverHere;
         };
@@ -152,24 +153,24 @@ impl Server {
                     offset: s.offset,
                 }),
             };
-            let members = self.table.conns_mut();
+            let members = &mut members(&mut self.table, &mut self.sessions);
             let now = self.clock.now();
             let fanout = self.hub.broadcast(room, message, members, limit, now);
-            self.table.extend_dirty(&mut fanout.woken);
-            let (delivered, refused) = (fanout.delivered, std::mem::take(&mut fanout.refused));
+            wake(&mut self.table, &mut self.sessions, &mut fanout.woken);
+            let (delivered, refused) = (fanout.delivered_to, std::mem::take(&mut fanout.refused));
             self.after_broadcast(delivered, refused);
         }
     }
 
     /// Delivers a message to the local members of `room`, and keeps it in
     /// the room's history.
-    fn broadcast(&mut self, room: usize, message: RoomMessage<'_>) {
+    pub(super) fn broadcast(&mut self, room: usize, message: RoomMessage<'_>) {
         let limit = self.settings.config.max_backpressure;
-        let members = self.table.conns_mut();
+        let members = &mut members(&mut self.table, &mut self.sessions);
         let now = self.clock.now();
         let fanout = self.hub.broadcast(room, message, members, limit, now);
-        self.table.extend_dirty(&mut fanout.woken);
-        let (delivered, refused) = (fanout.delivered, std::mem::take(&mut fanout.refused));
+        wake(&mut self.table, &mut self.sessions, &mut fanout.woken);
+        let (delivered, refused) = (fanout.delivered_to, std::mem::take(&mut fanout.refused));
         self.after_broadcast(delivered, refused);
     }
 
@@ -182,20 +183,24 @@ impl Server {
         }
         let limit = self.settings.config.max_backpressure;
         let mut woken = Vec::new();
-        let outcome = self
-            .hub
-            .pump(key, self.table.conns_mut(), limit, &mut woken);
-        self.table.extend_dirty(&mut woken);
+        let members = &mut members(&mut self.table, &mut self.sessions);
+        let outcome = self.hub.pump(key, members, limit, &mut woken);
+        wake(&mut self.table, &mut self.sessions, &mut woken);
         if outcome == Pump::Lost {
             self.metrics.slow_consumers += 1;
             self.close_for(key, PolicyClose::HistoryOverrun);
         }
     }
 
-    /// Counts a broadcast's deliveries and closes the receivers that
-    /// refused it (slow consumers).
-    fn after_broadcast(&mut self, delivered: usize, refused: Vec<usize>) {
-        self.metrics.messages_sent += delivered as u64;
+    /// Counts a broadcast's deliveries (by the receivers' format; a
+    /// poller's are counted when its poll is answered) and closes the
+    /// receivers that refused it (slow consumers).
+    fn after_broadcast(&mut self, delivered: [usize; FORMATS], refused: Vec<usize>) {
+        let websocket = delivered[Format::Classic as usize] + delivered[Format::Json as usize];
+        let sse = delivered[Format::Sse as usize];
+        self.metrics.messages_sent += (websocket + sse) as u64;
+        self.metrics.deliveries.websocket += websocket as u64;
+        self.metrics.deliveries.sse += sse as u64;
         for slow in refused {
             self.metrics.slow_consumers += 1;
             self.close_for(slow, PolicyClose::SlowConsumer);
@@ -233,11 +238,15 @@ impl Server {
         );
     }
 
-    /// Closes an open WebSocket for a reason of the server's.
+    /// Closes an open WebSocket (or ends an SSE stream) for a reason of
+    /// the server's.
     pub(super) fn close_for(&mut self, key: usize, reason: PolicyClose) {
         let Some(conn) = self.table.get_mut(key) else {
             return;
         };
+        if conn.stream().is_some() {
+            return self.end_stream(key, reason);
+        }
         let Some(ws) = conn.websocket_mut() else {
             return;
         };
