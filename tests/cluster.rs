@@ -439,9 +439,17 @@ fn malformed_and_oversize_messages_from_redis_are_dropped_and_counted() {
         assert_eq!(reply, b":1\r\n", "one subscriber");
     };
     // The channel format (src/server/cluster/message.rs): kind, sender,
-    // time, offset, epoch length and epoch, payload.
+    // time, offset, epoch length and epoch, payload. Each message its own
+    // offset, as Redis numbers them (an offset a client has is not sent
+    // to it again).
+    let offsets = std::cell::Cell::new(0u8);
     let message = |kind: u8, sender: u8, payload: &[u8]| {
-        [&[kind, sender, 0x01, 0x01, 0x02, b'e', b'1'][..], payload].concat()
+        offsets.set(offsets.get() + 1);
+        [
+            &[kind, sender, 0x01, offsets.get(), 0x02, b'e', b'1'][..],
+            payload,
+        ]
+        .concat()
     };
     publish("wschat:room:lobby", b"plain text, not our format");
     publish(
