@@ -831,6 +831,410 @@ fn a_page_is_told_when_redis_forgets_the_room_under_it() -> TestResult {
     Ok(())
 }
 
+/// The transports a page can be put on with `?transport=` besides
+/// WebSocket, with the label it shows for each.
+const FALLBACKS: [(&str, &str); 3] = [
+    ("sse", "via SSE"),
+    ("long-poll", "via long polling"),
+    ("poll", "via polling"),
+];
+
+#[test]
+fn pages_on_sse_long_polling_and_polling_chat_with_a_websocket_page() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let port = free_port()?;
+    let _server = ServerProcess::start(port, &[])?;
+    let mut browser = Browser::launch(chromium, &[])?;
+    let mut peer = V1Peer::join(port, "/room/mixed")?;
+    let history = ["said before anyone came", "<i>still text</i>"];
+    for text in history {
+        peer.say(Message::text(text))?;
+    }
+
+    // A page left to choose (WebSocket, where nothing is in the way), then
+    // one forced onto each other transport; the peer hears each join, which
+    // tells the id the page must show.
+    let url = format!("http://127.0.0.1:{port}/?room=mixed");
+    let mut pages = Vec::new();
+    for (transport, label) in [("websocket", "via WebSocket")]
+        .into_iter()
+        .chain(FALLBACKS)
+    {
+        let address = match transport {
+            "websocket" => url.clone(),
+            forced => format!("{url}&transport={forced}"),
+        };
+        let tab = browser.open(&address, 820, 560)?;
+        let me = browser.wait_for(&tab, &format!("the {transport} page to join"), ME)?;
+        let joined = peer.next("join")?;
+        assert_eq!(me, format!("#{}", joined["id"]), "{transport}");
+        let shown = browser.eval(&tab, VIA_SHOWN)?;
+        assert_eq!(shown, json!([label, true]), "{transport}");
+        let id = joined["id"].as_u64().ok_or("a join without an id")?;
+        pages.push((transport, tab, id));
+    }
+    for (transport, tab, _) in &pages {
+        // The history may come after the welcome, in events of its own.
+        let all = format!("{MEMBERS} === '5' && {TEXTS}.length === {}", history.len());
+        browser.wait_for(tab, &format!("the {transport} page to count all"), &all)?;
+        assert_eq!(browser.eval(tab, TEXTS)?, json!(history), "{transport}");
+    }
+
+    // Each page says two things, the second typed right after the first:
+    // the room numbers them as typed, whatever carries them.
+    for (transport, tab, _) in &pages {
+        browser.send_message(tab, &[&format!("{transport} says 1")])?;
+        browser.send_message(tab, &[&format!("{transport} says 2")])?;
+    }
+    let mut said = Vec::new();
+    for _ in 0..2 * pages.len() {
+        let message = peer.next("message")?;
+        let text = message["text"].as_str().ok_or("not text")?.to_owned();
+        said.push((message["from"].as_u64().ok_or("no sender")?, text));
+    }
+    for (transport, _, id) in &pages {
+        let theirs: Vec<&str> = said
+            .iter()
+            .filter(|(from, _)| from == id)
+            .map(|(_, text)| text.as_str())
+            .collect();
+        let typed = [format!("{transport} says 1"), format!("{transport} says 2")];
+        assert_eq!(theirs, typed, "{transport}: its own id, in the order typed");
+    }
+    peer.say(Message::text("the peer answers everyone"))?;
+
+    // Every page shows the same conversation in the room's order, each
+    // message once, its own marked as such.
+    let mut expected: Vec<(String, String)> = history
+        .iter()
+        .map(|text| (format!("#{}", peer.id()), text.to_string()))
+        .collect();
+    expected.extend(
+        said.iter()
+            .map(|(from, text)| (format!("#{from}"), text.clone())),
+    );
+    expected.push((
+        format!("#{}", peer.id()),
+        "the peer answers everyone".into(),
+    ));
+    for (transport, tab, id) in &pages {
+        browser.wait_for_message(tab, "the peer answers everyone")?;
+        let rows: Vec<Value> = expected
+            .iter()
+            .map(|(from, text)| json!([from, text, *from == format!("#{id}")]))
+            .collect();
+        assert_eq!(browser.eval(tab, ROWS)?, Value::Array(rows), "{transport}");
+        assert_eq!(
+            browser.eval(tab, COUNT)?,
+            json!(expected.len()),
+            "{transport}"
+        );
+        assert_eq!(browser.eval(tab, GAPS)?, json!([]), "{transport}");
+    }
+
+    // Someone comes and goes: every page says so and counts.
+    let guest = V1Peer::join(port, "/room/mixed")?;
+    let guest_id = guest.id();
+    for (transport, tab, _) in &pages {
+        let joined = format!("{MEMBERS} === '6' && {PRESENCE}.includes('#{guest_id} joined')");
+        browser.wait_for(
+            tab,
+            &format!("the {transport} page to see the guest"),
+            &joined,
+        )?;
+    }
+    drop(guest);
+    for (transport, tab, _) in &pages {
+        let left = format!("{MEMBERS} === '5' && {PRESENCE}.includes('#{guest_id} left')");
+        browser.wait_for(
+            tab,
+            &format!("the {transport} page to see the guest go"),
+            &left,
+        )?;
+    }
+
+    // Each page used its transport and nothing else.
+    for (transport, tab, _) in &pages {
+        let sockets = browser.sockets_of(tab);
+        let streams = browser.requests_of(tab, "/room/mixed/events");
+        let polls = browser.requests_of(tab, "/room/mixed/poll");
+        let posts = browser.requests_of(tab, "/room/mixed/messages");
+        match *transport {
+            "websocket" => {
+                assert_eq!(sockets, [format!("ws://127.0.0.1:{port}/room/mixed")]);
+                assert!(streams.is_empty() && polls.is_empty() && posts.is_empty());
+            }
+            "sse" => {
+                assert!(sockets.is_empty() && polls.is_empty());
+                assert_eq!(streams.len(), 1, "one stream, never dropped");
+                assert_eq!(streams[0]["type"], "EventSource");
+            }
+            _ => {
+                assert!(sockets.is_empty() && streams.is_empty(), "{transport}");
+                let timeout = if *transport == "long-poll" { 25 } else { 0 };
+                let wanted = format!("timeout={timeout}");
+                for (i, poll) in polls.iter().enumerate() {
+                    let url = poll["url"].as_str().unwrap_or_default();
+                    assert!(url.contains(&wanted), "{transport}: {url}");
+                    // The first poll makes the member, the others keep to it.
+                    let session = header(poll, "Wschat-Session");
+                    assert_eq!(session.is_some(), i > 0, "{transport}: poll {i}: {poll}");
+                    assert_eq!(url.contains("since="), i > 0, "{transport}: {url}");
+                }
+            }
+        }
+        if *transport != "websocket" {
+            assert_eq!(posts.len(), 2, "{transport}: one post per message");
+            for post in &posts {
+                assert_eq!(post["method"], "POST");
+                let kind = header(post, "Content-Type");
+                assert_eq!(kind.as_deref(), Some("text/plain; charset=utf-8"));
+                assert!(header(post, "Wschat-Session").is_some(), "{post}");
+            }
+        }
+    }
+    assert!(
+        browser.dialogs.is_empty(),
+        "a page opened a dialog: {:?}",
+        browser.dialogs
+    );
+    Ok(())
+}
+
+#[test]
+fn a_page_on_sse_or_polling_recovers_what_it_missed_and_says_when_some_is_gone() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let port = free_port()?;
+    let _server = ServerProcess::start(port, &["--history-size".as_ref(), "3".as_ref()])?;
+    let mut browser = Browser::launch(chromium, &[])?;
+    for (transport, label) in FALLBACKS {
+        let relay = Relay::to(port)?;
+        let room = format!("away-{transport}");
+        let mut peer = V1Peer::join(port, &format!("/room/{room}"))?;
+        let url = format!(
+            "http://127.0.0.1:{}/?room={room}&transport={transport}",
+            relay.port()
+        );
+        let page = browser.open(&url, 820, 560)?;
+        let me = browser.wait_for(&page, &format!("the {transport} page to join"), ME)?;
+        for text in ["m1", "m2"] {
+            peer.say(Message::text(text))?;
+        }
+        browser.wait_for_message(&page, "m2")?;
+
+        // Three messages while the page is cut off: history (3) has them all.
+        let polls_before = browser.requests_of(&page, &format!("/room/{room}/poll"));
+        relay.down();
+        browser.wait_for(&page, &format!("{transport}: the outage"), INTERRUPTED)?;
+        for text in ["m3", "m4", "m5"] {
+            peer.say(Message::text(text))?;
+        }
+        relay.up();
+        browser.wait_for_message(&page, "m5")?;
+        peer.say(Message::text("m6"))?;
+        browser.wait_for_message(&page, "m6")?;
+        let texts = ["m1", "m2", "m3", "m4", "m5", "m6"];
+        assert_eq!(browser.eval(&page, TEXTS)?, json!(texts), "{transport}");
+        assert_eq!(browser.eval(&page, GAPS)?, json!([]), "{transport}");
+        assert_eq!(browser.eval(&page, VIA)?, label);
+
+        // How it asked: EventSource came back by itself with the id of the
+        // last event; the poller kept its session and its place.
+        let position = format!("{}:2", peer.epoch());
+        let path = format!("/room/{room}/events");
+        if transport == "sse" {
+            let streams = browser.requests_of(&page, &path);
+            let resumed = streams.iter().any(|s| {
+                header(s, "Last-Event-ID").as_deref() == Some(position.as_str())
+                    && s["url"].as_str().is_some_and(|u| u.ends_with("/events"))
+            });
+            assert!(resumed, "no stream resumed from {position}: {streams:?}");
+        } else {
+            let polls = browser.requests_of(&page, &format!("/room/{room}/poll"));
+            let (Some(before), Some(after)) = (polls_before.last(), polls.get(polls_before.len()))
+            else {
+                return Err(format!("{transport}: no polls around the outage: {polls:?}").into());
+            };
+            let since = format!("since={position}&");
+            assert!(
+                after["url"].as_str().is_some_and(|u| u.contains(&since)),
+                "{transport}: the poll after the outage began: {after}"
+            );
+            let session = header(after, "Wschat-Session");
+            assert!(session.is_some(), "{after}");
+            assert_eq!(session, header(before, "Wschat-Session"), "{transport}");
+            assert_eq!(
+                browser.eval(&page, ME)?,
+                me,
+                "{transport}: the same member after the outage"
+            );
+        }
+
+        // Five while it is away again: history keeps the last three only,
+        // and the page says where the hole is.
+        relay.down();
+        browser.wait_for(
+            &page,
+            &format!("{transport}: the second outage"),
+            INTERRUPTED,
+        )?;
+        for text in ["lost 1", "lost 2", "kept 1", "kept 2", "kept 3"] {
+            peer.say(Message::text(text))?;
+        }
+        relay.up();
+        browser.wait_for_message(&page, "kept 3")?;
+        let log = "[...document.querySelectorAll('#messages .msg .text, #messages .sys.gap')] \
+                   .map(r => r.textContent)";
+        assert_eq!(
+            browser.eval(&page, log)?,
+            json!([
+                "m1", "m2", "m3", "m4", "m5", "m6",
+                "The server no longer had every message sent while you were away: some are missing.",
+                "kept 1", "kept 2", "kept 3",
+            ]),
+            "{transport}"
+        );
+        assert_eq!(browser.eval(&page, COUNT)?, json!(9), "{transport}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_page_whose_websocket_is_refused_falls_back_to_sse_and_then_to_long_polling() -> TestResult {
+    let Some((chromium, _turn)) = chromium_or_skip() else {
+        return Ok(());
+    };
+    let port = free_port()?;
+    let _server = ServerProcess::start(port, &[])?;
+    let mut browser = Browser::launch(chromium, &[])?;
+    let mut peer = V1Peer::join(port, "/room/blocked")?;
+    peer.say(Message::text("said before the pages came"))?;
+
+    // A network that passes plain HTTP and refuses every WebSocket: the
+    // page gives WebSocket three tries, then chats over SSE and posts.
+    let no_websocket = Relay::refusing(port, is_upgrade)?;
+    let page = browser.open(
+        &format!("http://127.0.0.1:{}/?room=blocked", no_websocket.port()),
+        820,
+        560,
+    )?;
+    let on_sse = format!("{OPEN} && {VIA} === 'via SSE' && {ME}");
+    browser.wait_for(&page, "the page to fall back to SSE", &on_sse)?;
+    assert_eq!(browser.sockets_of(&page).len(), 3, "three WebSocket tries");
+    let notes: Vec<String> = serde_json::from_value(browser.eval(&page, NOTES)?)?;
+    assert!(
+        notes.contains(&"WebSocket did not connect; trying SSE".to_owned()),
+        "{notes:?}"
+    );
+    let joined = peer.next("join")?;
+    assert_eq!(browser.eval(&page, ME)?, format!("#{}", joined["id"]));
+    browser.wait_for_message(&page, "said before the pages came")?;
+    chat_both_ways(&mut browser, &page, &mut peer, "over SSE")?;
+    let streams = browser.requests_of(&page, "/room/blocked/events");
+    assert_eq!(streams.len(), 1);
+    assert_eq!(streams[0]["type"], "EventSource");
+
+    // Where SSE is refused too, long polling.
+    let plain_only = Relay::refusing(port, is_upgrade_or_events)?;
+    let second = browser.open(
+        &format!("http://127.0.0.1:{}/?room=blocked", plain_only.port()),
+        820,
+        560,
+    )?;
+    let on_polls = format!("{OPEN} && {VIA} === 'via long polling' && {ME}");
+    browser.wait_for(&second, "the page to fall back to long polling", &on_polls)?;
+    assert_eq!(browser.sockets_of(&second).len(), 3);
+    assert_eq!(browser.requests_of(&second, "/events").len(), 3);
+    let notes: Vec<String> = serde_json::from_value(browser.eval(&second, NOTES)?)?;
+    for expected in [
+        "WebSocket did not connect; trying SSE",
+        "SSE did not connect; trying long polling",
+    ] {
+        assert!(notes.contains(&expected.to_owned()), "{notes:?}");
+    }
+    let joined = peer.next("join")?;
+    assert_eq!(browser.eval(&second, ME)?, format!("#{}", joined["id"]));
+    chat_both_ways(&mut browser, &second, &mut peer, "over long polling")?;
+    let history = [
+        "said before the pages came",
+        "page over SSE",
+        "peer over SSE",
+    ];
+    let texts = history
+        .iter()
+        .copied()
+        .chain(["page over long polling", "peer over long polling"]);
+    assert_eq!(
+        browser.eval(&second, TEXTS)?,
+        json!(texts.collect::<Vec<_>>())
+    );
+
+    // A page that asks for WebSocket keeps to it, refused or not.
+    let kept = browser.open(
+        &format!(
+            "http://127.0.0.1:{}/?room=blocked&transport=websocket",
+            no_websocket.port()
+        ),
+        820,
+        560,
+    )?;
+    poll("four WebSocket tries of the page that asked for it", || {
+        browser.eval(&kept, "1")?;
+        Ok((browser.sockets_of(&kept).len() >= 4).then_some(()))
+    })?;
+    assert_eq!(browser.eval(&kept, VIA)?, "via WebSocket");
+    assert_eq!(browser.eval(&kept, OPEN)?, false);
+    assert!(browser.requests_of(&kept, "/events").is_empty());
+    assert!(browser.requests_of(&kept, "/poll").is_empty());
+    assert!(
+        browser.dialogs.is_empty(),
+        "a page opened a dialog: {:?}",
+        browser.dialogs
+    );
+    Ok(())
+}
+
+/// `page` says `page {how}` and the peer hears it from the page's id; the
+/// peer says `peer {how}` and the page shows it, after its own, once.
+fn chat_both_ways(browser: &mut Browser, page: &Tab, peer: &mut V1Peer, how: &str) -> TestResult {
+    let mine = format!("page {how}");
+    browser.send_message(page, &[&mine])?;
+    let heard = peer.next("message")?;
+    assert_eq!(heard["text"], mine.as_str());
+    assert_eq!(browser.eval(page, ME)?, format!("#{}", heard["from"]));
+    let theirs = format!("peer {how}");
+    peer.say(Message::text(theirs.as_str()))?;
+    let row = browser.wait_for_message(page, &theirs)?;
+    assert_eq!(row.from, format!("#{}", peer.id()));
+    let texts: Vec<String> = serde_json::from_value(browser.eval(page, TEXTS)?)?;
+    assert_eq!(texts.iter().filter(|t| **t == mine).count(), 1, "{texts:?}");
+    assert_eq!(
+        texts.iter().filter(|t| **t == theirs).count(),
+        1,
+        "{texts:?}"
+    );
+    assert!(browser.wait_for_message(page, &mine)?.mine);
+    assert_eq!(browser.eval(page, GAPS)?, json!([]));
+    Ok(())
+}
+
+/// The value of a header of a request from [`Browser::requests_of`],
+/// whatever the case of its name: as it went out where DevTools told
+/// that, else as the page made it.
+fn header(request: &Value, name: &str) -> Option<String> {
+    ["sentHeaders", "headers"].iter().find_map(|field| {
+        let headers = request[*field].as_object()?;
+        headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .and_then(|(_, value)| value.as_str().map(str::to_owned))
+    })
+}
+
 /// One `wschat --redis` instance of a cluster, returned once both its
 /// links to Redis are up. Short shutdown and close timeouts, so that a
 /// SIGTERM ends it within a couple of seconds whatever its clients do.
@@ -881,6 +1285,18 @@ const PRESENCE: &str =
     "[...document.querySelectorAll('#messages .sys.presence')].map(n => n.textContent)";
 /// The members count the page shows.
 const MEMBERS: &str = "document.getElementById('members').textContent";
+/// The member id the page shows as its own (`#7`), or `''` while it has none.
+const ME: &str =
+    "document.getElementById('me').hidden ? '' : document.getElementById('me-id').textContent";
+/// The transport the page says it uses (`via SSE`).
+const VIA: &str = "document.getElementById('transport').textContent";
+/// `[the transport label, whether it is on screen]`.
+const VIA_SHOWN: &str = "(() => { const via = document.getElementById('transport'); \
+    const box = via.getBoundingClientRect(); \
+    return [via.textContent, box.width > 0 && box.height > 0 && getComputedStyle(via).visibility === 'visible']; })()";
+/// Whether the page lost its connection and waits for it to come back,
+/// whoever retries (the page itself, or EventSource).
+const INTERRUPTED: &str = "document.getElementById('state').dataset.state === 'reconnecting'";
 /// Whether the page is waiting to reconnect.
 const RECONNECTING: &str =
     "document.getElementById('state').textContent.startsWith('reconnecting in ')";
@@ -1054,6 +1470,9 @@ impl V1Peer {
 /// up. In a cluster it plays the load balancer in front of the instances:
 /// [`Relay::switch_to`] sends new connections to another one, so the page
 /// reconnects to the same URL and reaches whichever instance is there.
+/// Made with [`Relay::refusing`], it is a proxy that reads each request
+/// head and answers some itself with 403, like a network that lets plain
+/// HTTP through and not WebSocket.
 struct Relay {
     port: u16,
     shared: Arc<RelayState>,
@@ -1075,8 +1494,21 @@ struct RelayConnections {
     refusing: bool,
 }
 
+/// Which request heads a [`Relay`] refuses (with 403) instead of passing on.
+type Refuse = fn(&str) -> bool;
+
 impl Relay {
     fn to(backend: u16) -> TestResult<Self> {
+        Self::start(backend, None)
+    }
+
+    /// A relay that answers the requests whose head `refuse` picks with
+    /// 403 and closes that connection; it passes the others on.
+    fn refusing(backend: u16, refuse: Refuse) -> TestResult<Self> {
+        Self::start(backend, Some(refuse))
+    }
+
+    fn start(backend: u16, refuse: Option<Refuse>) -> TestResult<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(RelayState {
@@ -1103,7 +1535,10 @@ impl Relay {
                 };
                 open.sockets.extend([c, s]);
                 drop(open);
-                pipe(&client, &server);
+                match refuse {
+                    Some(refuse) => pipe_requests(&client, &server, refuse),
+                    None => pipe(&client, &server),
+                }
             }
         });
         Ok(Relay { port, shared })
@@ -1160,6 +1595,82 @@ fn pipe(a: &TcpStream, b: &TcpStream) {
             let _ = to.shutdown(std::net::Shutdown::Write);
         });
     }
+}
+
+/// Like [`pipe`], but reads the client's requests one by one: a head that
+/// `refuse` picks is answered with 403 and ends the connection; the others,
+/// with their `Content-Length` bodies, go to `server`. After an upgrade that
+/// was let through, the bytes are frames, passed on as they come.
+fn pipe_requests(client: &TcpStream, server: &TcpStream, refuse: Refuse) {
+    use std::io::{Read, Write};
+    let (Ok(mut from), Ok(mut to)) = (server.try_clone(), client.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+    let (Ok(reading), Ok(mut answering), Ok(mut to)) =
+        (client.try_clone(), client.try_clone(), server.try_clone())
+    else {
+        return;
+    };
+    std::thread::spawn(move || -> std::io::Result<()> {
+        let mut requests = BufReader::new(reading);
+        loop {
+            let mut head = String::new();
+            loop {
+                if requests.read_line(&mut head)? == 0 {
+                    return to.shutdown(std::net::Shutdown::Write);
+                }
+                if head.ends_with("\r\n\r\n") {
+                    break;
+                }
+            }
+            if refuse(&head) {
+                let body = "refused by the test's proxy\n";
+                write!(
+                    answering,
+                    "HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )?;
+                let _ = answering.shutdown(std::net::Shutdown::Both);
+                return to.shutdown(std::net::Shutdown::Both);
+            }
+            to.write_all(head.as_bytes())?;
+            if header_of(&head, "upgrade").is_some() {
+                std::io::copy(&mut requests, &mut to)?;
+                return to.shutdown(std::net::Shutdown::Write);
+            }
+            let length = header_of(&head, "content-length").map_or(Ok(0), |v| v.parse::<u64>());
+            let length = length.map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
+            std::io::copy(&mut (&mut requests).take(length), &mut to)?;
+        }
+    });
+}
+
+/// The value of the header `name` in a request head, if it has one.
+fn header_of<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+/// A head asking for a WebSocket.
+fn is_upgrade(head: &str) -> bool {
+    header_of(head, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// A head asking for a WebSocket, or for a room's SSE stream.
+fn is_upgrade_or_events(head: &str) -> bool {
+    let target = head.split(' ').nth(1).unwrap_or_default();
+    is_upgrade(head)
+        || target
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .ends_with("/events")
 }
 
 /// Serves the page at `/` and hands each WebSocket it accepts (offering
@@ -1316,6 +1827,14 @@ struct Browser {
     dialogs: Vec<String>,
     /// `(DevTools session, URL)` of every WebSocket a page created.
     sockets: Vec<(String, String)>,
+    /// `(DevTools session, request)` of every HTTP request a page made,
+    /// each as DevTools tells it (`url`, `method`, `headers`), with the
+    /// kind of its initiator added as `type` (`EventSource`, `Fetch`, …).
+    requests: Vec<(String, Value)>,
+    /// The headers each request really went out with, by request id: the
+    /// network stack adds some (`Last-Event-ID` of an EventSource's
+    /// reconnect) that `requests` does not show.
+    sent_headers: std::collections::HashMap<String, Value>,
     _process: ChromiumProcess,
 }
 
@@ -1367,6 +1886,8 @@ impl Browser {
             next_id: 0,
             dialogs: Vec::new(),
             sockets: Vec::new(),
+            requests: Vec::new(),
+            sent_headers: std::collections::HashMap::new(),
             _process: process,
         })
     }
@@ -1401,6 +1922,18 @@ impl Browser {
                 let session = reply["sessionId"].as_str().unwrap_or_default();
                 let url = reply["params"]["url"].as_str().unwrap_or_default();
                 self.sockets.push((session.to_owned(), url.to_owned()));
+            }
+            if reply["method"] == "Network.requestWillBeSent" {
+                let session = reply["sessionId"].as_str().unwrap_or_default();
+                let mut request = reply["params"]["request"].clone();
+                request["type"] = reply["params"]["type"].clone();
+                request["requestId"] = reply["params"]["requestId"].clone();
+                self.requests.push((session.to_owned(), request));
+            }
+            if reply["method"] == "Network.requestWillBeSentExtraInfo" {
+                let id = reply["params"]["requestId"].as_str().unwrap_or_default();
+                let headers = reply["params"]["headers"].clone();
+                self.sent_headers.insert(id.to_owned(), headers);
             }
             if reply["id"] == id {
                 return match reply.get("error") {
@@ -1451,6 +1984,29 @@ impl Browser {
     fn sockets_of(&self, tab: &Tab) -> Vec<String> {
         let mine = self.sockets.iter().filter(|(s, _)| *s == tab.session);
         mine.map(|(_, url)| url.clone()).collect()
+    }
+
+    /// The HTTP requests `tab` made so far (as far as the events read up
+    /// to now tell) whose URL's path ends with `endpoint`, each with the
+    /// headers it went out with as `sentHeaders` where DevTools told them.
+    fn requests_of(&self, tab: &Tab, endpoint: &str) -> Vec<Value> {
+        let mine = self.requests.iter().filter(|(s, _)| *s == tab.session);
+        mine.filter(|(_, request)| {
+            let url = request["url"].as_str().unwrap_or_default();
+            url.split('?')
+                .next()
+                .unwrap_or_default()
+                .ends_with(endpoint)
+        })
+        .map(|(_, request)| {
+            let mut request = request.clone();
+            let id = request["requestId"].as_str().unwrap_or_default();
+            if let Some(sent) = self.sent_headers.get(id) {
+                request["sentHeaders"] = sent.clone();
+            }
+            request
+        })
+        .collect()
     }
 
     fn resize(&mut self, tab: &Tab, width: u32, height: u32) -> TestResult {
