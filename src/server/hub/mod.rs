@@ -385,7 +385,17 @@ impl Hub {
         now: Time,
     ) {
         let announced = self.rooms.history(room).is_some_and(History::is_announced);
-        if self.rooms.adopt(room, recalled.epoch, recalled.head) && announced {
+        // Messages newer than the newest one kept here, under the same
+        // epoch, were published before the read and are on their way on
+        // the subscription (Redis may answer the read first): they arrive
+        // as live messages, so the head is not moved past them now.
+        let head = match self.rooms.history(room) {
+            Some(h) if h.epoch() == recalled.epoch => h.newest().map_or(recalled.head, |newest| {
+                recalled.head.min(newest.max(h.head()))
+            }),
+            _ => recalled.head,
+        };
+        if self.rooms.adopt(room, recalled.epoch, head) && announced {
             self.rewelcome(room, members, woken);
         }
         let ttl = self.rooms.limits().ttl;
@@ -823,6 +833,69 @@ mod tests {
         members[key].frames.clear();
         hub.broadcast(room, numbered("E", 6, b"six"), &mut members, 1 << 20, now);
         assert_eq!(types(&members[key].frames), ["m6"], "live now");
+    }
+
+    #[test]
+    fn messages_redis_read_before_their_live_copy_arrived_are_not_missing() {
+        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
+        let mut members: Slab<Queue> = Slab::new();
+        let live = members.insert(Queue {
+            format: Format::Json,
+            ..Queue::default()
+        });
+        let joining = Joining {
+            key: live,
+            id: 4,
+            format: Format::Json,
+            since: None,
+            recall: false,
+        };
+        let mut woken = Vec::new();
+        let room = hub.join("r", joining, &mut members, &mut woken);
+        let now = Time::from_millis(0);
+        for offset in 1..=3 {
+            hub.broadcast(
+                room,
+                numbered("E", offset, b"x"),
+                &mut members,
+                1 << 20,
+                now,
+            );
+        }
+        let key = members.insert(Queue {
+            format: Format::Json,
+            ..Queue::default()
+        });
+        let since = Position {
+            epoch: "E".into(),
+            offset: 2,
+        };
+        let joining = Joining {
+            key,
+            id: 5,
+            format: Format::Json,
+            since: Some(&since),
+            recall: true,
+        };
+        hub.join("r", joining, &mut members, &mut woken);
+        // Redis's read answers before the subscription brings 4.
+        let recalled = Recalled {
+            epoch: "E",
+            head: 4,
+            entries: (3..=4)
+                .map(|offset| RecalledEntry {
+                    offset,
+                    time_ms: 1,
+                    sender: 3,
+                    opcode: OpCode::Text,
+                    payload: b"x",
+                })
+                .collect(),
+        };
+        hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
+        assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
+        hub.broadcast(room, numbered("E", 4, b"x"), &mut members, 1 << 20, now);
+        assert_eq!(types(&members[key].frames), ["wE:3:true", "m3", "m4"]);
     }
 
     #[test]
