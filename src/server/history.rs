@@ -361,6 +361,11 @@ impl History {
         self.entries.get(i).map(|e| e.offset)
     }
 
+    /// Whether the message at `offset` is kept.
+    pub fn is_kept(&self, offset: u64) -> bool {
+        self.index_of(offset).is_some()
+    }
+
     fn index_of(&self, offset: u64) -> Option<usize> {
         let i = self.entries.partition_point(|e| e.offset < offset);
         (self.entries.get(i)?.offset == offset).then_some(i)

@@ -11,7 +11,7 @@ use log::info;
 use super::history::{Entry, History, HistoryLimits, Position, MAX_EPOCH};
 use super::json::{self, Presence, Stamp, Welcome};
 use super::outgoing::{Format, Notice, Outgoing};
-use super::room::{Fanout, Member, Next, Rooms, Roster};
+use super::room::{Fanout, Member, Next, Rooms, Roster, FORMATS};
 use super::sse::EventId;
 use super::timer::Time;
 use crate::protocol::deflate::Deflater;
@@ -243,6 +243,14 @@ impl Hub {
         let mut fanout = std::mem::take(&mut self.fanout);
         fanout.limit = limit;
         fanout.delivered = 0;
+        fanout.delivered_to = [0; FORMATS];
+        if message.numbered.is_some_and(|n| self.keeps(room, n)) {
+            // Its copy from a history read (which Redis answered before
+            // the subscription brought it) was kept, and replayed from
+            // there: sent again, it would reach those members twice.
+            self.fanout = fanout;
+            return &mut self.fanout;
+        }
         let announced = self.rooms.history(room).is_some_and(History::is_announced);
         let renumbered = match message.numbered {
             // The message itself moves the head once it is delivered: a
@@ -301,6 +309,13 @@ impl Hub {
         self.framing.release();
         self.fanout = fanout;
         &mut self.fanout
+    }
+
+    /// Whether `room` keeps the message numbered `n` already.
+    fn keeps(&self, room: usize, n: Numbered<'_>) -> bool {
+        self.rooms
+            .history(room)
+            .is_some_and(|h| h.epoch() == n.epoch && h.is_kept(n.offset))
     }
 
     /// Adds a member to the room called `name`; the JSON members already
@@ -896,6 +911,50 @@ mod tests {
         assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
         hub.broadcast(room, numbered("E", 4, b"x"), &mut members, 1 << 20, now);
         assert_eq!(types(&members[key].frames), ["wE:3:true", "m3", "m4"]);
+    }
+
+    #[test]
+    fn a_message_kept_from_a_read_before_its_live_copy_is_sent_once() {
+        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
+        let mut members: Slab<Queue> = Slab::new();
+        let key = members.insert(Queue {
+            format: Format::Json,
+            ..Queue::default()
+        });
+        let since = Position {
+            epoch: "E".into(),
+            offset: 1,
+        };
+        let joining = Joining {
+            key,
+            id: 5,
+            format: Format::Json,
+            since: Some(&since),
+            recall: true,
+        };
+        let mut woken = Vec::new();
+        let room = hub.join("r", joining, &mut members, &mut woken);
+        let now = Time::from_millis(0);
+        let recalled = Recalled {
+            epoch: "E",
+            head: 3,
+            entries: (2..=3)
+                .map(|offset| RecalledEntry {
+                    offset,
+                    time_ms: 1,
+                    sender: 3,
+                    opcode: OpCode::Text,
+                    payload: b"x",
+                })
+                .collect(),
+        };
+        hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
+        assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
+        // The subscription brings 3 after the read did: not again.
+        let fanout = hub.broadcast(room, numbered("E", 3, b"x"), &mut members, 1 << 20, now);
+        assert_eq!(fanout.delivered, 0);
+        hub.broadcast(room, numbered("E", 4, b"x"), &mut members, 1 << 20, now);
+        assert_eq!(types(&members[key].frames), ["wE:3:true", "m2", "m3", "m4"]);
     }
 
     #[test]
