@@ -137,6 +137,8 @@ pub struct Entry {
     pub expires: Time,
     /// The frames built for it; [`Form::Frame`] is always there.
     forms: Forms,
+    /// Kept from a history read (Redis) whose live copy has not come.
+    pub from_read: bool,
 }
 
 impl Entry {
@@ -158,6 +160,7 @@ impl Entry {
             opcode,
             expires,
             forms,
+            from_read: false,
         })
     }
 
@@ -361,9 +364,11 @@ impl History {
         self.entries.get(i).map(|e| e.offset)
     }
 
-    /// Whether the message at `offset` is kept.
-    pub fn is_kept(&self, offset: u64) -> bool {
-        self.index_of(offset).is_some()
+    /// Whether the message at `offset` was kept from a history read and
+    /// its live copy had not come yet: it is now noted as come.
+    pub fn take_from_read(&mut self, offset: u64) -> bool {
+        self.get_mut(offset)
+            .is_some_and(|e| std::mem::replace(&mut e.from_read, false))
     }
 
     fn index_of(&self, offset: u64) -> Option<usize> {

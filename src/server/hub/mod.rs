@@ -244,7 +244,7 @@ impl Hub {
         fanout.limit = limit;
         fanout.delivered = 0;
         fanout.delivered_to = [0; FORMATS];
-        if message.numbered.is_some_and(|n| self.keeps(room, n)) {
+        if message.numbered.is_some_and(|n| self.read_before(room, n)) {
             // Its copy from a history read (which Redis answered before
             // the subscription brought it) was kept, and replayed from
             // there: sent again, it would reach those members twice.
@@ -311,11 +311,12 @@ impl Hub {
         &mut self.fanout
     }
 
-    /// Whether `room` keeps the message numbered `n` already.
-    fn keeps(&self, room: usize, n: Numbered<'_>) -> bool {
+    /// Whether `room` keeps the message numbered `n` from a history read
+    /// already (its live copy comes after it).
+    fn read_before(&mut self, room: usize, n: Numbered<'_>) -> bool {
         self.rooms
-            .history(room)
-            .is_some_and(|h| h.epoch() == n.epoch && h.is_kept(n.offset))
+            .history_mut(room)
+            .is_some_and(|h| h.epoch() == n.epoch && h.take_from_read(n.offset))
     }
 
     /// Adds a member to the room called `name`; the JSON members already
@@ -421,14 +422,11 @@ impl Hub {
             let mut out = self.framing.outgoing(e.opcode, prefix, e.payload);
             out.plain();
             let forms = out.into_forms();
-            older.extend(Entry::new(
-                e.offset,
-                e.time_ms,
-                e.sender,
-                e.opcode,
-                now + ttl,
-                forms,
-            ));
+            let entry = Entry::new(e.offset, e.time_ms, e.sender, e.opcode, now + ttl, forms);
+            older.extend(entry.map(|mut entry| {
+                entry.from_read = true;
+                entry
+            }));
         }
         self.framing.release();
         self.rooms.remember_older(room, older, now);
