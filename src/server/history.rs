@@ -345,6 +345,11 @@ impl History {
         self.entries.front()
     }
 
+    /// The offset of the newest entry kept.
+    pub fn newest(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.offset)
+    }
+
     /// Forgets the oldest entry.
     pub fn pop_front(&mut self) -> Option<Entry> {
         self.entries.pop_front()

@@ -45,11 +45,6 @@ impl Server {
         self.table.track_timer(key);
         self.table.mark_dirty(key);
         self.join_room(key, id, Format::Sse, room, since);
-        // Asked for on a kept-alive connection once a shutdown began: what
-        // the join queued goes out, then the stream ends like the others.
-        if self.shutdown_deadline.is_some() {
-            self.end_stream(key, PolicyClose::ShuttingDown);
-        }
     }
 
     /// Ends SSE stream `key` for `reason`: what is queued goes out (a

@@ -10,12 +10,16 @@ use log::info;
 
 use super::history::{Entry, History, HistoryLimits, Position, MAX_EPOCH};
 use super::json::{self, Presence, Stamp, Welcome};
-use super::outgoing::{Form, Format, Notice, Outgoing};
-use super::room::{Fanout, Member, Next, Rooms, Roster};
+use super::outgoing::{Format, Notice, Outgoing};
+use super::room::{Fanout, Member, Next, Rooms, Roster, FORMATS};
 use super::sse::EventId;
 use super::timer::Time;
 use crate::protocol::deflate::Deflater;
 use crate::protocol::OpCode;
+
+mod poll;
+
+pub use self::poll::Polled;
 
 /// Scratch buffers larger than this are freed after a broadcast, so one
 /// large message does not keep its size for the life of the process.
@@ -239,6 +243,7 @@ impl Hub {
         let mut fanout = std::mem::take(&mut self.fanout);
         fanout.limit = limit;
         fanout.delivered = 0;
+        fanout.delivered_to = [0; FORMATS];
         let announced = self.rooms.history(room).is_some_and(History::is_announced);
         let renumbered = match message.numbered {
             // The message itself moves the head once it is delivered: a
@@ -388,7 +393,17 @@ impl Hub {
         now: Time,
     ) {
         let announced = self.rooms.history(room).is_some_and(History::is_announced);
-        if self.rooms.adopt(room, recalled.epoch, recalled.head) && announced {
+        // Messages newer than the newest one kept here, under the same
+        // epoch, were published before the read and are on their way on
+        // the subscription (Redis may answer the read first): they arrive
+        // as live messages, so the head is not moved past them now.
+        let head = match self.rooms.history(room) {
+            Some(h) if h.epoch() == recalled.epoch => h.newest().map_or(recalled.head, |newest| {
+                recalled.head.min(newest.max(h.head()))
+            }),
+            _ => recalled.head,
+        };
+        if self.rooms.adopt(room, recalled.epoch, head) && announced {
             self.rewelcome(room, members, woken);
         }
         let ttl = self.rooms.limits().ttl;
@@ -615,83 +630,6 @@ impl Hub {
     pub fn expire(&mut self, now: Time) {
         self.rooms.enforce(now);
     }
-
-    /// What a poll of `room` from `since` is answered with: the messages
-    /// history keeps after it (the last `--history-on-join` without a
-    /// position), as bare JSON objects, until they pass `max_bytes` (one
-    /// at least), and whether that is everything since `since`. Each
-    /// object is built once and kept with its message.
-    pub fn poll(&mut self, room: usize, since: Option<&Position>, max_bytes: usize) -> Polled {
-        let on_join = self.rooms.limits().on_join;
-        let Some(history) = self.rooms.history(room) else {
-            return Polled::default();
-        };
-        let plan = history.plan(since, on_join);
-        let epoch = EpochCopy::of(history.epoch());
-        let head = history.head();
-        let mut polled = Polled {
-            epoch: epoch.as_str().to_string(),
-            head,
-            recovered: plan.recovered,
-            next: head,
-            messages: Vec::new(),
-        };
-        let mut bytes = 0;
-        let mut at = plan.from;
-        while let Some(offset) = self.rooms.history(room).and_then(|h| h.next_kept(at)) {
-            if bytes >= max_bytes {
-                polled.next = at - 1;
-                break;
-            }
-            let object = self.object_of(room, offset, epoch.as_str());
-            bytes += object.len();
-            polled.messages.push((offset, object));
-            at = offset + 1;
-        }
-        self.framing.release();
-        polled
-    }
-
-    /// The bare JSON object of the message at `offset` (which history
-    /// keeps), built on first use and kept with it.
-    fn object_of(&mut self, room: usize, offset: u64, epoch: &str) -> Rc<[u8]> {
-        let Some(entry) = self.rooms.history_mut(room).and_then(|h| h.get_mut(offset)) else {
-            return Rc::from(&b"{}"[..]);
-        };
-        let frame = entry.frame();
-        let stamp = Stamp {
-            epoch,
-            offset,
-            time_ms: entry.time_ms,
-        };
-        let mut buf = [0; PREFIX_BYTES];
-        let prefix = classic_prefix(entry.sender, &mut buf);
-        let mut out = self
-            .framing
-            .outgoing(entry.opcode, prefix, entry.payload(&frame))
-            .stamped(entry.sender, stamp)
-            .replay(entry.forms());
-        let object = out.form(Form::JsonObject);
-        let grown = entry.keep(out.into_forms());
-        self.rooms.count_grown(grown);
-        object
-    }
-}
-
-/// What a poll is answered with (see [`Hub::poll`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Polled {
-    /// The room's epoch.
-    pub epoch: String,
-    /// The room's newest offset.
-    pub head: u64,
-    /// The poll gave a position and gets every message after it.
-    pub recovered: bool,
-    /// The position after these messages: the last one's offset when the
-    /// answer was cut short, else the head.
-    pub next: u64,
-    /// The messages (offset, bare JSON object), oldest first.
-    pub messages: Vec<(u64, Rc<[u8]>)>,
 }
 
 #[cfg(test)]
@@ -908,6 +846,114 @@ mod tests {
         assert_eq!(hub.rooms.kept(), kept);
         hub.broadcast(room, numbered("E", 6, b"six"), &mut members, 1 << 20, now);
         assert_eq!(types(&members[key].frames), ["m6"], "live now");
+    }
+
+    #[test]
+    fn messages_redis_read_before_their_live_copy_arrived_are_not_missing() {
+        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
+        let mut members: Slab<Queue> = Slab::new();
+        let live = members.insert(Queue {
+            format: Format::Json,
+            ..Queue::default()
+        });
+        let joining = Joining {
+            key: live,
+            id: 4,
+            format: Format::Json,
+            since: None,
+            recall: false,
+        };
+        let mut woken = Vec::new();
+        let room = hub.join("r", joining, &mut members, &mut woken);
+        let now = Time::from_millis(0);
+        for offset in 1..=3 {
+            hub.broadcast(
+                room,
+                numbered("E", offset, b"x"),
+                &mut members,
+                1 << 20,
+                now,
+            );
+        }
+        let key = members.insert(Queue {
+            format: Format::Json,
+            ..Queue::default()
+        });
+        let since = Position {
+            epoch: "E".into(),
+            offset: 2,
+        };
+        let joining = Joining {
+            key,
+            id: 5,
+            format: Format::Json,
+            since: Some(&since),
+            recall: true,
+        };
+        hub.join("r", joining, &mut members, &mut woken);
+        // Redis's read answers before the subscription brings 4.
+        let recalled = Recalled {
+            epoch: "E",
+            head: 4,
+            entries: (3..=4)
+                .map(|offset| RecalledEntry {
+                    offset,
+                    time_ms: 1,
+                    sender: 3,
+                    opcode: OpCode::Text,
+                    payload: b"x",
+                })
+                .collect(),
+        };
+        hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
+        assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
+        hub.broadcast(room, numbered("E", 4, b"x"), &mut members, 1 << 20, now);
+        // The welcome says 4, the newest offset Redis knows; 4 is sent once.
+        assert_eq!(types(&members[key].frames), ["wE:4:true", "m3", "m4"]);
+    }
+
+    #[test]
+    fn a_message_kept_from_a_read_before_its_live_copy_is_sent_once() {
+        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
+        let mut members: Slab<Queue> = Slab::new();
+        let key = members.insert(Queue {
+            format: Format::Json,
+            ..Queue::default()
+        });
+        let since = Position {
+            epoch: "E".into(),
+            offset: 1,
+        };
+        let joining = Joining {
+            key,
+            id: 5,
+            format: Format::Json,
+            since: Some(&since),
+            recall: true,
+        };
+        let mut woken = Vec::new();
+        let room = hub.join("r", joining, &mut members, &mut woken);
+        let now = Time::from_millis(0);
+        let recalled = Recalled {
+            epoch: "E",
+            head: 3,
+            entries: (2..=3)
+                .map(|offset| RecalledEntry {
+                    offset,
+                    time_ms: 1,
+                    sender: 3,
+                    opcode: OpCode::Text,
+                    payload: b"x",
+                })
+                .collect(),
+        };
+        hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
+        assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
+        // The subscription brings 3 after the read did: not again.
+        let fanout = hub.broadcast(room, numbered("E", 3, b"x"), &mut members, 1 << 20, now);
+        assert_eq!(fanout.delivered, 0);
+        hub.broadcast(room, numbered("E", 4, b"x"), &mut members, 1 << 20, now);
+        assert_eq!(types(&members[key].frames), ["wE:3:true", "m2", "m3", "m4"]);
     }
 
     #[test]
