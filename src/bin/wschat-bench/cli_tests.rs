@@ -122,6 +122,23 @@ const BROADCAST_REFUSED: &[(&[&str], &str)] = &[
     ),
     (&["--drop-fraction", "0.5"], "--drop-every"),
     (&["--protocol", "json"], "invalid value 'json'"),
+    (
+        &["--transport", "sse", "--protocol", "wschat.v1"],
+        "cannot be used with",
+    ),
+    (
+        &["--transport", "long-poll", "--recover"],
+        "cannot be used with",
+    ),
+    (
+        &["--transport", "poll", "--poll-interval", "0"],
+        "--poll-interval must be positive",
+    ),
+    (
+        &["--transport", "sse", "--senders", "0"],
+        "--transport needs at least one sender",
+    ),
+    (&["--transport", "pigeon"], "invalid value 'pigeon'"),
 ];
 
 #[test]

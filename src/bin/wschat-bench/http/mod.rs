@@ -192,9 +192,7 @@ impl HttpConn {
     /// the middle of one (an SSE stream ending is the scenario's to judge).
     fn on_eof(&self) -> Result<Status, ConnError> {
         match self.reading {
-            Reading::Head if self.awaiting == 0 && self.rx_pos == self.rx_end => {
-                Ok(Status::Ended)
-            }
+            Reading::Head if self.awaiting == 0 && self.rx_pos == self.rx_end => Ok(Status::Ended),
             Reading::Stream => Err(ConnError::UnexpectedEof("at the end of an event stream")),
             _ => Err(ConnError::UnexpectedEof("before the end of a response")),
         }

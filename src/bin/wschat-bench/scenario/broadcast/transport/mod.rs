@@ -143,3 +143,23 @@ pub fn run(settings: &Settings, opts: &Options, via: Via) -> io::Result<(Report,
     let passed = hall.report(&mut report, opts, &measured, setup, closed_cleanly);
     Ok((report, passed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_room_comes_from_the_websocket_path() {
+        assert_eq!(room_of("/").unwrap(), "lobby");
+        assert_eq!(room_of("/room/a-b_c.9").unwrap(), "a-b_c.9");
+        for refused in [
+            "/echo",
+            "/room/",
+            "/room/a/b",
+            "/room/a?since=x",
+            "/rooms/a",
+        ] {
+            assert!(room_of(refused).is_err(), "{refused}");
+        }
+    }
+}
