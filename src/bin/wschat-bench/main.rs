@@ -226,12 +226,13 @@ struct BroadcastFlags {
     #[arg(long, value_enum, conflicts_with_all = ["protocol", "recover"])]
     transport: Option<Transport>,
     /// With --transport poll: milliseconds from one poll of a receiver to
-    /// its next (`timeout=0`).
-    #[arg(long, default_value_t = 1000.0, value_name = "MS")]
-    poll_interval: f64,
-    /// With --transport long-poll: the `timeout` every poll asks for.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
-    long_poll_timeout: f64,
+    /// its next (`timeout=0`) [default: 1000].
+    #[arg(long, value_name = "MS")]
+    poll_interval: Option<f64>,
+    /// With --transport long-poll: the `timeout` every poll asks for
+    /// [default: 30].
+    #[arg(long, value_name = "SECS")]
+    long_poll_timeout: Option<f64>,
 }
 
 /// The flags of `hold` (its description is the variant's).
@@ -376,15 +377,31 @@ impl BroadcastFlags {
             },
             reconnect_delay: secs("reconnect-delay", self.reconnect_delay)?,
             server_pid: self.server_pid,
-            via: match self.transport {
-                Some(transport) => Some(Via {
-                    transport,
-                    poll_interval: secs("poll-interval", self.poll_interval / 1000.0)?,
-                    long_poll_timeout: secs("long-poll-timeout", self.long_poll_timeout)?,
-                }),
-                None => None,
-            },
+            via: self.via()?,
         })
+    }
+
+    /// The receiving side of `--transport`; a poll flag of another
+    /// transport is refused rather than silently ignored.
+    fn via(&self) -> Result<Option<Via>, String> {
+        let Some(transport) = self.transport else {
+            if self.poll_interval.is_some() || self.long_poll_timeout.is_some() {
+                return Err("--poll-interval and --long-poll-timeout need --transport".into());
+            }
+            return Ok(None);
+        };
+        if self.poll_interval.is_some() && transport != Transport::Poll {
+            return Err("--poll-interval needs --transport poll".into());
+        }
+        if self.long_poll_timeout.is_some() && transport != Transport::LongPoll {
+            return Err("--long-poll-timeout needs --transport long-poll".into());
+        }
+        let interval_ms = self.poll_interval.unwrap_or(1000.0);
+        Ok(Some(Via {
+            transport,
+            poll_interval: secs("poll-interval", interval_ms / 1000.0)?,
+            long_poll_timeout: secs("long-poll-timeout", self.long_poll_timeout.unwrap_or(30.0))?,
+        }))
     }
 }
 
