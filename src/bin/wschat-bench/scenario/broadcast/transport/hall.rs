@@ -114,6 +114,8 @@ pub struct Hall {
     next_source: usize,
     /// Messages per second per sender.
     rate: f64,
+    /// Receivers to open.
+    wanted: usize,
     /// Connect to welcome (or first answer) of the receivers that joined.
     pub(super) join_latency: Latency,
 }
@@ -152,6 +154,7 @@ impl Hall {
             request: Vec::with_capacity(256),
             next_source: 0,
             rate: opts.rate,
+            wanted: opts.conns,
             join_latency: Latency::new(),
         })
     }
@@ -210,7 +213,7 @@ impl Hall {
     /// have joined or failed (or taken longer than the timeout).
     pub fn open_receivers(&mut self) -> io::Result<Joining> {
         let start = Instant::now();
-        let wanted = self.receivers.capacity();
+        let wanted = self.wanted;
         let mut progress = Progress::new(self.settings.progress);
         let mut started = 0;
         loop {
@@ -284,19 +287,17 @@ impl Hall {
             joined: false,
             poller: Default::default(),
         });
-        self.requests += 1;
         match &mut self.receivers[key].link {
-            Link::Ws(_) => {}
+            // The upgrade request, queued by the connection itself.
+            Link::Ws(_) => self.requests += 1,
             Link::Sse(conn, _) => {
                 sse_request(&mut self.request, &self.room, &self.settings.target.host);
+                self.requests += 1;
                 if let Err(e) = conn.send(&self.request) {
                     self.fail(key, &e);
                 }
             }
-            Link::Poll(_) => {
-                self.requests -= 1;
-                self.send_poll(key, Instant::now());
-            }
+            Link::Poll(_) => self.send_poll(key, Instant::now()),
         }
     }
 
