@@ -1,8 +1,10 @@
-//! An SVG bar chart of the throughput bench's results, drawn from the JSON
-//! lines the bench writes (`target/bench-results.json`): for each case,
-//! the measured side's figure next to the one it is compared against
-//! (wschat and the baseline, wss:// and ws://, or JSON and classic
-//! members), and the ratio.
+//! SVG bar charts of the benches' results, drawn from the JSON lines they
+//! write. [`render`]: the throughput bench's (`target/bench-results.json`),
+//! for each case the measured side's figure next to the one it is
+//! compared against (wschat and the baseline, wss:// and ws://, or JSON
+//! and classic members), and the ratio. [`render_groups`]: groups of bars
+//! each drawn to its own scale, such as the transports comparison's
+//! figures per transport.
 
 use std::fmt::Write as _;
 
@@ -12,7 +14,7 @@ const BAR_MAX: f64 = 400.0;
 const ROW: f64 = 74.0;
 
 /// A string field of our own flat JSON line: `"key":"value"`.
-fn json_str<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+pub fn json_str<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let pattern = format!("\"{key}\":\"");
     let start = line.find(&pattern)? + pattern.len();
     let rest = &line[start..];
@@ -88,4 +90,91 @@ pub fn render(json_lines: &str, number: impl Fn(&str, &str) -> Option<f64>) -> S
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// One group of bars, drawn to its own scale (its largest bar is full
+/// width): a title, a note under it, and the bars.
+pub struct Group {
+    /// The group's title (bold).
+    pub title: String,
+    /// A line under the title (what the figures are, which way is better).
+    pub note: String,
+    /// Each bar: its label, its value, and the text written after it.
+    pub bars: Vec<(String, f64, String)>,
+}
+
+/// Height of one bar's row in a group.
+const BAR_ROW: f64 = 22.0;
+
+/// Renders `groups` one under the other, under `title`; the bars of a
+/// group take the colours of `palette` in turn.
+pub fn render_groups(title: &str, groups: &[Group], palette: &[&str]) -> String {
+    let height: f64 = 50.0
+        + groups
+            .iter()
+            .map(|g| 48.0 + BAR_ROW * g.bars.len() as f64)
+            .sum::<f64>();
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"13\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">{}</text>\n",
+        escape(title)
+    );
+    let mut top = 40.0;
+    for group in groups {
+        let _ = write!(
+            svg,
+            "<text x=\"10\" y=\"{}\" font-weight=\"bold\">{}</text>\n\
+             <text x=\"10\" y=\"{}\" fill=\"#555\">{}</text>\n",
+            top + 16.0,
+            escape(&group.title),
+            top + 34.0,
+            escape(&group.note)
+        );
+        let largest = group
+            .bars
+            .iter()
+            .map(|b| b.1)
+            .filter(|v| v.is_finite())
+            .fold(0.0, f64::max);
+        let scale = if largest > 0.0 {
+            BAR_MAX / largest
+        } else {
+            0.0
+        };
+        for (i, (label, value, shown)) in group.bars.iter().enumerate() {
+            let y = top + 42.0 + BAR_ROW * i as f64;
+            let w = if value.is_finite() {
+                (value * scale).max(1.0)
+            } else {
+                0.0
+            };
+            let colour = palette[i % palette.len()];
+            let _ = write!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n\
+                 <rect x=\"{LABEL}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"16\" fill=\"{colour}\"/>\n\
+                 <text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+                LABEL - 8.0,
+                y + 12.5,
+                escape(label),
+                LABEL + w + 6.0,
+                y + 12.5,
+                escape(shown)
+            );
+        }
+        top += 48.0 + BAR_ROW * group.bars.len() as f64;
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// `text` with the characters XML gives a meaning escaped.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -35,6 +35,10 @@
 //! `target/bench-results.json`. `WSCHAT_BENCH_SECS` sets the seconds per
 //! measurement (default 5). A name filter as the first free argument runs
 //! only the matching cases (`tls` runs the TLS cases).
+//!
+//! `transports` as the filter runs the transports comparison instead (see
+//! `transports`): receivers on WebSocket, SSE, long polling and polling in
+//! one room of one wschat, with its own results and chart.
 
 mod cases;
 mod cert;
@@ -42,6 +46,7 @@ mod chart;
 mod measure;
 mod server;
 mod tcp_echo_baseline;
+mod transports;
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
@@ -359,6 +364,9 @@ fn run() -> Result<bool, String> {
     let pin = can_pin();
     if !pin {
         eprintln!("warning: taskset or a second CPU missing; server and load are not pinned");
+    }
+    if filter == "transports" {
+        return transports::run(&layout, pin);
     }
     let servers = Servers::start(&layout, pin)?;
     eprintln!(

@@ -122,6 +122,32 @@ const BROADCAST_REFUSED: &[(&[&str], &str)] = &[
     ),
     (&["--drop-fraction", "0.5"], "--drop-every"),
     (&["--protocol", "json"], "invalid value 'json'"),
+    (
+        &["--transport", "sse", "--protocol", "wschat.v1"],
+        "cannot be used with",
+    ),
+    (
+        &["--transport", "long-poll", "--recover"],
+        "cannot be used with",
+    ),
+    (
+        &["--transport", "poll", "--poll-interval", "0"],
+        "--poll-interval must be positive",
+    ),
+    (
+        &["--transport", "sse", "--senders", "0"],
+        "--transport needs at least one sender",
+    ),
+    (&["--transport", "pigeon"], "invalid value 'pigeon'"),
+    (
+        &["--transport", "sse", "--poll-interval", "250"],
+        "--poll-interval needs --transport poll",
+    ),
+    (
+        &["--transport", "poll", "--long-poll-timeout", "5"],
+        "--long-poll-timeout needs --transport long-poll",
+    ),
+    (&["--poll-interval", "250"], "need --transport"),
 ];
 
 #[test]
@@ -135,8 +161,10 @@ fn broadcast_flags_that_cannot_work_together_are_refused() {
                 common,
             }) => {
                 let settings = settings(&common, &f.url, false, f.conns, false).unwrap();
-                let outcome = broadcast::run(&settings, &f.options().unwrap());
-                outcome.err().map(|e| e.to_string()).unwrap_or_default()
+                let outcome = f
+                    .options()
+                    .and_then(|o| broadcast::run(&settings, &o).map_err(|e| e.to_string()));
+                outcome.err().unwrap_or_default()
             }
             Ok(other) => panic!("{other:?}"),
         };

@@ -21,6 +21,7 @@
 //! wschat-bench echo      --url tcp://127.0.0.1:7000 --tcp --conns 100 --size 16
 //! wschat-bench broadcast --url ws://127.0.0.1:9502/ --conns 1000 --senders 10 --rate 100
 //! wschat-bench broadcast --url ws://127.0.0.1:9502/ --protocol wschat.v1 --recover --drop-every 1
+//! wschat-bench broadcast --url ws://127.0.0.1:9502/room/a --transport poll --poll-interval 250
 //! wschat-bench hold      --url ws://127.0.0.1:9502/ --conns 15000 --seconds 30 --json
 //! ```
 
@@ -28,6 +29,7 @@
 
 mod codec;
 mod conn;
+mod http;
 mod report;
 mod rng;
 mod scenario;
@@ -42,6 +44,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::scenario::broadcast::transport::{Transport, Via};
 use crate::scenario::broadcast::{Drops, Protocol};
 use crate::scenario::{broadcast, connect, echo, hold, Settings};
 use crate::target::Target;
@@ -215,6 +218,21 @@ struct BroadcastFlags {
     /// server must run on this machine).
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
+    /// Compare transports: --conns receivers on this one (`websocket`
+    /// speaks wschat.v1; `sse`, `long-poll` and `poll` use the room's HTTP
+    /// endpoints), and --senders WebSocket connections of their own that
+    /// only send, the same whatever the transport. Reports requests and
+    /// bytes on the wire per delivery too (needs a ws:// URL of a room).
+    #[arg(long, value_enum, conflicts_with_all = ["protocol", "recover"])]
+    transport: Option<Transport>,
+    /// With --transport poll: milliseconds from one poll of a receiver to
+    /// its next (`timeout=0`) [default: 1000].
+    #[arg(long, value_name = "MS")]
+    poll_interval: Option<f64>,
+    /// With --transport long-poll: the `timeout` every poll asks for
+    /// [default: 30].
+    #[arg(long, value_name = "SECS")]
+    long_poll_timeout: Option<f64>,
 }
 
 /// The flags of `hold` (its description is the variant's).
@@ -359,7 +377,31 @@ impl BroadcastFlags {
             },
             reconnect_delay: secs("reconnect-delay", self.reconnect_delay)?,
             server_pid: self.server_pid,
+            via: self.via()?,
         })
+    }
+
+    /// The receiving side of `--transport`; a poll flag of another
+    /// transport is refused rather than silently ignored.
+    fn via(&self) -> Result<Option<Via>, String> {
+        let Some(transport) = self.transport else {
+            if self.poll_interval.is_some() || self.long_poll_timeout.is_some() {
+                return Err("--poll-interval and --long-poll-timeout need --transport".into());
+            }
+            return Ok(None);
+        };
+        if self.poll_interval.is_some() && transport != Transport::Poll {
+            return Err("--poll-interval needs --transport poll".into());
+        }
+        if self.long_poll_timeout.is_some() && transport != Transport::LongPoll {
+            return Err("--long-poll-timeout needs --transport long-poll".into());
+        }
+        let interval_ms = self.poll_interval.unwrap_or(1000.0);
+        Ok(Some(Via {
+            transport,
+            poll_interval: secs("poll-interval", interval_ms / 1000.0)?,
+            long_poll_timeout: secs("long-poll-timeout", self.long_poll_timeout.unwrap_or(30.0))?,
+        }))
     }
 }
 
@@ -388,7 +430,8 @@ fn run(cli: Cli) -> Result<bool, String> {
             echo::run(&settings, &f.options()?)
         }
         Scenario::Broadcast(f) => {
-            let settings = settings(common, &f.url, false, f.conns, false)?;
+            let conns = f.conns + if f.transport.is_some() { f.senders } else { 0 };
+            let settings = settings(common, &f.url, false, conns, false)?;
             broadcast::run(&settings, &f.options()?)
         }
         Scenario::Hold(f) => {

@@ -426,6 +426,7 @@ fn json_key(label: &str, unit: &str) -> String {
         "" => "",
         "/s" => "_per_sec",
         "µs" => "_us",
+        "ms" => "_ms",
         "MB/s" => "_mb_per_sec",
         "s" => "_s",
         "B" => "_bytes",

@@ -27,6 +27,10 @@ pub enum ConnError {
     /// The server closed the connection (with this close code, if it sent
     /// one) while the scenario still needed it.
     Closed(Option<u16>),
+    /// A plain HTTP response (SSE, polling) the scenario cannot use.
+    Http(&'static str),
+    /// A plain HTTP response with a status the scenario did not expect.
+    Status(u16),
 }
 
 impl fmt::Display for ConnError {
@@ -41,6 +45,8 @@ impl fmt::Display for ConnError {
             ConnError::Timeout(what) => write!(f, "timeout: {what}"),
             ConnError::Closed(Some(code)) => write!(f, "closed by server: {code}"),
             ConnError::Closed(None) => f.write_str("closed by server"),
+            ConnError::Http(what) => write!(f, "http: {what}"),
+            ConnError::Status(code) => write!(f, "http: status {code}"),
         }
     }
 }

@@ -34,8 +34,7 @@ pub use error::ConnError;
 use recv::RecvBuf;
 pub use send::Outbox;
 use send::SendBuf;
-use socket::open_socket;
-pub use socket::Readiness;
+pub use socket::{open_socket, Counted, Readiness, Wire};
 pub use tls::Handshake as TlsHandshake;
 use tls::Tls;
 
@@ -103,6 +102,8 @@ pub struct Conn {
     frames: FrameReader,
     /// The close code the server sent, once its close frame arrived.
     server_close: Option<u16>,
+    /// What crossed the socket so far.
+    wire: Wire,
 }
 
 impl Conn {
@@ -140,12 +141,19 @@ impl Conn {
             tx: SendBuf::with(tx),
             frames: FrameReader::new(MAX_MESSAGE),
             server_close: None,
+            wire: Wire::default(),
         })
     }
 
     /// The socket, to register with mio.
     pub fn stream(&mut self) -> &mut TcpStream {
         &mut self.stream
+    }
+
+    /// The bytes this connection read and wrote at its socket so far
+    /// (handshake, frames, pongs, TLS records).
+    pub fn wire(&self) -> Wire {
+        self.wire
     }
 
     /// Whether the upgrade (or TCP connect) is done and not yet closing.
@@ -276,9 +284,10 @@ impl Conn {
         if let Phase::Connecting(_) = self.phase {
             return Ok(());
         }
+        let mut socket = Counted::new(&mut self.stream, &mut self.wire);
         match &mut self.tls {
-            None => self.tx.flush(&mut self.stream),
-            Some(tls) => tls.flush(&mut self.tx, &mut self.stream),
+            None => self.tx.flush(&mut socket),
+            Some(tls) => tls.flush(&mut self.tx, &mut socket),
         }
     }
 
@@ -303,9 +312,10 @@ impl Conn {
         F: FnMut(Event<'_>, &mut Outbox<'_>),
     {
         loop {
+            let mut socket = Counted::new(&mut self.stream, &mut self.wire);
             let read = match &mut self.tls {
-                None => self.rx.read_from(&mut self.stream),
-                Some(tls) => self.rx.read_from(&mut tls.reader(&mut self.stream)),
+                None => self.rx.read_from(&mut socket),
+                Some(tls) => self.rx.read_from(&mut tls.reader(&mut socket)),
             };
             match read {
                 Ok((0, _)) => return self.on_eof(),

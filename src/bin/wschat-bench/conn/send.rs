@@ -2,11 +2,9 @@
 //! protocol, written out in as few syscalls as the socket allows.
 
 use std::io::{self, Write};
-use std::net::Shutdown;
-
-use mio::net::TcpStream;
 use wschat::protocol::frame::OpCode;
 
+use super::socket::Counted;
 use crate::codec::{write_close, write_frame};
 use crate::conn::ConnError;
 use crate::rng::Rng;
@@ -74,7 +72,7 @@ impl SendBuf {
     }
 
     /// Writes queued bytes until done or the socket is full.
-    pub(super) fn flush(&mut self, stream: &mut TcpStream) -> Result<(), ConnError> {
+    pub(super) fn flush(&mut self, stream: &mut Counted<'_>) -> Result<(), ConnError> {
         while self.pos < self.bytes.len() {
             match stream.write(&self.bytes[self.pos..]) {
                 Ok(0) => return Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
@@ -87,7 +85,7 @@ impl SendBuf {
         self.clear();
         if self.shutdown_pending {
             self.shutdown_pending = false;
-            match stream.shutdown(Shutdown::Write) {
+            match stream.shutdown_write() {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
                 Err(e) => return Err(ConnError::Io(e)),

@@ -1,7 +1,7 @@
 //! The TCP socket under a connection: how it is opened, and what mio's
 //! readiness events say about it.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 
 use mio::net::TcpStream;
@@ -60,5 +60,78 @@ impl Readiness {
             closed: event.is_read_closed() || event.is_error(),
             fin: event.is_read_closed() && !event.is_error(),
         }
+    }
+}
+
+/// Bytes that crossed a socket, counted where the system calls return: a
+/// request or response head, a frame header, a TLS record all count, as
+/// they would on the wire (less TCP/IP headers).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    /// Bytes read from the socket.
+    pub read: u64,
+    /// Bytes written to the socket.
+    pub written: u64,
+}
+
+impl Wire {
+    /// Both directions together.
+    pub fn total(&self) -> u64 {
+        self.read + self.written
+    }
+
+    /// Adds `other`'s counts (another connection's).
+    pub fn add(&mut self, other: Wire) {
+        self.read += other.read;
+        self.written += other.written;
+    }
+}
+
+/// A socket whose reads and writes are counted into a [`Wire`]: every
+/// byte a connection moves goes through one, so no path (TLS records,
+/// pongs, close frames, HTTP heads) escapes the count.
+#[derive(Debug)]
+pub struct Counted<'a> {
+    stream: &'a mut TcpStream,
+    wire: &'a mut Wire,
+}
+
+impl<'a> Counted<'a> {
+    /// `stream`, counting into `wire`.
+    pub fn new(stream: &'a mut TcpStream, wire: &'a mut Wire) -> Counted<'a> {
+        Counted { stream, wire }
+    }
+
+    /// Shuts down writing (plain TCP's close).
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        self.stream.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.wire.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.stream.write(buf)?;
+        self.wire.written += n as u64;
+        Ok(n)
+    }
+
+    // rustls writes its records vectored: forwarded, or they would go out
+    // one `write` each.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let n = self.stream.write_vectored(bufs)?;
+        self.wire.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
     }
 }

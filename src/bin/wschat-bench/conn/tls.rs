@@ -14,7 +14,6 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use mio::net::TcpStream;
 use rustls::pki_types::ServerName;
 use rustls::HandshakeKind;
 use rustls::{ClientConfig, ClientConnection};
@@ -70,7 +69,7 @@ impl Tls {
     }
 
     /// A `Read` of plaintext over `tcp`, for the receive buffer.
-    pub fn reader<'a>(&'a mut self, tcp: &'a mut TcpStream) -> Plaintext<'a> {
+    pub fn reader<'a, S: Read + Write>(&'a mut self, tcp: &'a mut S) -> Plaintext<'a, S> {
         Plaintext {
             tls: &mut self.0,
             tcp,
@@ -79,7 +78,7 @@ impl Tls {
 
     /// Moves the queue's bytes into rustls and its records to the socket,
     /// until both are empty or the socket would block.
-    pub fn flush(&mut self, tx: &mut SendBuf, tcp: &mut TcpStream) -> Result<(), ConnError> {
+    pub fn flush(&mut self, tx: &mut SendBuf, tcp: &mut impl Write) -> Result<(), ConnError> {
         loop {
             let moved = match tx.unsent() {
                 [] => 0,
@@ -103,7 +102,7 @@ impl Tls {
 }
 
 /// Writes rustls's pending records; `false` if the socket would block.
-fn send_records(tls: &mut ClientConnection, tcp: &mut TcpStream) -> io::Result<bool> {
+fn send_records(tls: &mut ClientConnection, tcp: &mut impl Write) -> io::Result<bool> {
     while tls.wants_write() {
         match tls.write_tls(tcp) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -126,12 +125,12 @@ fn send_records(tls: &mut ClientConnection, tcp: &mut TcpStream) -> io::Result<b
 /// an `InvalidData` error wrapping the `rustls::Error` (see
 /// [`ConnError::from_io`]), after the alert that names it was sent.
 #[derive(Debug)]
-pub struct Plaintext<'a> {
+pub struct Plaintext<'a, S> {
     tls: &'a mut ClientConnection,
-    tcp: &'a mut TcpStream,
+    tcp: &'a mut S,
 }
 
-impl Read for Plaintext<'_> {
+impl<S: Read + Write> Read for Plaintext<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.tls.reader().read(buf) {

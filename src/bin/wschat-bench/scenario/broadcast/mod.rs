@@ -23,6 +23,7 @@ mod position;
 mod receive;
 mod summary;
 mod tally;
+pub mod transport;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -99,11 +100,17 @@ pub struct Options {
     /// The server's process: its CPU time over the run is reported, per
     /// delivery.
     pub server_pid: Option<u32>,
+    /// Receivers on this transport, senders apart (see `transport`);
+    /// `None`: every member both receives and may send, over WebSocket.
+    pub via: Option<transport::Via>,
 }
 
 /// Runs the scenario; the flag says whether it passed (deliveries arrived,
 /// nothing lost, reordered or duplicated, no connection failed).
 pub fn run(settings: &Settings, opts: &Options) -> io::Result<(Report, bool)> {
+    if let Some(via) = opts.via {
+        return transport::run(settings, opts, via);
+    }
     if settings.plain_tcp {
         return Err(invalid_input("broadcast needs a ws:// URL"));
     }
@@ -408,23 +415,30 @@ impl Room {
         let open = self.fleet.conns.iter().map(|(_, peer)| &peer.state);
         let away = self.recovery.pending.iter().map(|(_, member)| member);
         let members: Vec<&Member> = open.chain(away).collect();
-        let mut heads: BTreeMap<&str, u64> = BTreeMap::new();
-        for member in &members {
-            for (stats, next) in self.tally.senders.iter_mut().zip(&member.expected) {
-                stats.lost += stats.sent.saturating_sub(*next);
-            }
-            let p = &member.position;
-            if p.knows_epoch() {
-                let head = heads.entry(p.epoch()).or_default();
-                *head = (*head).max(p.last());
-            }
-        }
-        for member in &members {
-            let p = &member.position;
-            if let Some(head) = heads.get(p.epoch()) {
-                self.tally.offsets.unseen += head - p.last();
-            }
-        }
+        unseen(&mut self.tally, &members);
         members.len() as u64
+    }
+}
+
+/// Counts as lost what `members` never saw: messages of ours by sequence
+/// number, and offsets below the newest any of them received (in its
+/// epoch).
+fn unseen(tally: &mut Tally, members: &[&Member]) {
+    let mut heads: BTreeMap<&str, u64> = BTreeMap::new();
+    for member in members {
+        for (stats, next) in tally.senders.iter_mut().zip(&member.expected) {
+            stats.lost += stats.sent.saturating_sub(*next);
+        }
+        let p = &member.position;
+        if p.knows_epoch() {
+            let head = heads.entry(p.epoch()).or_default();
+            *head = (*head).max(p.last());
+        }
+    }
+    for member in members {
+        let p = &member.position;
+        if let Some(head) = heads.get(p.epoch()) {
+            tally.offsets.unseen += head - p.last();
+        }
     }
 }

@@ -124,7 +124,7 @@ impl Room {
 /// waited for its core (another process on it makes every figure here
 /// high), and its CPU time per delivery of ours (NaN where /proc could not
 /// be read).
-fn server_rows(report: &mut Report, usage: Option<Usage>, deliveries: u64) {
+pub(super) fn server_rows(report: &mut Report, usage: Option<Usage>, deliveries: u64) {
     let (percent, waited, per_delivery) = match usage {
         Some(u) => (
             u.percent(),
