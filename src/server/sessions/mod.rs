@@ -189,7 +189,13 @@ impl Sessions {
             poller.held = None;
         }
         poller.settle();
-        poller.expires = poller.expires.max(expires);
+        // With no poll held any more, the grace period runs from now, even
+        // when the poll ended (its connection gone) long before its timeout.
+        poller.expires = if poller.held.is_none() {
+            expires
+        } else {
+            poller.expires.max(expires)
+        };
         let expires = poller.expires;
         self.expiries.push(Reverse((expires, key)));
     }
@@ -333,6 +339,18 @@ mod tests {
         assert_eq!(sessions.next_expiry(), Some(t(1_100)));
         assert_eq!(sessions.pop_expired(t(1_100)), Some((p, 9)));
         assert_eq!(sessions.pollers(), 0);
+    }
+
+    #[test]
+    fn a_long_poll_whose_connection_goes_early_starts_the_grace_period_then() {
+        let grace = Duration::from_millis(100);
+        let mut sessions = Sessions::new(grace);
+        let (p, _) = sessions.open_poller(9, "r", t(0)).unwrap();
+        // Held until 30 s, but the client leaves after 1 s.
+        assert_eq!(sessions.hold(p, 5, t(30_000)), None);
+        sessions.release(p, 5, t(1_000));
+        assert_eq!(sessions.pop_expired(t(1_099)), None);
+        assert_eq!(sessions.pop_expired(t(1_100)), Some((p, 9)));
     }
 
     #[test]
