@@ -6,10 +6,8 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::Value;
-use support::Daemon;
+use support::{bench, Daemon};
 
 /// Receivers per run.
 const RECEIVERS: u64 = 20;
@@ -21,34 +19,18 @@ fn run(server: &Daemon, transport: &str, extra: &[&str]) -> Value {
     let url = format!("ws://{}/room/transports", server.addr());
     let pid = server.pid().to_string();
     let receivers = RECEIVERS.to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_wschat-bench"))
-        .args(["broadcast", "--url", &url, "--conns", &receivers])
-        .args(["--senders", "1", "--rate", "100", "--duration", "1"])
-        .args([
-            "--drain",
-            "3",
-            "--server-pid",
-            &pid,
-            "--transport",
-            transport,
-        ])
-        .args(extra)
-        .args(["--json", "--quiet"])
-        .output()
-        .expect("run wschat-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{transport}: {}\n{stdout}\n{stderr}",
-        out.status
-    );
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON line:\n{stdout}\n{stderr}"));
-    let report: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let mut args = vec!["broadcast", "--url", &url, "--conns", &receivers];
+    args.extend(["--senders", "1", "--rate", "100", "--duration", "1"]);
+    args.extend([
+        "--drain",
+        "3",
+        "--server-pid",
+        &pid,
+        "--transport",
+        transport,
+    ]);
+    args.extend(extra);
+    let report = bench(&args, true);
     assert_eq!(report["transport"], transport);
     for zero in [
         "lost",

@@ -443,6 +443,10 @@ pub(crate) mod tests {
         .unwrap()
     }
 
+    fn plan(from: u64, recovered: bool) -> Plan {
+        Plan { from, recovered }
+    }
+
     fn filled(n: u64) -> History {
         let mut h = History::with_epoch("e1".into(), 0);
         for _ in 0..n {
@@ -498,54 +502,18 @@ pub(crate) mod tests {
     #[test]
     fn a_member_without_position_gets_the_last_few() {
         let h = filled(10);
-        assert_eq!(
-            h.plan(None, 3),
-            Plan {
-                from: 8,
-                recovered: false
-            }
-        );
-        assert_eq!(
-            h.plan(None, 50),
-            Plan {
-                from: 1,
-                recovered: false
-            }
-        );
-        assert_eq!(
-            h.plan(None, 0),
-            Plan {
-                from: 11,
-                recovered: false
-            }
-        );
+        assert_eq!(h.plan(None, 3), plan(8, false));
+        assert_eq!(h.plan(None, 50), plan(1, false));
+        assert_eq!(h.plan(None, 0), plan(11, false));
         assert_eq!(History::new().plan(None, 5).from, 1);
     }
 
     #[test]
     fn a_position_within_history_recovers_exactly_what_followed() {
         let h = filled(10);
-        assert_eq!(
-            h.plan(Some(&at("e1", 4)), 0),
-            Plan {
-                from: 5,
-                recovered: true
-            }
-        );
-        assert_eq!(
-            h.plan(Some(&at("e1", 10)), 0),
-            Plan {
-                from: 11,
-                recovered: true
-            }
-        );
-        assert_eq!(
-            h.plan(Some(&at("e1", 0)), 0),
-            Plan {
-                from: 1,
-                recovered: true
-            }
-        );
+        assert_eq!(h.plan(Some(&at("e1", 4)), 0), plan(5, true));
+        assert_eq!(h.plan(Some(&at("e1", 10)), 0), plan(11, true));
+        assert_eq!(h.plan(Some(&at("e1", 0)), 0), plan(1, true));
     }
 
     #[test]
@@ -553,34 +521,10 @@ pub(crate) mod tests {
         let mut h = filled(10);
         h.pop_front();
         h.pop_front();
-        assert_eq!(
-            h.plan(Some(&at("e1", 1)), 0),
-            Plan {
-                from: 2,
-                recovered: false
-            }
-        );
-        assert_eq!(
-            h.plan(Some(&at("e1", 2)), 0),
-            Plan {
-                from: 3,
-                recovered: true
-            }
-        );
-        assert_eq!(
-            h.plan(Some(&at("e0", 5)), 0),
-            Plan {
-                from: 3,
-                recovered: false
-            }
-        );
-        assert_eq!(
-            h.plan(Some(&at("e1", 11)), 0),
-            Plan {
-                from: 11,
-                recovered: false
-            }
-        );
+        assert_eq!(h.plan(Some(&at("e1", 1)), 0), plan(2, false));
+        assert_eq!(h.plan(Some(&at("e1", 2)), 0), plan(3, true));
+        assert_eq!(h.plan(Some(&at("e0", 5)), 0), plan(3, false));
+        assert_eq!(h.plan(Some(&at("e1", 11)), 0), plan(11, false));
     }
 
     #[test]
@@ -609,20 +553,8 @@ pub(crate) mod tests {
         h.entries.pop_back();
         h.head = 6;
         assert_eq!(h.next_kept(0), Some(3));
-        assert_eq!(
-            h.plan(Some(&at("e1", 2)), 0),
-            Plan {
-                from: 3,
-                recovered: true
-            }
-        );
-        assert_eq!(
-            h.plan(Some(&at("e1", 1)), 0),
-            Plan {
-                from: 2,
-                recovered: false
-            }
-        );
+        assert_eq!(h.plan(Some(&at("e1", 2)), 0), plan(3, true));
+        assert_eq!(h.plan(Some(&at("e1", 1)), 0), plan(2, false));
         assert_eq!(h.adopt("e1", 9).len(), 0);
         assert_eq!(h.head(), 9);
         assert_eq!(h.adopt("e2", 1).len(), 4);

@@ -13,6 +13,7 @@
 //! * `daemon`: [`Daemon`], the real binary as a child process.
 //! * `redis`: [`Redis`], a `redis-server` for the cluster tests.
 //! * `net` and `rng`: sockets with bounded waits, and seeded randomness.
+//! * `bench`: the load tool, run for its JSON report.
 //! * `web`: SSE streams, polls and posts through `ureq`, an HTTP client of
 //!   its own.
 //!
@@ -24,6 +25,7 @@
 
 #![allow(dead_code)]
 
+mod bench;
 mod client;
 mod daemon;
 mod frames;
@@ -42,6 +44,7 @@ use std::time::{Duration, Instant};
 // Each test binary uses part of these; the rest would warn as unused.
 #[allow(unused_imports)]
 pub use {
+    bench::bench,
     client::RawClient,
     daemon::{mib, Daemon},
     frames::{

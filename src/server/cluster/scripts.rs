@@ -61,8 +61,16 @@ impl Script {
     /// The Lua source.
     pub fn source(self) -> &'static str {
         match self {
-            Script::Publish => include_str!("scripts/publish.lua"),
-            Script::Read => include_str!("scripts/read.lua"),
+            // `epoch.lua` (making an epoch) goes before each: Redis loads
+            // every script on its own.
+            Script::Publish => concat!(
+                include_str!("scripts/epoch.lua"),
+                include_str!("scripts/publish.lua")
+            ),
+            Script::Read => concat!(
+                include_str!("scripts/epoch.lua"),
+                include_str!("scripts/read.lua")
+            ),
         }
     }
 

@@ -252,16 +252,11 @@ impl Hub {
             None if self.clustered => self.rooms.renumber_locally(room),
             None => false,
         };
-        if renumbered {
-            let name = self.rooms.name(room).unwrap_or_default();
-            let epoch = self
-                .rooms
-                .history(room)
-                .map(History::epoch)
-                .unwrap_or_default();
-            info!("room {name}: numbered under epoch {epoch} from now on");
-        }
         if renumbered && announced {
+            // Clients hold positions under the old epoch: they are told.
+            let name = self.rooms.name(room).unwrap_or_default();
+            let epoch = self.rooms.history(room).map_or("", History::epoch);
+            info!("room {name}: numbered under epoch {epoch} from now on");
             self.rewelcome(room, members, &mut fanout.woken);
         }
         let numbered = match message.numbered {
@@ -650,6 +645,15 @@ mod tests {
         format: Format,
     }
 
+    impl Queue {
+        fn json() -> Queue {
+            Queue {
+                format: Format::Json,
+                ..Queue::default()
+            }
+        }
+    }
+
     impl Member for Queue {
         fn backlog(&self) -> Option<usize> {
             Some(self.frames.iter().map(|f| f.len()).sum())
@@ -797,44 +801,56 @@ mod tests {
             .collect()
     }
 
+    /// What Redis answers for room "E" at `head`: text `payload` at each
+    /// of `offsets`, from sender 3.
+    fn recalled_of(
+        head: u64,
+        offsets: std::ops::RangeInclusive<u64>,
+        payload: &'static [u8],
+    ) -> Recalled<'static> {
+        Recalled {
+            epoch: "E",
+            head,
+            entries: offsets
+                .map(|offset| RecalledEntry {
+                    offset,
+                    time_ms: 1,
+                    sender: 3,
+                    opcode: OpCode::Text,
+                    payload,
+                })
+                .collect(),
+        }
+    }
+
+    /// A `wschat.v1` member `key` (connection `id`) joining.
+    fn json_joining(key: usize, id: u64, since: Option<&Position>, recall: bool) -> Joining<'_> {
+        Joining {
+            key,
+            id,
+            format: Format::Json,
+            since,
+            recall,
+        }
+    }
+
     #[test]
     fn a_member_held_for_redis_gets_the_recalled_history_then_what_came_meanwhile() {
         let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
         let mut members: Slab<Queue> = Slab::new();
-        let key = members.insert(Queue {
-            format: Format::Json,
-            ..Queue::default()
-        });
+        let key = members.insert(Queue::json());
         let since = Position {
             epoch: "E".into(),
             offset: 2,
         };
-        let joining = Joining {
-            key,
-            id: 5,
-            format: Format::Json,
-            since: Some(&since),
-            recall: true,
-        };
+        let joining = json_joining(key, 5, Some(&since), true);
         let mut woken = Vec::new();
         let room = hub.join("r", joining, &mut members, &mut woken);
         let now = Time::from_millis(0);
         // A live message arrives before Redis answers: it waits.
         hub.broadcast(room, numbered("E", 5, b"five"), &mut members, 1 << 20, now);
         assert!(members[key].frames.is_empty(), "held: nothing yet");
-        let recalled = Recalled {
-            epoch: "E",
-            head: 4,
-            entries: (3..=4)
-                .map(|offset| RecalledEntry {
-                    offset,
-                    time_ms: 1,
-                    sender: 3,
-                    opcode: OpCode::Text,
-                    payload: b"old",
-                })
-                .collect(),
-        };
+        let recalled = recalled_of(4, 3..=4, b"old");
         hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
         assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
         assert_eq!(types(&members[key].frames), ["wE:5:true", "m3", "m4", "m5"]);
@@ -852,17 +868,8 @@ mod tests {
     fn messages_redis_read_before_their_live_copy_arrived_are_not_missing() {
         let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
         let mut members: Slab<Queue> = Slab::new();
-        let live = members.insert(Queue {
-            format: Format::Json,
-            ..Queue::default()
-        });
-        let joining = Joining {
-            key: live,
-            id: 4,
-            format: Format::Json,
-            since: None,
-            recall: false,
-        };
+        let live = members.insert(Queue::json());
+        let joining = json_joining(live, 4, None, false);
         let mut woken = Vec::new();
         let room = hub.join("r", joining, &mut members, &mut woken);
         let now = Time::from_millis(0);
@@ -875,36 +882,15 @@ mod tests {
                 now,
             );
         }
-        let key = members.insert(Queue {
-            format: Format::Json,
-            ..Queue::default()
-        });
+        let key = members.insert(Queue::json());
         let since = Position {
             epoch: "E".into(),
             offset: 2,
         };
-        let joining = Joining {
-            key,
-            id: 5,
-            format: Format::Json,
-            since: Some(&since),
-            recall: true,
-        };
+        let joining = json_joining(key, 5, Some(&since), true);
         hub.join("r", joining, &mut members, &mut woken);
         // Redis's read answers before the subscription brings 4.
-        let recalled = Recalled {
-            epoch: "E",
-            head: 4,
-            entries: (3..=4)
-                .map(|offset| RecalledEntry {
-                    offset,
-                    time_ms: 1,
-                    sender: 3,
-                    opcode: OpCode::Text,
-                    payload: b"x",
-                })
-                .collect(),
-        };
+        let recalled = recalled_of(4, 3..=4, b"x");
         hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
         assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
         hub.broadcast(room, numbered("E", 4, b"x"), &mut members, 1 << 20, now);
@@ -916,37 +902,16 @@ mod tests {
     fn a_message_kept_from_a_read_before_its_live_copy_is_sent_once() {
         let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
         let mut members: Slab<Queue> = Slab::new();
-        let key = members.insert(Queue {
-            format: Format::Json,
-            ..Queue::default()
-        });
+        let key = members.insert(Queue::json());
         let since = Position {
             epoch: "E".into(),
             offset: 1,
         };
-        let joining = Joining {
-            key,
-            id: 5,
-            format: Format::Json,
-            since: Some(&since),
-            recall: true,
-        };
+        let joining = json_joining(key, 5, Some(&since), true);
         let mut woken = Vec::new();
         let room = hub.join("r", joining, &mut members, &mut woken);
         let now = Time::from_millis(0);
-        let recalled = Recalled {
-            epoch: "E",
-            head: 3,
-            entries: (2..=3)
-                .map(|offset| RecalledEntry {
-                    offset,
-                    time_ms: 1,
-                    sender: 3,
-                    opcode: OpCode::Text,
-                    payload: b"x",
-                })
-                .collect(),
-        };
+        let recalled = recalled_of(3, 2..=3, b"x");
         hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
         assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
         // The subscription brings 3 after the read did: not again.
@@ -960,39 +925,18 @@ mod tests {
     fn messages_redis_returned_before_they_were_heard_live_count_and_go_out_once() {
         let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
         let mut members: Slab<Queue> = Slab::new();
-        let key = members.insert(Queue {
-            format: Format::Json,
-            ..Queue::default()
-        });
+        let key = members.insert(Queue::json());
         let since = Position {
             epoch: "E".into(),
             offset: 4,
         };
-        let joining = Joining {
-            key,
-            id: 5,
-            format: Format::Json,
-            since: Some(&since),
-            recall: true,
-        };
+        let joining = json_joining(key, 5, Some(&since), true);
         let mut woken = Vec::new();
         let room = hub.join("r", joining, &mut members, &mut woken);
         let now = Time::from_millis(0);
         hub.broadcast(room, numbered("E", 5, b"five"), &mut members, 1 << 20, now);
         // Redis read 6 and 7 before the subscription brought them here.
-        let recalled = Recalled {
-            epoch: "E",
-            head: 7,
-            entries: (5..=7)
-                .map(|offset| RecalledEntry {
-                    offset,
-                    time_ms: 1,
-                    sender: 3,
-                    opcode: OpCode::Text,
-                    payload: b"x",
-                })
-                .collect(),
-        };
+        let recalled = recalled_of(7, 5..=7, b"x");
         hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
         assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
         assert_eq!(types(&members[key].frames), ["wE:7:true", "m5", "m6", "m7"]);
@@ -1014,21 +958,12 @@ mod tests {
     fn a_failed_recall_says_recovered_false() {
         let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
         let mut members: Slab<Queue> = Slab::new();
-        let key = members.insert(Queue {
-            format: Format::Json,
-            ..Queue::default()
-        });
+        let key = members.insert(Queue::json());
         let since = Position {
             epoch: "E".into(),
             offset: 0,
         };
-        let joining = Joining {
-            key,
-            id: 5,
-            format: Format::Json,
-            since: Some(&since),
-            recall: true,
-        };
+        let joining = json_joining(key, 5, Some(&since), true);
         let mut woken = Vec::new();
         let room = hub.join("r", joining, &mut members, &mut woken);
         hub.recalled(
@@ -1047,17 +982,8 @@ mod tests {
     fn a_changed_numbering_is_announced_with_a_fresh_welcome() {
         let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
         let mut members: Slab<Queue> = Slab::new();
-        let key = members.insert(Queue {
-            format: Format::Json,
-            ..Queue::default()
-        });
-        let joining = Joining {
-            key,
-            id: 5,
-            format: Format::Json,
-            since: None,
-            recall: false,
-        };
+        let key = members.insert(Queue::json());
+        let joining = json_joining(key, 5, None, false);
         let mut woken = Vec::new();
         let room = hub.join("r", joining, &mut members, &mut woken);
         let now = Time::from_millis(0);
@@ -1124,17 +1050,8 @@ mod tests {
             b"from1:c",
             "classic unchanged"
         );
-        let json = members.insert(Queue {
-            format: Format::Json,
-            ..Queue::default()
-        });
-        let joining = Joining {
-            key: json,
-            id: 2,
-            format: Format::Json,
-            since: None,
-            recall: false,
-        };
+        let json = members.insert(Queue::json());
+        let joining = json_joining(json, 2, None, false);
         hub.join("r", joining, &mut members, &mut woken);
         assert_eq!(
             hub.pump(json, &mut members, 1 << 20, &mut woken),

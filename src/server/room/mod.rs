@@ -398,37 +398,34 @@ impl Rooms {
     /// of its room from offset `from` on; returns whether it is replaying
     /// (with nothing kept from `from` on, it stays live).
     pub fn start_replay(&mut self, key: usize, from: u64) -> bool {
-        let Some(seat) = self.slot(key).copied() else {
-            return false;
-        };
-        if seat == Seat::EMPTY || seat.replaying {
-            return false;
+        let next = self
+            .slot(key)
+            .filter(|s| **s != Seat::EMPTY && !s.replaying)
+            .and_then(|s| self.rooms[s.room as usize].history.next_kept(from));
+        match next {
+            Some(next) => self.move_to_replay(Cursor {
+                key,
+                next,
+                held: false,
+            }),
+            None => false,
         }
-        let room_key = seat.room as usize;
-        let room = &mut self.rooms[room_key];
-        let Some(next) = room.history.next_kept(from) else {
-            return false;
-        };
-        let index = seat.index as usize;
-        room.members.swap_remove(index);
-        let moved = room.members.get(index).copied();
-        room.replaying.push(Cursor {
-            key,
-            next,
-            held: false,
-        });
-        let at = (room.replaying.len() - 1) as u32;
-        if let Some(moved) = moved {
-            self.moved_to(moved, seat.index);
-        }
-        self.seat(key, room_key, at, true);
-        true
     }
 
     /// Moves live member `key` to the replay list, held: it is sent nothing
     /// (live messages wait in the history for it) until
     /// [`Rooms::release`] says where its replay starts.
     pub fn hold(&mut self, key: usize) -> bool {
+        self.move_to_replay(Cursor {
+            key,
+            next: u64::MAX,
+            held: true,
+        })
+    }
+
+    /// Moves live member `cursor.key` to its room's replay list.
+    fn move_to_replay(&mut self, cursor: Cursor) -> bool {
+        let key = cursor.key;
         let Some(seat) = self.slot(key).copied() else {
             return false;
         };
@@ -440,11 +437,7 @@ impl Rooms {
         let index = seat.index as usize;
         room.members.swap_remove(index);
         let moved = room.members.get(index).copied();
-        room.replaying.push(Cursor {
-            key,
-            next: u64::MAX,
-            held: true,
-        });
+        room.replaying.push(cursor);
         let at = (room.replaying.len() - 1) as u32;
         if let Some(moved) = moved {
             self.moved_to(moved, seat.index);
@@ -506,20 +499,19 @@ impl Rooms {
     /// Where replaying member `key` is: its room and the next offset to
     /// send it.
     pub fn cursor(&self, key: usize) -> Option<(usize, u64)> {
-        let seat = self.slot(key).filter(|s| s.replaying)?;
-        let room = self.rooms.get(seat.room as usize)?;
-        let cursor = room.replaying.get(seat.index as usize)?;
-        Some((seat.room as usize, cursor.next))
+        let cursor = self.cursor_of(key)?;
+        Some((self.room_of(key)?, cursor.next))
     }
 
     /// What replaying member `key` is to be sent next.
     pub fn next_for(&mut self, key: usize) -> Next<'_> {
-        let Some((room, next)) = self.cursor(key) else {
+        let (Some(cursor), Some(room)) = (self.cursor_of(key), self.room_of(key)) else {
             return Next::Live;
         };
-        if self.is_held(key) {
+        if cursor.held {
             return Next::Held;
         }
+        let next = cursor.next;
         let history = &self.rooms[room].history;
         if next <= history.head() && history.front().is_none_or(|e| e.offset > next) {
             // Evicted before it was sent.

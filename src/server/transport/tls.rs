@@ -416,15 +416,44 @@ impl TlsStream {
         None
     }
 
-    /// Encrypts `plaintext` into `outgoing`.
-    fn encrypt(&mut self, plaintext: &[u8]) -> io::Result<()> {
-        for record in plaintext.chunks(RECORD_PLAINTEXT) {
-            let sealed = self.with_writer(|writer, outgoing| seal(writer, record, outgoing));
-            match sealed {
-                Some(result) => result?,
+    /// Seals `plaintext` (one record's worth at most) onto `sealed[*len..]`.
+    fn seal_into(
+        &mut self,
+        plaintext: &[u8],
+        sealed: &mut Vec<u8>,
+        len: &mut usize,
+    ) -> io::Result<()> {
+        let mut need = plaintext.len() + RECORD_OVERHEAD;
+        loop {
+            if sealed.len() < *len + need {
+                sealed.resize(*len + need, 0);
+            }
+            let out = &mut sealed[*len..];
+            let result = self.with_writer(|writer, _| writer.encrypt(plaintext, out));
+            match result {
+                Some(Ok(written)) => {
+                    *len += written;
+                    return Ok(());
+                }
+                Some(Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                    required_size,
+                }))) => {
+                    need = required_size;
+                }
+                Some(Err(e)) => return Err(io::Error::other(format!("TLS: {e}"))),
                 None => return Err(io::Error::other("TLS: not ready to send application data")),
             }
         }
+    }
+
+    /// Encrypts `plaintext` onto the end of `outgoing` (the last bytes of
+    /// a connection: a copy here costs nothing that matters).
+    fn encrypt(&mut self, plaintext: &[u8]) -> io::Result<()> {
+        let (mut sealed, mut len) = (Vec::new(), 0);
+        for record in plaintext.chunks(RECORD_PLAINTEXT) {
+            self.seal_into(record, &mut sealed, &mut len)?;
+        }
+        self.outgoing.extend_from_slice(&sealed[..len]);
         Ok(())
     }
 
@@ -523,33 +552,6 @@ fn handle(
     }
 }
 
-/// Encrypts one record's worth of `plaintext` onto the end of `outgoing`.
-fn seal(
-    writer: &mut WriteTraffic<'_, ServerConnectionData>,
-    plaintext: &[u8],
-    outgoing: &mut Vec<u8>,
-) -> io::Result<()> {
-    let mut need = plaintext.len() + RECORD_OVERHEAD;
-    loop {
-        let start = outgoing.len();
-        outgoing.resize(start + need, 0);
-        match writer.encrypt(plaintext, &mut outgoing[start..]) {
-            Ok(written) => {
-                outgoing.truncate(start + written);
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                outgoing.truncate(start);
-                need = required_size;
-            }
-            Err(e) => {
-                outgoing.truncate(start);
-                return Err(io::Error::other(format!("TLS: {e}")));
-            }
-        }
-    }
-}
-
 /// The alert description for a failure rustls sent no alert for.
 fn alert_for(err: &rustls::Error) -> u8 {
     match err {
@@ -594,38 +596,6 @@ struct Encrypt<'a> {
 }
 
 impl Encrypt<'_> {
-    /// Seals `plaintext` (one record's worth at most) onto `sealed[*len..]`.
-    fn seal_into(
-        &mut self,
-        plaintext: &[u8],
-        sealed: &mut Vec<u8>,
-        len: &mut usize,
-    ) -> io::Result<()> {
-        let mut need = plaintext.len() + RECORD_OVERHEAD;
-        loop {
-            if sealed.len() < *len + need {
-                sealed.resize(*len + need, 0);
-            }
-            let out = &mut sealed[*len..];
-            let result = self
-                .stream
-                .with_writer(|writer, _| writer.encrypt(plaintext, out));
-            match result {
-                Some(Ok(written)) => {
-                    *len += written;
-                    return Ok(());
-                }
-                Some(Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                    required_size,
-                }))) => {
-                    need = required_size;
-                }
-                Some(Err(e)) => return Err(io::Error::other(format!("TLS: {e}"))),
-                None => return Err(io::Error::other("TLS: not ready to send application data")),
-            }
-        }
-    }
-
     /// Seals what `bufs` hold, up to [`TLS_BUFFER_LIMIT`] of plaintext,
     /// into `sealed`; returns the plaintext taken and the sealed length.
     fn seal_all(
@@ -644,23 +614,23 @@ impl Encrypt<'_> {
             let buf = &buf[..buf.len().min(room)];
             if buf.len() < GATHER_BELOW {
                 if gathered.len() + buf.len() > RECORD_PLAINTEXT {
-                    self.seal_into(gathered, sealed, &mut len)?;
+                    self.stream.seal_into(gathered, sealed, &mut len)?;
                     gathered.clear();
                 }
                 gathered.extend_from_slice(buf);
             } else {
                 if !gathered.is_empty() {
-                    self.seal_into(gathered, sealed, &mut len)?;
+                    self.stream.seal_into(gathered, sealed, &mut len)?;
                     gathered.clear();
                 }
                 for record in buf.chunks(RECORD_PLAINTEXT) {
-                    self.seal_into(record, sealed, &mut len)?;
+                    self.stream.seal_into(record, sealed, &mut len)?;
                 }
             }
             taken += buf.len();
         }
         if !gathered.is_empty() {
-            self.seal_into(gathered, sealed, &mut len)?;
+            self.stream.seal_into(gathered, sealed, &mut len)?;
         }
         Ok((taken, len))
     }

@@ -11,23 +11,6 @@
 -- first: since, what followed the offset (the newest ones if more did)
 -- when the epoch matches, else the newest; last, the newest n.
 
-local function base36(n, width)
-  local digits = '0123456789abcdefghijklmnopqrstuvwxyz'
-  local out = ''
-  repeat
-    local d = n % 36
-    out = string.sub(digits, d + 1, d + 1) .. out
-    n = math.floor(n / 36)
-  until n == 0
-  return string.rep('0', width - #out) .. out
-end
-
-local function new_epoch()
-  local now = redis.call('TIME')
-  local micros = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  return base36(micros, 11) .. base36(redis.call('INCR', KEYS[3]), 1)
-end
-
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
 local epoch, head = meta[1], tonumber(meta[2])
 if not epoch or not head then
