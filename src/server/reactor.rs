@@ -82,7 +82,7 @@ const REDIS_SUBSCRIBER: Token = Token(usize::MAX - 4);
 const TLS_LISTENER: Token = Token(usize::MAX - 5);
 
 /// The one read buffer of the loop; every socket is read into it.
-const SCRATCH_BYTES: usize = 64 * 1024;
+const SCRATCH_BYTES: usize = 192 * 1024;
 
 /// Message buffers the loop keeps for reuse (at most 256 KiB each).
 const POOLED_BUFFERS: usize = 64;

@@ -25,7 +25,7 @@ use rustls::ServerConfig;
 /// Bytes of encrypted records one connection may hold before they are
 /// written: what the write queue hands to TLS waits there only this long,
 /// so backpressure and the memory budgets still see the rest in the queue.
-pub const TLS_BUFFER_LIMIT: usize = 32 * 1024;
+pub const TLS_BUFFER_LIMIT: usize = 80 * 1024;
 
 /// Why a certificate and key could not be put in service.
 #[derive(Debug)]

@@ -20,6 +20,7 @@ use mio::{Interest, Registry, Token};
 use rustls::server::UnbufferedServerConnection;
 
 mod tls;
+pub mod tls_connection;
 
 use self::tls::TlsStream;
 use super::proxy::{read_proxy_header, InvalidProxyHeader, ProxyHeader};
@@ -247,13 +248,13 @@ impl Transport {
     /// transport. For TCP, a read that did not fill the buffer took all the
     /// socket had, and bytes (or a FIN) arriving later raise a new edge
     /// (epoll and kqueue alike), so the `WouldBlock` read that would follow
-    /// is a system call saved per wakeup. Under TLS, rustls may hold
-    /// decrypted bytes that no readiness event will announce: reading goes
-    /// on until the socket would block.
+    /// is a system call saved per wakeup. Under TLS the same holds of the
+    /// socket read under it, once rustls holds no plaintext that no
+    /// readiness event would announce.
     pub fn drained_by(&self, n: usize, capacity: usize) -> bool {
-        match self.stream {
+        match &self.stream {
             Stream::Tcp(_) => n < capacity && self.gate.is_none(),
-            Stream::Tls(_) => false,
+            Stream::Tls(t) => t.drained() && self.gate.is_none(),
         }
     }
 

@@ -299,9 +299,10 @@ impl Conn {
     /// syscall for the `WouldBlock`. When the peer's FIN came with the
     /// event, nothing can follow the bytes read: a short read is the end of
     /// stream, again without the read that would return 0. After an error
-    /// reading goes on until the error shows. Under TLS neither shortcut
-    /// holds (rustls may keep decrypted bytes no event will announce), so
-    /// reading goes on until the socket would block.
+    /// reading goes on until the error shows. Under TLS the first shortcut
+    /// holds of the socket read under rustls, once rustls holds no
+    /// decrypted bytes that no event would announce (see `Tls::drained`);
+    /// the second does not (a close_notify may be among the bytes).
     fn read_all<F>(
         &mut self,
         readiness: Readiness,
@@ -315,14 +316,20 @@ impl Conn {
             let mut socket = Counted::new(&mut self.stream, &mut self.wire);
             let read = match &mut self.tls {
                 None => self.rx.read_from(&mut socket),
-                Some(tls) => self.rx.read_from(&mut tls.reader(&mut socket)),
+                Some(tls) => {
+                    self.rx.reserve(self.rx.data().len() + tls.wanted_room());
+                    self.rx.read_from(&mut tls.reader(&mut socket))
+                }
             };
             match read {
                 Ok((0, _)) => return self.on_eof(),
                 Ok((_, filled)) => {
                     self.process(rng, handler)?;
-                    let drained = !filled && self.tls.is_none();
-                    if drained && readiness.fin {
+                    let drained = match &self.tls {
+                        None => !filled,
+                        Some(tls) => !filled && tls.drained(),
+                    };
+                    if drained && readiness.fin && self.tls.is_none() {
                         return self.on_eof();
                     }
                     if drained && !readiness.closed {

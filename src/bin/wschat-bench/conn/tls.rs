@@ -1,30 +1,61 @@
-//! TLS under a connection: rustls's `ClientConnection` driven by hand, as
-//! the server drives its side.
+//! TLS under a connection: rustls's unbuffered `ClientConnection`, driven
+//! by the same record handling as the server's side
+//! ([`TlsConnection`]).
 //!
-//! Input: TLS bytes go from the socket into rustls (`read_tls`), are
-//! processed (`process_new_packets`), and plaintext comes out of its
-//! reader into the connection's receive buffer. Output: the send queue's
-//! plaintext goes into its writer and the records leave with `write_tls`
-//! (vectored). Handshake messages are sent as soon as they exist; the
-//! upgrade request, queued before the handshake ends, waits in rustls
-//! and leaves right behind the client's Finished.
+//! Input: TLS bytes are read straight into the free half of the
+//! connection's receive buffer and decrypted there, their plaintext
+//! written where the buffer's data goes on; only a record cut by the end
+//! of a read is kept aside until the next. Output: the send
+//! queue's plaintext is sealed into records in one buffer the thread's
+//! connections share, written at once, and only what the socket does not
+//! take is kept. Handshake messages are sent as soon as they exist; the
+//! upgrade request, queued before the handshake ends, waits in the send
+//! queue and leaves right behind the client's Finished.
 //!
 //! The plain path never comes here: a `ws://` connection has no `Tls`.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
+use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use rustls::HandshakeKind;
-use rustls::{ClientConfig, ClientConnection};
+use wschat::server::transport::tls_connection::{TlsConnection, RECORD_PLAINTEXT};
 
 use super::send::SendBuf;
 use super::ConnError;
 
-/// The rustls side of one `wss://` connection (boxed: its state is large,
-/// and plain connections do not pay for it).
+/// Plaintext sealed per write: five full records (four 16 KiB messages
+/// with their frame headers leave in one write).
+const SEAL_AT_ONCE: usize = 5 * RECORD_PLAINTEXT;
+
+/// Room a busy connection's receive buffer keeps free for a read: half
+/// for the records read (five and a cut one, as the server's read
+/// buffer), half for their plaintext; a small room would split them into
+/// many reads, and cut more records (whose bytes are kept aside and put
+/// back).
+const BUSY_READ_ROOM: usize = 12 * RECORD_PLAINTEXT + 4096;
+
+thread_local! {
+    /// Where records are sealed before they are written, shared by every
+    /// connection of the thread; a connection keeps only what its socket
+    /// did not take.
+    static SEALED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The rustls side of one `wss://` connection.
 #[derive(Debug)]
-pub struct Tls(Box<ClientConnection>);
+pub struct Tls {
+    /// Boxed: its state is large, and plain connections do not pay for it.
+    conn: Box<TlsConnection<UnbufferedClientConnection>>,
+    /// The last socket read of the current plaintext read left space free,
+    /// so the socket was empty then (see [`Tls::drained`]).
+    drained: bool,
+    /// The last socket read filled the space it was given.
+    busy: bool,
+}
 
 /// How the TLS handshake went, once it is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,15 +69,21 @@ pub enum Handshake {
 impl Tls {
     /// A client connection to `name`; its ClientHello is queued at once.
     pub fn start(config: &Arc<ClientConfig>, name: ServerName<'static>) -> Result<Tls, ConnError> {
-        ClientConnection::new(config.clone(), name)
-            .map(|c| Tls(Box::new(c)))
-            .map_err(ConnError::Tls)
+        let client = UnbufferedClientConnection::new(config.clone(), name).map_err(ConnError::Tls)?;
+        let mut conn = Box::new(TlsConnection::new(client));
+        conn.start().map_err(ConnError::Tls)?;
+        Ok(Tls {
+            conn,
+            drained: false,
+            busy: false,
+        })
     }
 
     /// The handshake's kind, once it has completed.
     pub fn handshake(&self) -> Option<Handshake> {
-        match self.0.handshake_kind()? {
-            _ if self.0.is_handshaking() => None,
+        let c = self.conn.rustls();
+        match c.handshake_kind()? {
+            _ if c.is_handshaking() => None,
             HandshakeKind::Resumed => Some(Handshake::Resumed),
             HandshakeKind::Full | HandshakeKind::FullWithHelloRetryRequest => Some(Handshake::Full),
         }
@@ -56,7 +93,7 @@ impl Tls {
     /// cipher suite and the key exchange, e.g. `TLSv1_3
     /// TLS13_AES_128_GCM_SHA256 X25519`.
     pub fn describe(&self) -> Option<String> {
-        let c = &self.0;
+        let c = self.conn.rustls();
         if c.is_handshaking() {
             return None;
         }
@@ -70,86 +107,181 @@ impl Tls {
 
     /// A `Read` of plaintext over `tcp`, for the receive buffer.
     pub fn reader<'a, S: Read + Write>(&'a mut self, tcp: &'a mut S) -> Plaintext<'a, S> {
-        Plaintext {
-            tls: &mut self.0,
-            tcp,
+        self.drained = false;
+        Plaintext { tls: self, tcp }
+    }
+
+    /// Free space the receive buffer should have before the next read:
+    /// room for whole records once the connection is busy (a record is
+    /// cut, or the last read filled its space), none while it is idle, so
+    /// idle connections keep small buffers.
+    pub fn wanted_room(&self) -> usize {
+        if self.busy || self.conn.cut_record_len() > 0 {
+            BUSY_READ_ROOM
+        } else {
+            0
         }
     }
 
-    /// Moves the queue's bytes into rustls and its records to the socket,
-    /// until both are empty or the socket would block.
+    /// Whether the plaintext read just made emptied the connection: it read
+    /// the socket, that read left space free, and rustls holds no more.
+    /// Bytes arriving later raise a new edge, so the read that would say
+    /// `WouldBlock` is saved.
+    pub fn drained(&self) -> bool {
+        self.drained && !self.conn.has_plaintext() && !self.conn.peer_closed()
+    }
+
+    /// Seals the queue's bytes into records and writes them, until both
+    /// are empty or the socket would block. Before the handshake is done
+    /// only its own messages go; the queue waits.
     pub fn flush(&mut self, tx: &mut SendBuf, tcp: &mut impl Write) -> Result<(), ConnError> {
         loop {
-            let moved = match tx.unsent() {
-                [] => 0,
-                bytes => self.0.writer().write(bytes).map_err(ConnError::Io)?,
-            };
-            tx.advance(moved);
-            if !send_records(&mut self.0, tcp).map_err(ConnError::Io)? {
+            if !send_waiting(&mut self.conn, tcp).map_err(ConnError::Io)? {
                 return Ok(()); // the writable event resumes
             }
             if tx.unsent().is_empty() {
                 tx.clear();
                 return Ok(());
             }
-            if moved == 0 {
-                // Still handshaking and rustls's plaintext buffer is full:
-                // the rest follows once the handshake is done.
+            if !self.conn.is_open() {
                 return Ok(());
             }
+            let unsent = tx.unsent();
+            let chunk = &unsent[..unsent.len().min(SEAL_AT_ONCE)];
+            SEALED
+                .with_borrow_mut(|sealed| {
+                    let mut len = 0;
+                    self.conn
+                        .seal(sealed, &mut len, |sealer| sealer.seal_all(chunk))?;
+                    // Bytes rustls had to send on the way (a key update)
+                    // are older than these records.
+                    let sent = match self.conn.outgoing() {
+                        [] => write_some(tcp, &sealed[..len])?,
+                        _ => 0,
+                    };
+                    self.conn.queue_sealed(&sealed[sent..len]);
+                    Ok(())
+                })
+                .map_err(ConnError::Io)?;
+            tx.advance(chunk.len());
         }
     }
 }
 
-/// Writes rustls's pending records; `false` if the socket would block.
-fn send_records(tls: &mut ClientConnection, tcp: &mut impl Write) -> io::Result<bool> {
-    while tls.wants_write() {
-        match tls.write_tls(tcp) {
+/// Writes the encrypted bytes waiting; `false` if the socket would block
+/// before all were written.
+fn send_waiting(
+    conn: &mut TlsConnection<UnbufferedClientConnection>,
+    tcp: &mut impl Write,
+) -> io::Result<bool> {
+    let waiting = conn.outgoing().len();
+    if waiting == 0 {
+        return Ok(true);
+    }
+    let sent = write_some(tcp, conn.outgoing())?;
+    conn.sent(sent);
+    Ok(sent == waiting)
+}
+
+/// Writes as much of `bytes` as the socket takes now; returns how much.
+fn write_some(tcp: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match tcp.write(&bytes[sent..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(true)
+    Ok(sent)
 }
 
 /// Plaintext read through rustls from the socket.
 ///
-/// A `read` returns plaintext rustls already holds, else reads TLS bytes
-/// from the socket and processes them until there is some; `Ok(0)` is the
-/// end (close_notify, or TCP closed without one), `WouldBlock` that the
-/// socket is drained. rustls may hold decrypted bytes no readiness event
-/// announces, so a caller reads until one of those two. A TLS failure is
-/// an `InvalidData` error wrapping the `rustls::Error` (see
+/// A `read` returns plaintext rustls already holds, else reads the socket
+/// into `buf` (after a record the previous read cut) and decrypts it
+/// there, until there is plaintext; `Ok(0)` is the end (close_notify, or
+/// TCP closed without one), `WouldBlock` that the socket is drained. A
+/// read may leave decrypted bytes no readiness event announces, so a
+/// caller reads until one of those two, or until [`Tls::drained`]. A TLS
+/// failure is an `InvalidData` error wrapping the `rustls::Error` (see
 /// [`ConnError::from_io`]), after the alert that names it was sent.
 #[derive(Debug)]
 pub struct Plaintext<'a, S> {
-    tls: &'a mut ClientConnection,
+    tls: &'a mut Tls,
     tcp: &'a mut S,
+}
+
+impl<S: Read + Write> Plaintext<'_, S> {
+    /// Reads the socket into `buf` and processes what came: the plaintext
+    /// now at the front of `buf`, `None` at the end of the stream.
+    fn read_records(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let conn = &mut self.tls.conn;
+        // Records are read into the second half and their plaintext
+        // written to the first (see `TlsConnection::decrypt_into`).
+        let (out, ciphertext) = buf.split_at_mut(buf.len() / 2);
+        let result = match conn.restore_cut_record(ciphertext) {
+            Some(kept) => {
+                let n = read_or_interrupted(self.tcp, &mut ciphertext[kept..])?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                self.tls.drained = kept + n < ciphertext.len();
+                self.tls.busy = !self.tls.drained;
+                conn.decrypt_into(&mut ciphertext[..kept + n], out)
+            }
+            None => {
+                let n = read_or_interrupted(self.tcp, buf)?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                self.tls.drained = n < buf.len();
+                self.tls.busy = !self.tls.drained;
+                conn.feed(&buf[..n]).map(|()| 0)
+            }
+        };
+        // The handshake's next flight (or an alert) goes out now; if the
+        // socket is full, the flush after the reads resumes it.
+        let sent = send_waiting(conn, self.tcp);
+        let plain = result.map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+        sent?;
+        Ok(Some(plain))
+    }
+}
+
+/// One socket read, retried if a signal interrupted it.
+fn read_or_interrupted(tcp: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match tcp.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
 }
 
 impl<S: Read + Write> Read for Plaintext<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match self.tls.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
+            let conn = &mut self.tls.conn;
+            if conn.has_plaintext() {
+                return Ok(conn.take_plaintext(buf));
             }
-            if self.tls.read_tls(self.tcp)? == 0 {
+            if conn.peer_closed() {
                 return Ok(0);
             }
-            if let Err(err) = self.tls.process_new_packets() {
-                let _ = send_records(self.tls, self.tcp);
-                return Err(io::Error::new(io::ErrorKind::InvalidData, err));
+            if self.tls.drained {
+                // All the socket had is processed and made no plaintext (an
+                // incomplete record, a handshake message): reading again
+                // would only block.
+                return Err(io::ErrorKind::WouldBlock.into());
             }
-            // The handshake's next flight (and the plaintext queued behind
-            // it) goes out now; if the socket is full, the flush after the
-            // reads resumes it.
-            send_records(self.tls, self.tcp)?;
+            match self.read_records(buf)? {
+                None => return Ok(0),
+                Some(0) => {}
+                Some(n) => return Ok(n),
+            }
         }
     }
 }
