@@ -265,8 +265,12 @@ impl<C: Side> TlsConnection<C> {
             };
             consumed += discard;
             // (A round that yields no record and consumes nothing would
-            // yield the same again.)
-            if stop.is_some() || (reading && records == 0 && discard == 0) {
+            // yield the same again. Once the connection is open, records
+            // that used every byte leave nothing to learn from one more
+            // round: anything rustls has to send is handed out before the
+            // next record is sealed.)
+            let all_read = reading && self.open && consumed == ciphertext.len();
+            if stop.is_some() || all_read || (reading && records == 0 && discard == 0) {
                 return Ok((written, consumed));
             }
         }

@@ -2,10 +2,10 @@
 //! by the same record handling as the server's side
 //! ([`TlsConnection`]).
 //!
-//! Input: TLS bytes are read straight into the free half of the
-//! connection's receive buffer and decrypted there, their plaintext
-//! written where the buffer's data goes on; only a record cut by the end
-//! of a read is kept aside until the next. Output: the send
+//! Input: TLS bytes are read into one buffer the thread's connections
+//! share (it stays in the cache) and decrypted there, their plaintext
+//! written straight into the connection's receive buffer; only a record
+//! cut by the end of a read is kept aside until the next. Output: the send
 //! queue's plaintext is sealed into records in one buffer the thread's
 //! connections share, written at once, and only what the socket does not
 //! take is kept. Handshake messages are sent as soon as they exist; the
@@ -31,18 +31,24 @@ use super::ConnError;
 /// with their frame headers leave in one write).
 const SEAL_AT_ONCE: usize = 5 * RECORD_PLAINTEXT;
 
-/// Room a busy connection's receive buffer keeps free for a read: half
-/// for the records read (five and a cut one, as the server's read
-/// buffer), half for their plaintext; a small room would split them into
-/// many reads, and cut more records (whose bytes are kept aside and put
-/// back).
-const BUSY_READ_ROOM: usize = 12 * RECORD_PLAINTEXT + 4096;
+/// TLS bytes one socket read may bring: five full records and a cut one.
+const SOCKET_READ: usize = 6 * RECORD_PLAINTEXT + 2048;
+
+/// Room a busy connection's receive buffer keeps free for a read: the
+/// plaintext of a whole socket read (a small room would split records
+/// into many reads, and cut more of them, whose bytes are kept aside and
+/// put back).
+const BUSY_READ_ROOM: usize = SOCKET_READ;
 
 thread_local! {
     /// Where records are sealed before they are written, shared by every
     /// connection of the thread; a connection keeps only what its socket
     /// did not take.
     static SEALED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Where every connection of the thread reads TLS bytes and decrypts
+    /// them, so that they stay in the cache; only the plaintext goes to
+    /// the connection's receive buffer.
+    static CIPHERTEXT: RefCell<Vec<u8>> = RefCell::new(vec![0; SOCKET_READ]);
 }
 
 /// The rustls side of one `wss://` connection.
@@ -219,28 +225,26 @@ impl<S: Read + Write> Plaintext<'_, S> {
     /// now at the front of `buf`, `None` at the end of the stream.
     fn read_records(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let conn = &mut self.tls.conn;
-        // Records are read into the second half and their plaintext
-        // written to the first (see `TlsConnection::decrypt_into`).
-        let (out, ciphertext) = buf.split_at_mut(buf.len() / 2);
-        let result = match conn.restore_cut_record(ciphertext) {
-            Some(kept) => {
-                let n = read_or_interrupted(self.tcp, &mut ciphertext[kept..])?;
-                if n == 0 {
-                    return Ok(None);
-                }
-                self.tls.drained = kept + n < ciphertext.len();
-                self.tls.busy = !self.tls.drained;
-                conn.decrypt_into(&mut ciphertext[..kept + n], out)
-            }
-            None => {
+        let result = CIPHERTEXT.with_borrow_mut(|ciphertext| -> io::Result<_> {
+            // Plaintext is never longer than its records: a read no longer
+            // than `buf` decrypts into it whole.
+            let room = ciphertext.len().min(buf.len());
+            let ciphertext = &mut ciphertext[..room];
+            let Some(kept) = conn.restore_cut_record(ciphertext) else {
+                // (A receive buffer with little room: the records go
+                // through the connection's own buffers.)
                 let n = read_or_interrupted(self.tcp, buf)?;
-                if n == 0 {
-                    return Ok(None);
-                }
                 self.tls.drained = n < buf.len();
                 self.tls.busy = !self.tls.drained;
-                conn.feed(&buf[..n]).map(|()| 0)
-            }
+                return Ok((n > 0).then(|| conn.feed(&buf[..n]).map(|()| 0)));
+            };
+            let n = read_or_interrupted(self.tcp, &mut ciphertext[kept..])?;
+            self.tls.drained = kept + n < ciphertext.len();
+            self.tls.busy = !self.tls.drained;
+            Ok((n > 0).then(|| conn.decrypt_into(&mut ciphertext[..kept + n], buf)))
+        });
+        let Some(result) = result? else {
+            return Ok(None);
         };
         // The handshake's next flight (or an alert) goes out now; if the
         // socket is full, the flush after the reads resumes it.
