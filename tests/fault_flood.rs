@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{encode_header, mib, op, percentile, Daemon, RawClient};
+use wschat::server::reactor::READ_BUFFER_BYTES;
 
 const MAX_BACKPRESSURE: usize = 256 * 1024;
 const FLOOD_FOR: Duration = Duration::from_secs(3);
@@ -197,10 +198,11 @@ fn echo_flooders_are_paused_while_others_stay_fast_and_memory_bounded() {
     let max = *rtts.last().unwrap();
     // Per flooder: its queue up to the bound, plus what one read turn
     // echoes past it (the reactor checks the bound between reads: at most
-    // 16 reads of 64 KiB), plus a 64 KiB reassembly buffer; 16 MiB of
-    // margin for the allocator. Without the pause, a flooder's bytes would
-    // pile up at the rate it writes, hundreds of MiB in 3 s.
-    let per_flooder_kib = (MAX_BACKPRESSURE + 16 * 64 * 1024 + 64 * 1024) as u64 / 1024;
+    // 16 reads of the loop's read buffer), plus a 64 KiB reassembly
+    // buffer; 16 MiB of margin for the allocator. Without the pause, a
+    // flooder's bytes would pile up at the rate it writes, hundreds of MiB
+    // in 3 s.
+    let per_flooder_kib = (MAX_BACKPRESSURE + 16 * READ_BUFFER_BYTES + 64 * 1024) as u64 / 1024;
     let bound_kib = baseline_kib + 2 * per_flooder_kib + 16 * 1024;
     eprintln!(
         "flood: {floods:?}\n  {} round trips, p99 {p99:?}, max {max:?}; RSS baseline {:.1} MiB, \

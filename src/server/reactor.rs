@@ -81,8 +81,11 @@ const REDIS_PUBLISHER: Token = Token(usize::MAX - 3);
 const REDIS_SUBSCRIBER: Token = Token(usize::MAX - 4);
 const TLS_LISTENER: Token = Token(usize::MAX - 5);
 
-/// The one read buffer of the loop; every socket is read into it.
-const SCRATCH_BYTES: usize = 192 * 1024;
+/// Bytes of the one read buffer of the loop; every socket is read into
+/// it. A burst of 64 KiB of messages is one read, and under TLS (which
+/// reads records into half of it and writes their plaintext to the other)
+/// five full records and a cut one are.
+pub const READ_BUFFER_BYTES: usize = 192 * 1024;
 
 /// Message buffers the loop keeps for reuse (at most 256 KiB each).
 const POOLED_BUFFERS: usize = 64;
@@ -135,7 +138,7 @@ impl Settings {
             limits: session::Limits {
                 max_message_size: config.max_message_size,
                 // Any frame one read brings whole stays in place.
-                in_place_max: SCRATCH_BYTES,
+                in_place_max: READ_BUFFER_BYTES,
             },
             routes: Routes::from_config(&config),
             timeouts: Timeouts {
@@ -253,7 +256,7 @@ impl Server {
             recalls: Recalls::default(),
             sessions: Sessions::new(config.poll_grace),
             buffers: ReadBuffers {
-                scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
+                scratch: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
                 events: Vec::new(),
                 inflater: Inflater::new(),
                 pool: BufferPool::new(POOLED_BUFFERS),

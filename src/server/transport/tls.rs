@@ -355,3 +355,133 @@ fn write_some(tcp: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
     }
     Ok(sent)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::transport::tls_connection::tests::{client, configs};
+    use rustls::client::UnbufferedClientConnection;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream as StdStream};
+    use std::time::{Duration, Instant};
+
+    type Client = TlsConnection<UnbufferedClientConnection>;
+
+    /// Reads `server` until it has something to say, as an event would.
+    fn read_ready(server: &mut TlsStream, buf: &mut [u8]) -> ReadResult {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match server.read(buf).unwrap() {
+                ReadResult::WouldBlock if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Lets `server` take in a handshake flight (loopback delivers at
+    /// once; the pause covers a busy machine) and answer it.
+    fn settle(server: &mut TlsStream, buf: &mut [u8]) {
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(matches!(server.read(buf).unwrap(), ReadResult::WouldBlock));
+    }
+
+    /// Writes what `client` has to send.
+    fn send(client: &mut Client, socket: &mut StdStream) {
+        socket.write_all(client.outgoing()).unwrap();
+        let n = client.outgoing().len();
+        client.sent(n);
+    }
+
+    /// A server stream and a blocking client over loopback, handshake done.
+    fn connected() -> (TlsStream, Client, StdStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut socket = StdStream::connect(listener.local_addr().unwrap()).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let tls = UnbufferedServerConnection::new(configs().0.clone()).unwrap();
+        let mut server = TlsStream::new(TcpStream::from_std(accepted), tls);
+        let mut client = client();
+        let mut buf = vec![0u8; 64 * 1024];
+        while !client.is_open() {
+            send(&mut client, &mut socket);
+            settle(&mut server, &mut buf);
+            let n = socket.read(&mut buf).unwrap();
+            client.feed(&buf[..n]).unwrap();
+        }
+        send(&mut client, &mut socket);
+        settle(&mut server, &mut buf);
+        assert!(server.take_handshake_done());
+        (server, client, socket)
+    }
+
+    /// Seals `plaintext` as records and sends them.
+    fn send_plaintext(client: &mut Client, socket: &mut StdStream, plaintext: &[u8]) {
+        client.encrypt(plaintext).unwrap();
+        send(client, socket);
+    }
+
+    #[test]
+    fn a_read_that_takes_all_the_socket_had_says_the_stream_is_drained() {
+        let (mut server, mut client, mut socket) = connected();
+        let mut buf = vec![0u8; 64 * 1024];
+        send_plaintext(&mut client, &mut socket, b"hello");
+        let ReadResult::Data(n) = read_ready(&mut server, &mut buf) else {
+            panic!("no plaintext");
+        };
+        assert_eq!(&buf[..n], b"hello");
+        assert!(server.drained(), "one short read took everything");
+    }
+
+    #[test]
+    fn a_read_that_fills_its_buffer_is_not_the_end() {
+        let (mut server, mut client, mut socket) = connected();
+        let message: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        send_plaintext(&mut client, &mut socket, &message);
+        // All of it is in the socket before the first read.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut buf = vec![0u8; 64 * 1024];
+        let ReadResult::Data(n) = read_ready(&mut server, &mut buf) else {
+            panic!("no plaintext");
+        };
+        let mut got = buf[..n].to_vec();
+        assert!(
+            !server.drained(),
+            "the read filled its half: more is waiting"
+        );
+        while got.len() < message.len() {
+            match read_ready(&mut server, &mut buf) {
+                ReadResult::Data(n) => got.extend_from_slice(&buf[..n]),
+                other => panic!("{other:?} after {} bytes", got.len()),
+            }
+        }
+        assert_eq!(got, message);
+        assert!(server.drained(), "the last read took the rest");
+    }
+
+    #[test]
+    fn plaintext_left_from_an_earlier_read_is_not_taken_for_an_empty_socket() {
+        let (mut server, mut client, mut socket) = connected();
+        let message = vec![7u8; 40_000];
+        send_plaintext(&mut client, &mut socket, &message);
+        std::thread::sleep(Duration::from_millis(50));
+        // A buffer too small for a record: plaintext is kept between reads.
+        let mut small = vec![0u8; 1024];
+        let ReadResult::Data(n) = read_ready(&mut server, &mut small) else {
+            panic!("no plaintext");
+        };
+        assert_eq!(n, 1024);
+        assert!(!server.drained(), "decrypted bytes are still waiting");
+        let ReadResult::Data(_) = read_ready(&mut server, &mut small) else {
+            panic!("the kept plaintext is handed out");
+        };
+        assert!(
+            !server.drained(),
+            "taken from what was kept, not the socket"
+        );
+    }
+}

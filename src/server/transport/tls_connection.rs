@@ -406,8 +406,14 @@ impl<C: Side> TlsConnection<C> {
         len: &mut usize,
         f: impl FnOnce(&mut Sealer<'_, '_, C::Data>) -> io::Result<R>,
     ) -> io::Result<R> {
-        self.with_writer(|writer, _| f(&mut Sealer { writer, sealed, len }))
-            .unwrap_or_else(|| Err(io::Error::other("TLS: not ready to send application data")))
+        self.with_writer(|writer, _| {
+            f(&mut Sealer {
+                writer,
+                sealed,
+                len,
+            })
+        })
+        .unwrap_or_else(|| Err(io::Error::other("TLS: not ready to send application data")))
     }
 
     /// Encrypts `plaintext` onto the end of [`TlsConnection::outgoing`].
@@ -553,7 +559,7 @@ fn release_if_empty(buf: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -563,7 +569,7 @@ mod tests {
 
     /// A server and a client configuration that trust each other (made
     /// once: key generation is the slow part).
-    fn configs() -> &'static (Arc<ServerConfig>, Arc<ClientConfig>) {
+    pub(crate) fn configs() -> &'static (Arc<ServerConfig>, Arc<ClientConfig>) {
         static CONFIGS: OnceLock<(Arc<ServerConfig>, Arc<ClientConfig>)> = OnceLock::new();
         CONFIGS.get_or_init(|| {
             let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -598,16 +604,22 @@ mod tests {
     type Server = TlsConnection<UnbufferedServerConnection>;
     type Client = TlsConnection<UnbufferedClientConnection>;
 
+    /// A client of the server [`configs`] describe, its ClientHello
+    /// queued.
+    pub(crate) fn client() -> Client {
+        let name = ServerName::try_from("pair.test").unwrap();
+        let config = configs().1.clone();
+        let mut client = TlsConnection::new(UnbufferedClientConnection::new(config, name).unwrap());
+        client.start().unwrap();
+        client
+    }
+
     /// A client and a server that completed their handshake in memory.
     fn pair() -> (Client, Server) {
-        let (server_config, client_config) = configs();
-        let name = ServerName::try_from("pair.test").unwrap();
-        let mut client = TlsConnection::new(
-            UnbufferedClientConnection::new(client_config.clone(), name).unwrap(),
-        );
+        let (server_config, _) = configs();
+        let mut client = client();
         let mut server =
             TlsConnection::new(UnbufferedServerConnection::new(server_config.clone()).unwrap());
-        client.start().unwrap();
         for _ in 0..8 {
             if client.is_open() && server.is_open() {
                 break;
@@ -619,7 +631,10 @@ mod tests {
             server.sent(to_client.len());
             client.feed(&to_client).unwrap();
         }
-        assert!(client.is_open() && server.is_open(), "{client:?} {server:?}");
+        assert!(
+            client.is_open() && server.is_open(),
+            "{client:?} {server:?}"
+        );
         // The server's session tickets reach the client.
         let tickets = server.outgoing().to_vec();
         server.sent(tickets.len());
@@ -709,7 +724,10 @@ mod tests {
         let wire = seal_messages(&mut client, &messages);
         // Halves of 8 KiB: a 16 KiB record never fits, and goes through
         // the connection's own buffers instead.
-        assert_eq!(receive(&mut server, &wire, &[3_000], 16 * 1024), messages.concat());
+        assert_eq!(
+            receive(&mut server, &wire, &[3_000], 16 * 1024),
+            messages.concat()
+        );
     }
 
     #[test]
@@ -721,7 +739,9 @@ mod tests {
         let mut buf = vec![0u8; 64 * 1024];
         let (out, ciphertext) = buf.split_at_mut(32 * 1024);
         ciphertext[..wire.len()].copy_from_slice(&wire);
-        assert!(server.decrypt_into(&mut ciphertext[..wire.len()], out).is_err());
+        assert!(server
+            .decrypt_into(&mut ciphertext[..wire.len()], out)
+            .is_err());
         assert!(server.failed());
         assert!(!server.outgoing().is_empty(), "an alert is queued");
         assert!(server.restore_cut_record(ciphertext).is_none());

@@ -75,7 +75,8 @@ pub enum Handshake {
 impl Tls {
     /// A client connection to `name`; its ClientHello is queued at once.
     pub fn start(config: &Arc<ClientConfig>, name: ServerName<'static>) -> Result<Tls, ConnError> {
-        let client = UnbufferedClientConnection::new(config.clone(), name).map_err(ConnError::Tls)?;
+        let client =
+            UnbufferedClientConnection::new(config.clone(), name).map_err(ConnError::Tls)?;
         let mut conn = Box::new(TlsConnection::new(client));
         conn.start().map_err(ConnError::Tls)?;
         Ok(Tls {
