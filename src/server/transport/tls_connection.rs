@@ -204,29 +204,28 @@ impl<C: Side> TlsConnection<C> {
         ciphertext: &mut [u8],
         plaintext: &mut [u8],
     ) -> Result<usize, rustls::Error> {
+        let (result, consumed) = self.decrypt_records(ciphertext, plaintext);
+        // What rustls did not consume is kept, failure or not: rustls keeps
+        // positions in those bytes, and the alert of a failure is asked for
+        // over them.
         self.incoming.clear();
-        let result = match self.decrypt_records(ciphertext, plaintext) {
-            Ok((written, consumed)) => {
-                self.incoming.extend_from_slice(&ciphertext[consumed..]);
-                Ok(written)
-            }
-            Err(err) => {
-                self.failed = true;
-                self.queue_alert(&err);
-                Err(err)
-            }
-        };
+        self.incoming.extend_from_slice(&ciphertext[consumed..]);
+        if let Err(err) = &result {
+            self.failed = true;
+            self.queue_alert(err);
+            self.incoming.clear();
+        }
         release_if_empty(&mut self.incoming);
         result
     }
 
-    /// [`TlsConnection::decrypt_into`]'s loop: the plaintext written, and
-    /// the bytes of `ciphertext` consumed.
+    /// [`TlsConnection::decrypt_into`]'s loop: the plaintext written (or
+    /// rustls's error), and the bytes of `ciphertext` consumed.
     fn decrypt_records(
         &mut self,
         ciphertext: &mut [u8],
         out: &mut [u8],
-    ) -> Result<(usize, usize), rustls::Error> {
+    ) -> (Result<usize, rustls::Error>, usize) {
         let mut consumed = 0;
         let mut written = 0;
         loop {
@@ -235,11 +234,14 @@ impl<C: Side> TlsConnection<C> {
             let mut records = 0;
             let mut reading = false;
             let stop = match status.state {
-                Err(err) => return Err(err),
+                Err(err) => return (Err(err), consumed + discard),
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => {
                     reading = true;
                     while let Some(record) = traffic.next_record() {
-                        let record = record?;
+                        let record = match record {
+                            Ok(record) => record,
+                            Err(err) => return (Err(err), consumed + discard),
+                        };
                         records += 1;
                         discard += record.discard;
                         let payload = record.payload;
@@ -255,13 +257,16 @@ impl<C: Side> TlsConnection<C> {
                     }
                     None
                 }
-                Ok(state) => handle(
+                Ok(state) => match handle(
                     state,
                     &mut self.plaintext,
                     &mut self.outgoing,
                     &mut self.open,
                     &mut self.peer_closed,
-                )?,
+                ) {
+                    Ok(stop) => stop,
+                    Err(err) => return (Err(err), consumed + discard),
+                },
             };
             consumed += discard;
             // (A round that yields no record and consumes nothing would
@@ -271,7 +276,7 @@ impl<C: Side> TlsConnection<C> {
             // next record is sealed.)
             let all_read = reading && self.open && consumed == ciphertext.len();
             if stop.is_some() || all_read || (reading && records == 0 && discard == 0) {
-                return Ok((written, consumed));
+                return (Ok(written), consumed);
             }
         }
     }
@@ -745,6 +750,29 @@ pub(crate) mod tests {
         assert!(server.failed());
         assert!(!server.outgoing().is_empty(), "an alert is queued");
         assert!(server.restore_cut_record(ciphertext).is_none());
+    }
+
+    #[test]
+    fn a_handshake_message_refused_before_the_handshake_is_answered_without_a_panic() {
+        // A handshake record whose message claims 3.6 MB: rustls has noted
+        // where the message starts when it refuses it, and asking it for
+        // the alert over other bytes than those it refused made it index
+        // out of bounds (found by the `tls_transport` fuzz target).
+        let tls = UnbufferedServerConnection::new(configs().0.clone()).unwrap();
+        let mut server = TlsConnection::new(tls);
+        let record = [0x16, 0x03, 0x07, 0x00, 0x04, 0x31, 0x38, 0x34, 0x00];
+        let mut buf = vec![0u8; 64 * 1024];
+        let (out, ciphertext) = buf.split_at_mut(32 * 1024);
+        let kept = server.restore_cut_record(ciphertext).unwrap();
+        ciphertext[kept..kept + record.len()].copy_from_slice(&record);
+        let result = server.decrypt_into(&mut ciphertext[..kept + record.len()], out);
+        assert!(result.is_err(), "{result:?}");
+        assert!(server.failed());
+        assert!(!server.outgoing().is_empty(), "an alert is queued");
+        let mut server =
+            TlsConnection::new(UnbufferedServerConnection::new(configs().0.clone()).unwrap());
+        assert!(server.feed(&record).is_err());
+        assert!(!server.outgoing().is_empty(), "an alert is queued");
     }
 
     #[test]
