@@ -133,6 +133,47 @@ fn slice(buf: &[u8], (start, end): (usize, usize)) -> &[u8] {
     buf.get(start..end).unwrap_or(&[])
 }
 
+/// RESP as tests write it by hand: what a client sends and what Redis
+/// answers, to compare with what the code under test writes and reads.
+#[cfg(test)]
+pub(crate) mod wire {
+    use super::command;
+    use crate::server::cluster::scripts::Script;
+
+    /// A command of `args`.
+    pub(crate) fn cmd<const N: usize>(args: [&[u8]; N]) -> Vec<u8> {
+        let mut out = Vec::new();
+        command(args, &mut out);
+        out
+    }
+
+    /// A bulk string.
+    pub(crate) fn bulk(bytes: &[u8]) -> Vec<u8> {
+        let mut out = format!("${}\r\n", bytes.len()).into_bytes();
+        out.extend(bytes);
+        out.extend(b"\r\n");
+        out
+    }
+
+    /// The `EVALSHA` of the read script for `room`, at most `max` entries,
+    /// as `scripts/read.lua` reads its arguments.
+    pub(crate) fn evalsha_read(room: &str, max: &str, mode: &str, epoch: &str, n: &str) -> Vec<u8> {
+        cmd([
+            b"EVALSHA",
+            Script::Read.sha1().as_bytes(),
+            b"3",
+            format!("wschat:meta:{room}").as_bytes(),
+            format!("wschat:history:{room}").as_bytes(),
+            b"wschat:epochs",
+            b"86400000",
+            max.as_bytes(),
+            mode.as_bytes(),
+            epoch.as_bytes(),
+            n.as_bytes(),
+        ])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

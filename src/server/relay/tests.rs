@@ -9,8 +9,9 @@ use mio::{Events, Poll};
 
 use super::*;
 use crate::server::cluster::ids::FALLBACK_BASE;
+use crate::server::cluster::message;
+use crate::server::cluster::resp::wire::{bulk, cmd, evalsha_read};
 use crate::server::cluster::scripts::Script;
-use crate::server::cluster::{message, resp};
 use crate::server::timer::Clock;
 
 const TOKENS: [Token; 2] = [Token(1), Token(2)];
@@ -196,19 +197,6 @@ impl Rig {
     }
 }
 
-fn cmd<const N: usize>(args: [&[u8]; N]) -> Vec<u8> {
-    let mut out = Vec::new();
-    resp::command(args, &mut out);
-    out
-}
-
-fn bulk(bytes: &[u8]) -> Vec<u8> {
-    let mut out = format!("${}\r\n", bytes.len()).into_bytes();
-    out.extend(bytes);
-    out.extend(b"\r\n");
-    out
-}
-
 /// What the publisher's handshake sends: the two scripts, then `last`.
 fn handshake(last: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -388,24 +376,9 @@ fn fetches_are_answered_in_order_and_a_lost_link_answers_them_all() {
     let a = rig.relay.fetch("lobby", since, now).unwrap();
     let b = rig.relay.fetch("side", Fetch::Last(2), now).unwrap();
     assert_ne!(a, b);
-    let read = |room: &str, mode: &str, epoch: &str, n: &str| {
-        cmd([
-            b"EVALSHA",
-            Script::Read.sha1().as_bytes(),
-            b"3",
-            format!("wschat:meta:{room}").as_bytes(),
-            format!("wschat:history:{room}").as_bytes(),
-            b"wschat:epochs",
-            b"86400000",
-            b"100",
-            mode.as_bytes(),
-            epoch.as_bytes(),
-            n.as_bytes(),
-        ])
-    };
     let expected = [
-        read("lobby", "since", "e1", "1"),
-        read("side", "last", "", "2"),
+        evalsha_read("lobby", "100", "since", "e1", "1"),
+        evalsha_read("side", "100", "last", "", "2"),
     ]
     .concat();
     rig.turn_until(|rig| rig.publisher.received.len() >= expected.len());

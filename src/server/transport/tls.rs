@@ -9,7 +9,7 @@ use std::io;
 use mio::net::TcpStream;
 use rustls::server::UnbufferedServerConnection;
 
-use super::tls_connection::{TlsConnection, RECORD_PLAINTEXT};
+use super::tls_connection::{Sealer, TlsConnection, RECORD_PLAINTEXT};
 use super::{read_socket, ReadResult};
 use crate::server::tls::TLS_BUFFER_LIMIT;
 use crate::server::write_queue::{BufferPool, ByteGauge, Flush, WriteQueue};
@@ -222,22 +222,13 @@ impl TlsStream {
     /// Writes the encrypted bytes waiting, until none is left or the
     /// socket would block.
     fn flush_outgoing(&mut self) -> io::Result<Flush> {
-        let waiting = self.tls.outgoing();
-        let result = write_some(&mut self.tcp, waiting);
-        let sent = *result.as_ref().unwrap_or(&0);
-        let blocked = sent < waiting.len();
-        self.tls.sent(sent);
+        let result = self.tls.send_waiting(&mut self.tcp);
         self.recount();
-        result.map(|_| if blocked { Flush::Blocked } else { Flush::Done })
+        result.map(|done| if done { Flush::Done } else { Flush::Blocked })
     }
 }
 
 thread_local! {
-    /// Where records are sealed before they are written, shared by every
-    /// connection of the loop's thread: sealing writes into memory that is
-    /// already there (no allocation, no zeroing per record), and only what
-    /// the socket does not take is copied into the connection's own buffer.
-    static SEALED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Small slices of plaintext gathered into one record: a record per
     /// frame would cost a header, a tag and a seal each.
     static GATHERED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -247,59 +238,52 @@ thread_local! {
 /// record; longer ones are sealed where they are.
 const GATHER_BELOW: usize = 4 * 1024;
 
-/// The shared buffers are freed past this, so one burst does not keep
-/// them large.
-const SHARED_KEEP: usize = 256 * 1024;
+/// The gathering buffer is freed past this, so one burst does not keep it
+/// large.
+const GATHERED_KEEP: usize = 256 * 1024;
 
 /// The write queue's plaintext, encrypted as it is written: records are
-/// sealed into the loop's [`SEALED`] buffer and written at once; a
-/// connection with encrypted bytes still waiting reads as `WouldBlock`.
+/// sealed into the loop's shared buffer and written at once (see
+/// [`TlsConnection::seal_and_send`]); a connection with encrypted bytes
+/// still waiting reads as `WouldBlock`.
 struct Encrypt<'a> {
     stream: &'a mut TlsStream,
 }
 
-impl Encrypt<'_> {
-    /// Seals what `bufs` hold, up to [`TLS_BUFFER_LIMIT`] of plaintext,
-    /// into `sealed` (in one pass through rustls's state); returns the
-    /// plaintext taken and the sealed length.
-    fn seal_all(
-        &mut self,
-        bufs: &[io::IoSlice<'_>],
-        sealed: &mut Vec<u8>,
-        gathered: &mut Vec<u8>,
-    ) -> io::Result<(usize, usize)> {
-        let mut len = 0;
-        gathered.clear();
-        let taken = self.stream.tls.seal(sealed, &mut len, |sealer| {
-            let mut taken = 0;
-            for buf in bufs.iter().filter(|b| !b.is_empty()) {
-                let room = TLS_BUFFER_LIMIT - taken;
-                if room == 0 {
-                    break;
-                }
-                let buf = &buf[..buf.len().min(room)];
-                if buf.len() < GATHER_BELOW {
-                    if gathered.len() + buf.len() > RECORD_PLAINTEXT {
-                        sealer.seal_record(gathered)?;
-                        gathered.clear();
-                    }
-                    gathered.extend_from_slice(buf);
-                } else {
-                    if !gathered.is_empty() {
-                        sealer.seal_record(gathered)?;
-                        gathered.clear();
-                    }
-                    sealer.seal_all(buf)?;
-                }
-                taken += buf.len();
+/// Seals what `bufs` hold, up to [`TLS_BUFFER_LIMIT`] of plaintext, small
+/// slices gathered in `gathered`; returns the plaintext taken.
+fn seal_slices<D>(
+    bufs: &[io::IoSlice<'_>],
+    sealer: &mut Sealer<'_, '_, D>,
+    gathered: &mut Vec<u8>,
+) -> io::Result<usize> {
+    gathered.clear();
+    let mut taken = 0;
+    for buf in bufs.iter().filter(|b| !b.is_empty()) {
+        let room = TLS_BUFFER_LIMIT - taken;
+        if room == 0 {
+            break;
+        }
+        let buf = &buf[..buf.len().min(room)];
+        if buf.len() < GATHER_BELOW {
+            if gathered.len() + buf.len() > RECORD_PLAINTEXT {
+                sealer.seal_record(gathered)?;
+                gathered.clear();
             }
+            gathered.extend_from_slice(buf);
+        } else {
             if !gathered.is_empty() {
                 sealer.seal_record(gathered)?;
+                gathered.clear();
             }
-            Ok(taken)
-        })?;
-        Ok((taken, len))
+            sealer.seal_all(buf)?;
+        }
+        taken += buf.len();
     }
+    if !gathered.is_empty() {
+        sealer.seal_record(gathered)?;
+    }
+    Ok(taken)
 }
 
 impl io::Write for Encrypt<'_> {
@@ -312,48 +296,23 @@ impl io::Write for Encrypt<'_> {
             // Earlier records go first.
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        SEALED.with_borrow_mut(|sealed| {
-            GATHERED.with_borrow_mut(|gathered| {
-                let (taken, len) = self.seal_all(bufs, sealed, gathered)?;
-                // Bytes rustls had to send on the way (a key update) are
-                // older than these records.
-                if !self.stream.tls.outgoing().is_empty() {
-                    self.stream.tls.queue_sealed(&sealed[..len]);
-                } else {
-                    let sent = write_some(&mut self.stream.tcp, &sealed[..len])?;
-                    self.stream.tls.queue_sealed(&sealed[sent..len]);
-                }
-                self.stream.recount();
-                if sealed.len() > SHARED_KEEP {
-                    *sealed = Vec::new();
-                }
-                if gathered.capacity() > SHARED_KEEP {
-                    *gathered = Vec::new();
-                }
-                Ok(taken)
-            })
-        })
+        let stream = &mut *self.stream;
+        let taken = GATHERED.with_borrow_mut(|gathered| {
+            let taken = stream.tls.seal_and_send(&mut stream.tcp, |sealer| {
+                seal_slices(bufs, sealer, gathered)
+            });
+            if gathered.capacity() > GATHERED_KEEP {
+                *gathered = Vec::new();
+            }
+            taken
+        });
+        stream.recount();
+        taken
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// Writes as much of `bytes` as the socket takes now; returns how much.
-fn write_some(tcp: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
-    use std::io::Write;
-    let mut sent = 0;
-    while sent < bytes.len() {
-        match tcp.write(&bytes[sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(sent)
 }
 
 #[cfg(test)]

@@ -18,13 +18,26 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
     WriteTraffic,
 };
-use std::io;
+use std::cell::RefCell;
+use std::io::{self, Write};
 
 /// Plaintext encrypted per record: the TLS maximum.
 pub const RECORD_PLAINTEXT: usize = 16 * 1024;
 
 /// Room reserved per record for its header, tag and content type.
 pub const RECORD_OVERHEAD: usize = 64;
+
+thread_local! {
+    /// Where records are sealed before they are written, shared by every
+    /// connection of the thread: sealing writes into memory that is
+    /// already there (no allocation, no zeroing per record), and only what
+    /// the socket does not take is copied into the connection's own buffer.
+    static SEALED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The shared sealing buffer is freed past this, so one burst does not
+/// keep it large.
+const SEALED_KEEP: usize = 256 * 1024;
 
 /// The side of an unbuffered rustls connection: its one method that is not
 /// generic over the side.
@@ -159,9 +172,40 @@ impl<C: Side> TlsConnection<C> {
         release_if_empty(&mut self.outgoing);
     }
 
-    /// Appends `bytes`, already sealed, to what waits for the socket.
-    pub fn queue_sealed(&mut self, bytes: &[u8]) {
-        self.outgoing.extend_from_slice(bytes);
+    /// Writes the encrypted bytes waiting, as many as `tcp` takes now;
+    /// `true` once none is left.
+    pub fn send_waiting(&mut self, tcp: &mut impl Write) -> io::Result<bool> {
+        if self.outgoing.is_empty() {
+            return Ok(true);
+        }
+        let sent = write_some(tcp, &self.outgoing)?;
+        self.sent(sent);
+        Ok(self.outgoing.is_empty())
+    }
+
+    /// Seals records with `f` into the buffer the thread's connections
+    /// share and writes them to `tcp` at once; only what the socket does
+    /// not take is kept in [`TlsConnection::outgoing`].
+    pub fn seal_and_send<R>(
+        &mut self,
+        tcp: &mut impl Write,
+        f: impl FnOnce(&mut Sealer<'_, '_, C::Data>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        SEALED.with_borrow_mut(|sealed| {
+            let mut len = 0;
+            let result = self.seal(sealed, &mut len, f)?;
+            // Bytes rustls had to send on the way (a key update) are older
+            // than these records.
+            let sent = match self.outgoing.is_empty() {
+                true => write_some(tcp, &sealed[..len])?,
+                false => 0,
+            };
+            self.outgoing.extend_from_slice(&sealed[sent..len]);
+            if sealed.len() > SEALED_KEEP {
+                *sealed = Vec::new();
+            }
+            Ok(result)
+        })
     }
 
     /// Bytes of a record cut by the previous read, kept for the next.
@@ -405,7 +449,7 @@ impl<C: Side> TlsConnection<C> {
 
     /// Runs `f` with a [`Sealer`] writing records onto `sealed[*len..]`:
     /// any number of records for one pass through rustls's state.
-    pub fn seal<R>(
+    fn seal<R>(
         &mut self,
         sealed: &mut Vec<u8>,
         len: &mut usize,
@@ -440,6 +484,21 @@ impl<C: Side> TlsConnection<C> {
             }
         });
     }
+}
+
+/// Writes as much of `bytes` as `tcp` takes now; returns how much.
+fn write_some(tcp: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match tcp.write(&bytes[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 /// Seals records onto the end of a buffer, growing it as needed.

@@ -34,7 +34,7 @@ pub use error::ConnError;
 use recv::RecvBuf;
 pub use send::Outbox;
 use send::SendBuf;
-pub use socket::{open_socket, Counted, Readiness, Wire};
+pub use socket::{connect_done, open_socket, Counted, Readiness, Wire};
 pub use tls::Handshake as TlsHandshake;
 use tls::Tls;
 
@@ -227,20 +227,8 @@ impl Conn {
 
     /// `true` once TCP is connected; moves to the next phase.
     fn finish_connect(&mut self, readiness: Readiness) -> Result<bool, ConnError> {
-        // epoll reports a connecting socket writable only once it has
-        // connected, and failure as an error: a clean writable event needs
-        // no check. Anything else gets mio's recipe (`SO_ERROR`, then
-        // `getpeername` to tell "not yet" from "connected"), two syscalls
-        // a connect-rate scenario would otherwise pay per connection.
-        if !readiness.writable || readiness.closed {
-            if let Some(e) = self.stream.take_error().map_err(ConnError::Connect)? {
-                return Err(ConnError::Connect(e));
-            }
-            match self.stream.peer_addr() {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
-                Err(e) => return Err(ConnError::Connect(e)),
-            }
+        if !connect_done(&self.stream, readiness).map_err(ConnError::Connect)? {
+            return Ok(false);
         }
         if let Phase::Connecting(handshake) = &mut self.phase {
             self.phase = match handshake.take() {

@@ -41,10 +41,6 @@ const SOCKET_READ: usize = 6 * RECORD_PLAINTEXT + 2048;
 const BUSY_READ_ROOM: usize = SOCKET_READ;
 
 thread_local! {
-    /// Where records are sealed before they are written, shared by every
-    /// connection of the thread; a connection keeps only what its socket
-    /// did not take.
-    static SEALED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Where every connection of the thread reads TLS bytes and decrypts
     /// them, so that they stay in the cache; only the plaintext goes to
     /// the connection's receive buffer.
@@ -143,7 +139,7 @@ impl Tls {
     /// only its own messages go; the queue waits.
     pub fn flush(&mut self, tx: &mut SendBuf, tcp: &mut impl Write) -> Result<(), ConnError> {
         loop {
-            if !send_waiting(&mut self.conn, tcp).map_err(ConnError::Io)? {
+            if !self.conn.send_waiting(tcp).map_err(ConnError::Io)? {
                 return Ok(()); // the writable event resumes
             }
             if tx.unsent().is_empty() {
@@ -155,54 +151,12 @@ impl Tls {
             }
             let unsent = tx.unsent();
             let chunk = &unsent[..unsent.len().min(SEAL_AT_ONCE)];
-            SEALED
-                .with_borrow_mut(|sealed| {
-                    let mut len = 0;
-                    self.conn
-                        .seal(sealed, &mut len, |sealer| sealer.seal_all(chunk))?;
-                    // Bytes rustls had to send on the way (a key update)
-                    // are older than these records.
-                    let sent = match self.conn.outgoing() {
-                        [] => write_some(tcp, &sealed[..len])?,
-                        _ => 0,
-                    };
-                    self.conn.queue_sealed(&sealed[sent..len]);
-                    Ok(())
-                })
+            self.conn
+                .seal_and_send(tcp, |sealer| sealer.seal_all(chunk))
                 .map_err(ConnError::Io)?;
             tx.advance(chunk.len());
         }
     }
-}
-
-/// Writes the encrypted bytes waiting; `false` if the socket would block
-/// before all were written.
-fn send_waiting(
-    conn: &mut TlsConnection<UnbufferedClientConnection>,
-    tcp: &mut impl Write,
-) -> io::Result<bool> {
-    let waiting = conn.outgoing().len();
-    if waiting == 0 {
-        return Ok(true);
-    }
-    let sent = write_some(tcp, conn.outgoing())?;
-    conn.sent(sent);
-    Ok(sent == waiting)
-}
-
-/// Writes as much of `bytes` as the socket takes now; returns how much.
-fn write_some(tcp: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
-    let mut sent = 0;
-    while sent < bytes.len() {
-        match tcp.write(&bytes[sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(sent)
 }
 
 /// Plaintext read through rustls from the socket.
@@ -249,7 +203,7 @@ impl<S: Read + Write> Plaintext<'_, S> {
         };
         // The handshake's next flight (or an alert) goes out now; if the
         // socket is full, the flush after the reads resumes it.
-        let sent = send_waiting(conn, self.tcp);
+        let sent = conn.send_waiting(self.tcp);
         let plain = result.map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
         sent?;
         Ok(Some(plain))

@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use mio::net::TcpStream;
 
-use crate::conn::{open_socket, ConnError, Counted, Readiness, Wire};
+use crate::conn::{connect_done, open_socket, ConnError, Counted, Readiness, Wire};
 
 /// Bytes asked of one `read`: a poll answer of a busy room, or a burst of
 /// events, in few system calls.
@@ -241,17 +241,7 @@ impl HttpConn {
 
     /// Whether TCP is connected (the same checks as a WebSocket `Conn`).
     fn finish_connect(&mut self, readiness: Readiness) -> Result<bool, ConnError> {
-        if !readiness.writable || readiness.closed {
-            if let Some(e) = self.stream.take_error().map_err(ConnError::Connect)? {
-                return Err(ConnError::Connect(e));
-            }
-            match self.stream.peer_addr() {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
-                Err(e) => return Err(ConnError::Connect(e)),
-            }
-        }
-        Ok(true)
+        connect_done(&self.stream, readiness).map_err(ConnError::Connect)
     }
 
     /// Writes queued bytes until done or the socket is full.

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::server::cluster::resp;
+use crate::server::cluster::resp::wire::bulk;
 
 const MAX: usize = 100;
 
@@ -23,22 +24,14 @@ fn history(epoch: &str, head: u64, offsets: impl IntoIterator<Item = u64>) -> Fe
     }
 }
 
-/// RESP of a bulk string.
-fn bulk_of(bytes: &[u8]) -> Vec<u8> {
-    let mut out = format!("${}\r\n", bytes.len()).into_bytes();
-    out.extend(bytes);
-    out.extend(b"\r\n");
-    out
-}
-
 /// RESP of a stream entry as XRANGE returns it.
 fn entry_resp(id: &[u8], fields: &[(&[u8], &[u8])]) -> Vec<u8> {
     let mut out = b"*2\r\n".to_vec();
-    out.extend(bulk_of(id));
+    out.extend(bulk(id));
     out.extend(format!("*{}\r\n", fields.len() * 2).as_bytes());
     for (name, value) in fields {
-        out.extend(bulk_of(name));
-        out.extend(bulk_of(value));
+        out.extend(bulk(name));
+        out.extend(bulk(value));
     }
     out
 }
@@ -60,7 +53,7 @@ fn good_entry(offset: u64, payload: &[u8]) -> Vec<u8> {
 /// RESP of a read script's reply.
 fn reply(epoch: &[u8], head: i64, entries: &[Vec<u8>]) -> Vec<u8> {
     let mut out = b"*3\r\n".to_vec();
-    out.extend(bulk_of(epoch));
+    out.extend(bulk(epoch));
     out.extend(format!(":{head}\r\n*{}\r\n", entries.len()).as_bytes());
     for e in entries {
         out.extend(e);
@@ -113,6 +106,15 @@ fn fields_in_any_order_and_binary_payloads() {
 #[test]
 fn entries_that_cannot_be_delivered_are_left_out_and_said_why() {
     let with = |fields: &[(&[u8], &[u8])]| entry_resp(b"2-0", fields);
+    // Every field there, one of them wrong.
+    let all = |sender: &[u8], opcode: &[u8], time: &[u8]| {
+        with(&[
+            (b"sender", sender),
+            (b"opcode", opcode),
+            (b"time", time),
+            (b"payload", b""),
+        ])
+    };
     let cases: Vec<(Vec<u8>, Dropped)> = vec![
         (good_entry(2, &[b'x'; MAX + 1]), Dropped::Oversize),
         (good_entry(2, b"\xff"), Dropped::BadEntry("text not UTF-8")),
@@ -120,33 +122,9 @@ fn entries_that_cannot_be_delivered_are_left_out_and_said_why() {
             with(&[(b"sender", b"7"), (b"opcode", b"text"), (b"time", b"1")]),
             Dropped::BadEntry("no payload"),
         ),
-        (
-            with(&[
-                (b"sender", b"07"),
-                (b"opcode", b"text"),
-                (b"time", b"1"),
-                (b"payload", b""),
-            ]),
-            Dropped::BadEntry("bad sender"),
-        ),
-        (
-            with(&[
-                (b"sender", b"7"),
-                (b"opcode", b"ping"),
-                (b"time", b"1"),
-                (b"payload", b""),
-            ]),
-            Dropped::BadEntry("bad opcode"),
-        ),
-        (
-            with(&[
-                (b"sender", b"7"),
-                (b"opcode", b"text"),
-                (b"time", b"-1"),
-                (b"payload", b""),
-            ]),
-            Dropped::BadEntry("bad time"),
-        ),
+        (all(b"07", b"text", b"1"), Dropped::BadEntry("bad sender")),
+        (all(b"7", b"ping", b"1"), Dropped::BadEntry("bad opcode")),
+        (all(b"7", b"text", b"-1"), Dropped::BadEntry("bad time")),
         (
             with(&[(b"sender", b"7"), (b"sender", b"8"), (b"payload", b"")]),
             Dropped::BadEntry("a field twice"),
@@ -166,9 +144,9 @@ fn entries_that_cannot_be_delivered_are_left_out_and_said_why() {
     }
     // An odd number of field items.
     let mut odd = b"*2\r\n$3\r\n2-0\r\n*3\r\n".to_vec();
-    odd.extend(bulk_of(b"sender"));
-    odd.extend(bulk_of(b"7"));
-    odd.extend(bulk_of(b"opcode"));
+    odd.extend(bulk(b"sender"));
+    odd.extend(bulk(b"7"));
+    odd.extend(bulk(b"opcode"));
     let parsed = parse_bytes(&reply(b"e", 2, &[odd])).unwrap();
     assert_eq!(
         parsed.dropped,

@@ -7,6 +7,7 @@ use super::*;
 use crate::protocol::frame::OpCode;
 use crate::server::cluster::history::Fetch;
 use crate::server::cluster::message::{self, Malformed};
+pub(super) use crate::server::cluster::resp::wire::{bulk, cmd, evalsha_read};
 use crate::server::cluster::scripts::Script;
 
 pub(super) const MAX: usize = 100;
@@ -51,13 +52,6 @@ pub(super) fn scripts_loaded() -> Vec<u8> {
         .collect()
 }
 
-pub(super) fn bulk(bytes: &[u8]) -> Vec<u8> {
-    let mut out = format!("${}\r\n", bytes.len()).into_bytes();
-    out.extend(bytes);
-    out.extend(b"\r\n");
-    out
-}
-
 /// A link connected at 1, its handshake queued.
 pub(super) fn connected(config: LinkConfig, reserve: Option<u64>) -> Link {
     let mut link = Link::new(config, t(0));
@@ -83,12 +77,6 @@ pub(super) fn ready(role: Role) -> Link {
 pub(super) fn sent(link: &mut Link, now: Time) -> Vec<u8> {
     let mut out = Vec::new();
     assert_eq!(link.poll_transmit(&mut out, now).unwrap(), Flush::Done);
-    out
-}
-
-pub(super) fn cmd<const N: usize>(args: [&[u8]; N]) -> Vec<u8> {
-    let mut out = Vec::new();
-    resp::command(args, &mut out);
     out
 }
 

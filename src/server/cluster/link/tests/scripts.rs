@@ -10,23 +10,6 @@ fn publish_sha() -> Vec<u8> {
     bulk(Script::Publish.sha1().as_bytes())
 }
 
-/// The `EVALSHA` of the read script, as `scripts/read.lua` reads it.
-fn evalsha_read(room: &str, mode: &str, epoch: &str, n: &str) -> Vec<u8> {
-    cmd([
-        b"EVALSHA",
-        Script::Read.sha1().as_bytes(),
-        b"3",
-        format!("wschat:meta:{room}").as_bytes(),
-        format!("wschat:history:{room}").as_bytes(),
-        b"wschat:epochs",
-        b"86400000",
-        b"3",
-        mode.as_bytes(),
-        epoch.as_bytes(),
-        n.as_bytes(),
-    ])
-}
-
 /// A read script's reply with entries of `(offset, payload)`, text from 7.
 fn read_reply(epoch: &str, head: u64, entries: &[(u64, &[u8])]) -> Vec<u8> {
     let mut out = format!(
@@ -216,9 +199,9 @@ fn fetches_run_the_read_script() {
     };
     link.fetch(3, "side", &bad).unwrap();
     let expected = [
-        evalsha_read("lobby", "since", "0hon59y07ji1", "41"),
-        evalsha_read("lobby", "last", "", "20"),
-        evalsha_read("side", "since", "", "1"),
+        evalsha_read("lobby", "3", "since", "0hon59y07ji1", "41"),
+        evalsha_read("lobby", "3", "last", "", "20"),
+        evalsha_read("side", "3", "since", "", "1"),
     ]
     .concat();
     assert_eq!(sent(&mut link, t(3)), expected);
