@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{redis_or_skip, Daemon, Metrics, Redis};
+use support::{redis_or_skip, Metrics, Redis};
 use tungstenite::protocol::Role;
 use tungstenite::{ClientRequestBuilder, Message, WebSocket};
 
@@ -637,8 +637,8 @@ fn a_page_recovers_on_the_other_instance_while_its_own_restarts() -> TestResult 
         return Ok(());
     };
     let redis = Redis::start(&redis_server);
-    let mut a = cluster_instance(&redis);
-    let b = cluster_instance(&redis);
+    let mut a = redis.instance(WAIT);
+    let b = redis.instance(WAIT);
     // The page's only way in, A behind it for now; the client on B keeps
     // the room alive whatever A does.
     let relay = Relay::to(a.addr().port())?;
@@ -704,7 +704,7 @@ fn a_page_recovers_on_the_other_instance_while_its_own_restarts() -> TestResult 
 
     // A comes back (a new process) into the cluster; the page stays
     // where it is and B's client talks on.
-    let _a_again = cluster_instance(&redis);
+    let _a_again = redis.instance(WAIT);
     for text in &texts[9..] {
         peer.say(Message::text(text.as_str()))?;
     }
@@ -744,8 +744,8 @@ fn a_page_is_told_when_redis_forgets_the_room_under_it() -> TestResult {
         return Ok(());
     };
     let mut redis = Redis::start(&redis_server);
-    let a = cluster_instance(&redis);
-    let b = cluster_instance(&redis);
+    let a = redis.instance(WAIT);
+    let b = redis.instance(WAIT);
     // Only to cut the page off at the end.
     let relay = Relay::to(a.addr().port())?;
     let mut browser = Browser::launch(chromium, &[])?;
@@ -1233,23 +1233,6 @@ fn header(request: &Value, name: &str) -> Option<String> {
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .and_then(|(_, value)| value.as_str().map(str::to_owned))
     })
-}
-
-/// One `wschat --redis` instance of a cluster, returned once both its
-/// links to Redis are up. Short shutdown and close timeouts, so that a
-/// SIGTERM ends it within a couple of seconds whatever its clients do.
-fn cluster_instance(redis: &Redis) -> Daemon {
-    let url = redis.url();
-    let daemon = Daemon::start(&[
-        "--redis",
-        &url,
-        "--shutdown-timeout",
-        "1",
-        "--close-timeout",
-        "1",
-    ]);
-    daemon.wait_health("ok", WAIT);
-    daemon
 }
 
 /// The base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo, as

@@ -15,25 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::web::{agent, poll, Sse};
-use support::{op, redis_or_skip, Daemon, RawClient, Redis};
+use support::{op, redis_or_skip, RawClient, Redis};
 
 const CONNECT_LIMIT: Duration = Duration::from_secs(20);
 const WAIT: Duration = Duration::from_secs(10);
 const V1: (&str, &str) = ("Sec-WebSocket-Protocol", "wschat.v1");
-
-fn instance(redis: &Redis) -> Daemon {
-    let url = redis.url();
-    let daemon = Daemon::start(&[
-        "--redis",
-        &url,
-        "--shutdown-timeout",
-        "1",
-        "--close-timeout",
-        "1",
-    ]);
-    daemon.wait_health("ok", CONNECT_LIMIT);
-    daemon
-}
 
 /// What one `wschat.v1` receiver holds: its position and every offset
 /// received under the epoch it ends in.
@@ -207,8 +193,8 @@ fn a_rolling_restart_of_both_instances_loses_no_message() {
         return;
     };
     let redis = Redis::start(&exe);
-    let mut a = instance(&redis);
-    let mut b = instance(&redis);
+    let mut a = redis.instance(CONNECT_LIMIT);
+    let mut b = redis.instance(CONNECT_LIMIT);
     let alive = Arc::new(Mutex::new(vec![a.addr(), b.addr()]));
     let stop_senders = Arc::new(AtomicBool::new(false));
     let stop_receivers = Arc::new(AtomicBool::new(false));
@@ -233,7 +219,7 @@ fn a_rolling_restart_of_both_instances_loses_no_message() {
             old.wait_exit(Duration::from_secs(10)).is_some(),
             "instance did not stop"
         );
-        let fresh = instance(&redis);
+        let fresh = redis.instance(CONNECT_LIMIT);
         alive.lock().unwrap().push(fresh.addr());
         retired.push(old.log_tail());
         *old = fresh;
@@ -271,8 +257,8 @@ fn a_redis_that_forgets_changes_the_epoch_and_clients_learn_recovered_false() {
         return;
     };
     let mut redis = Redis::start(&exe);
-    let a = instance(&redis);
-    let b = instance(&redis);
+    let a = redis.instance(CONNECT_LIMIT);
+    let b = redis.instance(CONNECT_LIMIT);
     let mut on_a = RawClient::connect_with_headers(a.addr(), "/room/f", &[V1]);
     let first: Value = serde_json::from_str(&on_a.next_text(WAIT)).unwrap();
     let mut sender = RawClient::connect(b.addr(), "/room/f");
@@ -316,8 +302,8 @@ fn a_client_recovers_on_another_instance_from_redis() {
         return;
     };
     let redis = Redis::start(&exe);
-    let a = instance(&redis);
-    let b = instance(&redis);
+    let a = redis.instance(CONNECT_LIMIT);
+    let b = redis.instance(CONNECT_LIMIT);
     let mut on_a = RawClient::connect_with_headers(a.addr(), "/room/x", &[V1]);
     let welcome: Value = serde_json::from_str(&on_a.next_text(WAIT)).unwrap();
     let epoch = welcome["epoch"].as_str().unwrap().to_string();
@@ -372,8 +358,8 @@ fn sse_streams_and_pollers_recover_on_another_instance_from_redis() {
         return;
     };
     let redis = Redis::start(&exe);
-    let a = instance(&redis);
-    let b = instance(&redis);
+    let a = redis.instance(CONNECT_LIMIT);
+    let b = redis.instance(CONNECT_LIMIT);
     let mut sender = RawClient::connect(a.addr(), "/room/t");
     let mut on_a = RawClient::connect_with_headers(a.addr(), "/room/t", &[V1]);
     let welcome: Value = serde_json::from_str(&on_a.next_text(WAIT)).unwrap();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::{free_port, Daemon};
 
 /// The `redis-server` executable, if installed.
 pub fn redis_server_path() -> Option<PathBuf> {
@@ -111,6 +111,24 @@ impl Redis {
     /// The `--redis` URL of this server.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One `wschat --redis` instance of a cluster on this server, returned
+    /// once both its links to Redis are up (within `wait`). Short shutdown
+    /// and close timeouts, so that a SIGTERM ends it within a couple of
+    /// seconds whatever its clients do.
+    pub fn instance(&self, wait: Duration) -> Daemon {
+        let url = self.url();
+        let daemon = Daemon::start(&[
+            "--redis",
+            &url,
+            "--shutdown-timeout",
+            "1",
+            "--close-timeout",
+            "1",
+        ]);
+        daemon.wait_health("ok", wait);
+        daemon
     }
 
     /// Kills the server at once (SIGKILL): its connections drop.

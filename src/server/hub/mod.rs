@@ -834,147 +834,150 @@ mod tests {
         }
     }
 
+    /// A clustered hub at time 0, its members' queues, and who woke.
+    struct Clustered {
+        hub: Hub,
+        members: Slab<Queue>,
+        woken: Vec<usize>,
+        now: Time,
+    }
+
+    impl Clustered {
+        fn new() -> Clustered {
+            Clustered {
+                hub: Hub::new(64, HistoryLimits::default()).clustered(),
+                members: Slab::new(),
+                woken: Vec::new(),
+                now: Time::from_millis(0),
+            }
+        }
+
+        /// A JSON member (connection 5) joining room "r" from `offset` of
+        /// epoch "E", held while Redis is read: its key, the room, and the
+        /// position it asked for.
+        fn recalling(&mut self, offset: u64) -> (usize, usize, Position) {
+            let key = self.members.insert(Queue::json());
+            let since = Position {
+                epoch: "E".into(),
+                offset,
+            };
+            let joining = json_joining(key, 5, Some(&since), true);
+            let room = self
+                .hub
+                .join("r", joining, &mut self.members, &mut self.woken);
+            (key, room, since)
+        }
+
+        /// Redis's answer (`None`: it could not answer) for the member
+        /// `key` that joined from `since`.
+        fn recalled(
+            &mut self,
+            room: usize,
+            key: usize,
+            since: &Position,
+            answer: Option<Recalled<'_>>,
+        ) {
+            let joining = json_joining(key, 5, Some(since), true);
+            let (members, woken) = (&mut self.members, &mut self.woken);
+            self.hub
+                .recalled(room, joining, answer, members, woken, self.now);
+        }
+
+        /// Message `offset` of epoch "E" in `room`.
+        fn send(&mut self, room: usize, offset: u64, payload: &[u8]) -> &mut Fanout {
+            let message = numbered("E", offset, payload);
+            self.hub
+                .broadcast(room, message, &mut self.members, 1 << 20, self.now)
+        }
+
+        fn pump(&mut self, key: usize) -> Pump {
+            self.hub
+                .pump(key, &mut self.members, 1 << 20, &mut self.woken)
+        }
+    }
+
     #[test]
     fn a_member_held_for_redis_gets_the_recalled_history_then_what_came_meanwhile() {
-        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
-        let mut members: Slab<Queue> = Slab::new();
-        let key = members.insert(Queue::json());
-        let since = Position {
-            epoch: "E".into(),
-            offset: 2,
-        };
-        let joining = json_joining(key, 5, Some(&since), true);
-        let mut woken = Vec::new();
-        let room = hub.join("r", joining, &mut members, &mut woken);
-        let now = Time::from_millis(0);
+        let mut c = Clustered::new();
+        let (key, room, since) = c.recalling(2);
         // A live message arrives before Redis answers: it waits.
-        hub.broadcast(room, numbered("E", 5, b"five"), &mut members, 1 << 20, now);
-        assert!(members[key].frames.is_empty(), "held: nothing yet");
-        let recalled = recalled_of(4, 3..=4, b"old");
-        hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
-        assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
-        assert_eq!(types(&members[key].frames), ["wE:5:true", "m3", "m4", "m5"]);
-        members[key].frames.clear();
+        c.send(room, 5, b"five");
+        assert!(c.members[key].frames.is_empty(), "held: nothing yet");
+        c.recalled(room, key, &since, Some(recalled_of(4, 3..=4, b"old")));
+        assert_eq!(c.pump(key), Pump::Live);
+        assert_eq!(
+            types(&c.members[key].frames),
+            ["wE:5:true", "m3", "m4", "m5"]
+        );
+        c.members[key].frames.clear();
         // Read back from Redis and then heard live: sent and kept once.
-        let kept = hub.rooms.kept();
-        hub.broadcast(room, numbered("E", 5, b"five"), &mut members, 1 << 20, now);
-        assert!(members[key].frames.is_empty(), "offset 5 again");
-        assert_eq!(hub.rooms.kept(), kept);
-        hub.broadcast(room, numbered("E", 6, b"six"), &mut members, 1 << 20, now);
-        assert_eq!(types(&members[key].frames), ["m6"], "live now");
+        let kept = c.hub.rooms.kept();
+        c.send(room, 5, b"five");
+        assert!(c.members[key].frames.is_empty(), "offset 5 again");
+        assert_eq!(c.hub.rooms.kept(), kept);
+        c.send(room, 6, b"six");
+        assert_eq!(types(&c.members[key].frames), ["m6"], "live now");
     }
 
     #[test]
     fn messages_redis_read_before_their_live_copy_arrived_are_not_missing() {
-        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
-        let mut members: Slab<Queue> = Slab::new();
-        let live = members.insert(Queue::json());
+        let mut c = Clustered::new();
+        let live = c.members.insert(Queue::json());
         let joining = json_joining(live, 4, None, false);
-        let mut woken = Vec::new();
-        let room = hub.join("r", joining, &mut members, &mut woken);
-        let now = Time::from_millis(0);
+        let room = c.hub.join("r", joining, &mut c.members, &mut c.woken);
         for offset in 1..=3 {
-            hub.broadcast(
-                room,
-                numbered("E", offset, b"x"),
-                &mut members,
-                1 << 20,
-                now,
-            );
+            c.send(room, offset, b"x");
         }
-        let key = members.insert(Queue::json());
-        let since = Position {
-            epoch: "E".into(),
-            offset: 2,
-        };
-        let joining = json_joining(key, 5, Some(&since), true);
-        hub.join("r", joining, &mut members, &mut woken);
+        let (key, _, since) = c.recalling(2);
         // Redis's read answers before the subscription brings 4.
-        let recalled = recalled_of(4, 3..=4, b"x");
-        hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
-        assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
-        hub.broadcast(room, numbered("E", 4, b"x"), &mut members, 1 << 20, now);
+        c.recalled(room, key, &since, Some(recalled_of(4, 3..=4, b"x")));
+        assert_eq!(c.pump(key), Pump::Live);
+        c.send(room, 4, b"x");
         // The welcome says 4, the newest offset Redis knows; 4 is sent once.
-        assert_eq!(types(&members[key].frames), ["wE:4:true", "m3", "m4"]);
+        assert_eq!(types(&c.members[key].frames), ["wE:4:true", "m3", "m4"]);
     }
 
     #[test]
     fn a_message_kept_from_a_read_before_its_live_copy_is_sent_once() {
-        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
-        let mut members: Slab<Queue> = Slab::new();
-        let key = members.insert(Queue::json());
-        let since = Position {
-            epoch: "E".into(),
-            offset: 1,
-        };
-        let joining = json_joining(key, 5, Some(&since), true);
-        let mut woken = Vec::new();
-        let room = hub.join("r", joining, &mut members, &mut woken);
-        let now = Time::from_millis(0);
-        let recalled = recalled_of(3, 2..=3, b"x");
-        hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
-        assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
+        let mut c = Clustered::new();
+        let (key, room, since) = c.recalling(1);
+        c.recalled(room, key, &since, Some(recalled_of(3, 2..=3, b"x")));
+        assert_eq!(c.pump(key), Pump::Live);
         // The subscription brings 3 after the read did: not again.
-        let fanout = hub.broadcast(room, numbered("E", 3, b"x"), &mut members, 1 << 20, now);
-        assert_eq!(fanout.delivered, 0);
-        hub.broadcast(room, numbered("E", 4, b"x"), &mut members, 1 << 20, now);
-        assert_eq!(types(&members[key].frames), ["wE:3:true", "m2", "m3", "m4"]);
+        assert_eq!(c.send(room, 3, b"x").delivered, 0);
+        c.send(room, 4, b"x");
+        assert_eq!(
+            types(&c.members[key].frames),
+            ["wE:3:true", "m2", "m3", "m4"]
+        );
     }
 
     #[test]
     fn messages_redis_returned_before_they_were_heard_live_count_and_go_out_once() {
-        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
-        let mut members: Slab<Queue> = Slab::new();
-        let key = members.insert(Queue::json());
-        let since = Position {
-            epoch: "E".into(),
-            offset: 4,
-        };
-        let joining = json_joining(key, 5, Some(&since), true);
-        let mut woken = Vec::new();
-        let room = hub.join("r", joining, &mut members, &mut woken);
-        let now = Time::from_millis(0);
-        hub.broadcast(room, numbered("E", 5, b"five"), &mut members, 1 << 20, now);
+        let mut c = Clustered::new();
+        let (key, room, since) = c.recalling(4);
+        c.send(room, 5, b"five");
         // Redis read 6 and 7 before the subscription brought them here.
-        let recalled = recalled_of(7, 5..=7, b"x");
-        hub.recalled(room, joining, Some(recalled), &mut members, &mut woken, now);
-        assert_eq!(hub.pump(key, &mut members, 1 << 20, &mut woken), Pump::Live);
-        assert_eq!(types(&members[key].frames), ["wE:7:true", "m5", "m6", "m7"]);
-        members[key].frames.clear();
+        c.recalled(room, key, &since, Some(recalled_of(7, 5..=7, b"x")));
+        assert_eq!(c.pump(key), Pump::Live);
+        assert_eq!(
+            types(&c.members[key].frames),
+            ["wE:7:true", "m5", "m6", "m7"]
+        );
+        c.members[key].frames.clear();
         for offset in [6, 7, 8] {
-            hub.broadcast(
-                room,
-                numbered("E", offset, b"x"),
-                &mut members,
-                1 << 20,
-                now,
-            );
+            c.send(room, offset, b"x");
         }
-        assert_eq!(types(&members[key].frames), ["m8"]);
-        assert_eq!(hub.rooms.kept().0, 4, "5 to 8, each once");
+        assert_eq!(types(&c.members[key].frames), ["m8"]);
+        assert_eq!(c.hub.rooms.kept().0, 4, "5 to 8, each once");
     }
 
     #[test]
     fn a_failed_recall_says_recovered_false() {
-        let mut hub = Hub::new(64, HistoryLimits::default()).clustered();
-        let mut members: Slab<Queue> = Slab::new();
-        let key = members.insert(Queue::json());
-        let since = Position {
-            epoch: "E".into(),
-            offset: 0,
-        };
-        let joining = json_joining(key, 5, Some(&since), true);
-        let mut woken = Vec::new();
-        let room = hub.join("r", joining, &mut members, &mut woken);
-        hub.recalled(
-            room,
-            joining,
-            None,
-            &mut members,
-            &mut woken,
-            Time::from_millis(0),
-        );
-        let welcome = types(&members[key].frames);
+        let mut c = Clustered::new();
+        let (key, room, since) = c.recalling(0);
+        c.recalled(room, key, &since, None);
+        let welcome = types(&c.members[key].frames);
         assert!(welcome[0].ends_with(":false"), "{welcome:?}");
     }
 
