@@ -9,8 +9,8 @@ use std::io;
 use mio::net::TcpStream;
 use rustls::server::UnbufferedServerConnection;
 
-use super::tls_connection::{Sealer, TlsConnection, RECORD_PLAINTEXT};
-use super::{read_socket, ReadResult};
+use super::tls_connection::{Received, Sealer, TlsConnection, RECORD_PLAINTEXT};
+use super::ReadResult;
 use crate::server::tls::TLS_BUFFER_LIMIT;
 use crate::server::write_queue::{BufferPool, ByteGauge, Flush, WriteQueue};
 
@@ -20,9 +20,6 @@ pub struct TlsStream {
     tls: TlsConnection<UnbufferedServerConnection>,
     /// The handshake's completion was already reported.
     reported: bool,
-    /// The last socket read of this [`TlsStream::read`] left space free:
-    /// the socket was empty then, and a later byte raises a new edge.
-    socket_drained: bool,
     /// Where the encrypted bytes waiting are counted with the write
     /// queues' bytes, and how much of them is counted now.
     gauge: Option<ByteGauge>,
@@ -53,7 +50,6 @@ impl TlsStream {
             tcp,
             tls: TlsConnection::new(tls),
             reported: false,
-            socket_drained: false,
             gauge: None,
             counted: 0,
         }
@@ -101,15 +97,10 @@ impl TlsStream {
         false
     }
 
-    /// Whether the read that just returned plaintext emptied the stream:
-    /// its socket read left buffer space free, and rustls holds nothing
-    /// more (no plaintext, no close_notify to report). Reading again
-    /// would only return `WouldBlock`.
+    /// Whether the read that just returned plaintext emptied the stream
+    /// (see [`TlsConnection::drained`]).
     pub fn drained(&self) -> bool {
-        self.socket_drained
-            && !self.tls.has_plaintext()
-            && !self.tls.peer_closed()
-            && !self.tls.failed()
+        self.tls.drained()
     }
 
     /// Whether the handshake completed (and was reported).
@@ -118,55 +109,19 @@ impl TlsStream {
     }
 
     /// Plaintext if some is waiting; else TLS bytes from the socket,
-    /// processed until there is plaintext or the socket would block.
-    ///
-    /// The records are read into the second half of `buf` (the loop's read
-    /// buffer) and decrypted there, and their plaintext is written to its
-    /// front: no copy into a buffer of the connection's own, which keeps
-    /// only the bytes of a record cut by the end of a read.
+    /// processed until there is plaintext or the socket would block (see
+    /// [`TlsConnection::read`]: records are read into the second half of
+    /// `buf`, the loop's read buffer, and their plaintext written to its
+    /// front). What rustls has to send on the way is sent.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<ReadResult> {
-        // Plaintext kept from an earlier read says nothing of the socket now.
-        self.socket_drained = false;
-        loop {
-            if self.tls.has_plaintext() {
-                return Ok(ReadResult::Data(self.tls.take_plaintext(buf)));
-            }
-            if self.tls.peer_closed() {
-                return Ok(ReadResult::Eof);
-            }
-            if self.socket_drained {
-                // Processed all the socket had, and no plaintext came of it
-                // (an incomplete record, a handshake message): the next
-                // read would only say `WouldBlock`.
-                return Ok(ReadResult::WouldBlock);
-            }
-            // Records are read into the second half and their plaintext
-            // written to the first (see `TlsConnection::decrypt_into`).
-            let (out, ciphertext) = buf.split_at_mut(buf.len() / 2);
-            let Some(kept) = self.tls.restore_cut_record(ciphertext) else {
-                let n = match read_socket(&mut self.tcp, buf)? {
-                    ReadResult::Data(n) => n,
-                    other => return Ok(other),
-                };
-                self.socket_drained = n < buf.len();
-                if let Err(err) = self.feed(&buf[..n]) {
-                    return Ok(ReadResult::TlsFailed(err));
-                }
-                continue;
-            };
-            let n = match read_socket(&mut self.tcp, &mut ciphertext[kept..])? {
-                ReadResult::Data(n) => n,
-                other => return Ok(other),
-            };
-            self.socket_drained = kept + n < ciphertext.len();
-            let decrypted = self.tls.decrypt_into(&mut ciphertext[..kept + n], out);
-            let _ = self.flush_outgoing();
-            match decrypted {
-                Ok(0) => {}
-                Ok(len) => return Ok(ReadResult::Data(len)),
-                Err(err) => return Ok(ReadResult::TlsFailed(err)),
-            }
-        }
+        let received = self.tls.read(buf, None, &mut self.tcp);
+        let _ = self.flush_outgoing();
+        Ok(match received? {
+            Received::Plaintext(n) => ReadResult::Data(n),
+            Received::WouldBlock => ReadResult::WouldBlock,
+            Received::End => ReadResult::Eof,
+            Received::Failed(err) => ReadResult::TlsFailed(err),
+        })
     }
 
     /// TLS bytes received outside [`TlsStream::read`] (those that followed

@@ -19,7 +19,7 @@ use rustls::unbuffered::{
     WriteTraffic,
 };
 use std::cell::RefCell;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 /// Plaintext encrypted per record: the TLS maximum.
 pub const RECORD_PLAINTEXT: usize = 16 * 1024;
@@ -82,6 +82,19 @@ enum Progress {
     Closed,
 }
 
+/// What a [`TlsConnection::read`] gave.
+#[derive(Debug)]
+pub enum Received {
+    /// `n` bytes of plaintext at the front of the buffer.
+    Plaintext(usize),
+    /// Nothing more for now: the socket is drained.
+    WouldBlock,
+    /// The peer sent close_notify, or closed TCP.
+    End,
+    /// rustls failed on the bytes; the alert that names it is queued.
+    Failed(rustls::Error),
+}
+
 /// An unbuffered rustls connection of side `C` with its bytes in flight.
 pub struct TlsConnection<C> {
     tls: C,
@@ -98,6 +111,9 @@ pub struct TlsConnection<C> {
     /// rustls failed: it is not asked anything again (it would process the
     /// same bad bytes again, and it keeps positions in them).
     failed: bool,
+    /// The last socket read of this [`TlsConnection::read`] left space
+    /// free: the socket was empty then, and a later byte raises a new edge.
+    socket_drained: bool,
 }
 
 impl<C> std::fmt::Debug for TlsConnection<C> {
@@ -124,6 +140,7 @@ impl<C: Side> TlsConnection<C> {
             open: false,
             peer_closed: false,
             failed: false,
+            socket_drained: false,
         }
     }
 
@@ -208,6 +225,78 @@ impl<C: Side> TlsConnection<C> {
         })
     }
 
+    /// Plaintext if some is waiting; else TLS bytes from `socket`,
+    /// processed until there is plaintext or the socket would block.
+    ///
+    /// The records are read into `records` (if `None`, the second half of
+    /// `buf`) and decrypted there, their plaintext written to the front of
+    /// `buf`: no copy into a buffer of the connection's own, which keeps
+    /// only the bytes of a record cut by the end of a read. Anything rustls
+    /// has to send (the handshake's next flight, an alert) waits in
+    /// [`TlsConnection::outgoing`] for the caller to write.
+    pub fn read(
+        &mut self,
+        buf: &mut [u8],
+        mut records: Option<&mut [u8]>,
+        socket: &mut impl Read,
+    ) -> io::Result<Received> {
+        // Plaintext kept from an earlier read says nothing of the socket now.
+        self.socket_drained = false;
+        loop {
+            if self.has_plaintext() {
+                return Ok(Received::Plaintext(self.take_plaintext(buf)));
+            }
+            if self.peer_closed {
+                return Ok(Received::End);
+            }
+            if self.socket_drained {
+                // Processed all the socket had, and no plaintext came of it
+                // (an incomplete record, a handshake message): the next
+                // read would only say `WouldBlock`.
+                return Ok(Received::WouldBlock);
+            }
+            let (out, ciphertext) = match records.as_deref_mut() {
+                Some(records) => (&mut *buf, records),
+                None => buf.split_at_mut(buf.len() / 2),
+            };
+            let Some(kept) = self.restore_cut_record(ciphertext) else {
+                // (Too little room for a record: the bytes go through the
+                // connection's own buffers.)
+                let Some(n) = read_socket(socket, out)? else {
+                    return Ok(Received::WouldBlock);
+                };
+                if n == 0 {
+                    return Ok(Received::End);
+                }
+                self.socket_drained = n < out.len();
+                if let Err(err) = self.feed(&out[..n]) {
+                    return Ok(Received::Failed(err));
+                }
+                continue;
+            };
+            let Some(n) = read_socket(socket, &mut ciphertext[kept..])? else {
+                return Ok(Received::WouldBlock);
+            };
+            if n == 0 {
+                return Ok(Received::End);
+            }
+            self.socket_drained = kept + n < ciphertext.len();
+            match self.decrypt_into(&mut ciphertext[..kept + n], out) {
+                Ok(0) => {}
+                Ok(len) => return Ok(Received::Plaintext(len)),
+                Err(err) => return Ok(Received::Failed(err)),
+            }
+        }
+    }
+
+    /// Whether the read that just returned plaintext emptied the stream:
+    /// its socket read left buffer space free, and rustls holds nothing
+    /// more (no plaintext, no close_notify to report). Reading again would
+    /// only return `WouldBlock`.
+    pub fn drained(&self) -> bool {
+        self.socket_drained && !self.has_plaintext() && !self.peer_closed && !self.failed
+    }
+
     /// Bytes of a record cut by the previous read, kept for the next.
     pub fn cut_record_len(&self) -> usize {
         self.incoming.len()
@@ -219,7 +308,7 @@ impl<C: Side> TlsConnection<C> {
     /// `None` when they would not leave room for a record: the caller
     /// reads into a buffer of its own and [`TlsConnection::feed`]s it
     /// instead.
-    pub fn restore_cut_record(&mut self, ciphertext: &mut [u8]) -> Option<usize> {
+    fn restore_cut_record(&mut self, ciphertext: &mut [u8]) -> Option<usize> {
         let kept = self.incoming.len();
         if self.failed || kept + RECORD_OVERHEAD >= ciphertext.len() {
             // (A record longer than the read buffer cannot be: TLS records
@@ -243,7 +332,7 @@ impl<C: Side> TlsConnection<C> {
     /// so it is copied once, straight to where the caller wants it: a
     /// caller splits its read buffer in two, reads into one part and gets
     /// the plaintext in the other.
-    pub fn decrypt_into(
+    fn decrypt_into(
         &mut self,
         ciphertext: &mut [u8],
         plaintext: &mut [u8],
@@ -486,6 +575,18 @@ impl<C: Side> TlsConnection<C> {
     }
 }
 
+/// One read of `socket`; `None` if it would block.
+fn read_socket(socket: &mut impl Read, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        return match socket.read(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+    }
+}
+
 /// Writes as much of `bytes` as `tcp` takes now; returns how much.
 fn write_some(tcp: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
     let mut sent = 0;
@@ -707,6 +808,25 @@ pub(crate) mod tests {
         (client, server)
     }
 
+    /// A socket that has `wire` to give, in reads of at most the sizes
+    /// `cuts` gives in turn, then would block.
+    struct Pieces<'a> {
+        wire: &'a [u8],
+        cuts: std::iter::Cycle<std::slice::Iter<'a, usize>>,
+    }
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.wire.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = (*self.cuts.next().unwrap()).min(buf.len()).min(self.wire.len());
+            buf[..n].copy_from_slice(&self.wire[..n]);
+            self.wire = &self.wire[n..];
+            Ok(n)
+        }
+    }
+
     /// Receives `wire` as reads of the sizes `cuts` gives, as a transport
     /// does: a read buffer of `buffer` bytes split in two, the records
     /// read into the second half and their plaintext taken from the first;
@@ -719,29 +839,17 @@ pub(crate) mod tests {
     ) -> Vec<u8> {
         let mut buf = vec![0u8; buffer];
         let mut got = Vec::new();
-        let mut at = 0;
-        let mut cut = cuts.iter().cycle();
-        while at < wire.len() || rx.has_plaintext() {
-            if rx.has_plaintext() {
-                let n = rx.take_plaintext(&mut buf);
-                got.extend_from_slice(&buf[..n]);
-                continue;
-            }
-            let (out, ciphertext) = buf.split_at_mut(buffer / 2);
-            let step = *cut.next().unwrap();
-            match rx.restore_cut_record(ciphertext) {
-                Some(kept) => {
-                    let n = step.min(wire.len() - at).min(ciphertext.len() - kept);
-                    ciphertext[kept..kept + n].copy_from_slice(&wire[at..at + n]);
-                    at += n;
-                    let len = rx.decrypt_into(&mut ciphertext[..kept + n], out).unwrap();
-                    got.extend_from_slice(&out[..len]);
-                }
-                None => {
-                    let n = step.min(wire.len() - at);
-                    rx.feed(&wire[at..at + n]).unwrap();
-                    at += n;
-                }
+        let mut socket = Pieces {
+            wire,
+            cuts: cuts.iter().cycle(),
+        };
+        loop {
+            match rx.read(&mut buf, None, &mut socket).unwrap() {
+                Received::Plaintext(n) => got.extend_from_slice(&buf[..n]),
+                Received::WouldBlock if socket.wire.is_empty() => break,
+                Received::WouldBlock => {}
+                Received::End => break,
+                Received::Failed(err) => panic!("{err}"),
             }
         }
         assert_eq!(rx.cut_record_len(), 0, "every record was whole in the end");

@@ -22,7 +22,7 @@ use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use rustls::HandshakeKind;
-use wschat::server::transport::tls_connection::{TlsConnection, RECORD_PLAINTEXT};
+use wschat::server::transport::tls_connection::{Received, TlsConnection, RECORD_PLAINTEXT};
 
 use super::send::SendBuf;
 use super::ConnError;
@@ -52,10 +52,7 @@ thread_local! {
 pub struct Tls {
     /// Boxed: its state is large, and plain connections do not pay for it.
     conn: Box<TlsConnection<UnbufferedClientConnection>>,
-    /// The last socket read of the current plaintext read left space free,
-    /// so the socket was empty then (see [`Tls::drained`]).
-    drained: bool,
-    /// The last socket read filled the space it was given.
+    /// The last read brought plaintext and left more to read.
     busy: bool,
 }
 
@@ -75,11 +72,7 @@ impl Tls {
             UnbufferedClientConnection::new(config.clone(), name).map_err(ConnError::Tls)?;
         let mut conn = Box::new(TlsConnection::new(client));
         conn.start().map_err(ConnError::Tls)?;
-        Ok(Tls {
-            conn,
-            drained: false,
-            busy: false,
-        })
+        Ok(Tls { conn, busy: false })
     }
 
     /// The handshake's kind, once it has completed.
@@ -110,14 +103,13 @@ impl Tls {
 
     /// A `Read` of plaintext over `tcp`, for the receive buffer.
     pub fn reader<'a, S: Read + Write>(&'a mut self, tcp: &'a mut S) -> Plaintext<'a, S> {
-        self.drained = false;
         Plaintext { tls: self, tcp }
     }
 
     /// Free space the receive buffer should have before the next read:
     /// room for whole records once the connection is busy (a record is
-    /// cut, or the last read filled its space), none while it is idle, so
-    /// idle connections keep small buffers.
+    /// cut, or the last read left more to read), none while it is idle,
+    /// so idle connections keep small buffers.
     pub fn wanted_room(&self) -> usize {
         if self.busy || self.conn.cut_record_len() > 0 {
             BUSY_READ_ROOM
@@ -126,12 +118,11 @@ impl Tls {
         }
     }
 
-    /// Whether the plaintext read just made emptied the connection: it read
-    /// the socket, that read left space free, and rustls holds no more.
-    /// Bytes arriving later raise a new edge, so the read that would say
-    /// `WouldBlock` is saved.
+    /// Whether the plaintext read just made emptied the connection (see
+    /// [`TlsConnection::drained`]): bytes arriving later raise a new edge,
+    /// so the read that would say `WouldBlock` is saved.
     pub fn drained(&self) -> bool {
-        self.drained && !self.conn.has_plaintext() && !self.conn.peer_closed()
+        self.conn.drained()
     }
 
     /// Seals the queue's bytes into records and writes them, until both
@@ -162,12 +153,13 @@ impl Tls {
 /// Plaintext read through rustls from the socket.
 ///
 /// A `read` returns plaintext rustls already holds, else reads the socket
-/// into `buf` (after a record the previous read cut) and decrypts it
-/// there, until there is plaintext; `Ok(0)` is the end (close_notify, or
-/// TCP closed without one), `WouldBlock` that the socket is drained. A
-/// read may leave decrypted bytes no readiness event announces, so a
-/// caller reads until one of those two, or until [`Tls::drained`]. A TLS
-/// failure is an `InvalidData` error wrapping the `rustls::Error` (see
+/// into the thread's shared buffer and decrypts it there, writing the
+/// plaintext to `buf`, until there is plaintext (see
+/// [`TlsConnection::read`]); `Ok(0)` is the end (close_notify, or TCP
+/// closed without one), `WouldBlock` that the socket is drained. A read
+/// may leave decrypted bytes no readiness event announces, so a caller
+/// reads until one of those two, or until [`Tls::drained`]. A TLS failure
+/// is an `InvalidData` error wrapping the `rustls::Error` (see
 /// [`ConnError::from_io`]), after the alert that names it was sent.
 #[derive(Debug)]
 pub struct Plaintext<'a, S> {
@@ -175,72 +167,27 @@ pub struct Plaintext<'a, S> {
     tcp: &'a mut S,
 }
 
-impl<S: Read + Write> Plaintext<'_, S> {
-    /// Reads the socket into `buf` and processes what came: the plaintext
-    /// now at the front of `buf`, `None` at the end of the stream.
-    fn read_records(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        let conn = &mut self.tls.conn;
-        let result = CIPHERTEXT.with_borrow_mut(|ciphertext| -> io::Result<_> {
+impl<S: Read + Write> Read for Plaintext<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let tls = &mut *self.tls;
+        let received = CIPHERTEXT.with_borrow_mut(|ciphertext| {
             // Plaintext is never longer than its records: a read no longer
             // than `buf` decrypts into it whole.
             let room = ciphertext.len().min(buf.len());
-            let ciphertext = &mut ciphertext[..room];
-            let Some(kept) = conn.restore_cut_record(ciphertext) else {
-                // (A receive buffer with little room: the records go
-                // through the connection's own buffers.)
-                let n = read_or_interrupted(self.tcp, buf)?;
-                self.tls.drained = n < buf.len();
-                self.tls.busy = !self.tls.drained;
-                return Ok((n > 0).then(|| conn.feed(&buf[..n]).map(|()| 0)));
-            };
-            let n = read_or_interrupted(self.tcp, &mut ciphertext[kept..])?;
-            self.tls.drained = kept + n < ciphertext.len();
-            self.tls.busy = !self.tls.drained;
-            Ok((n > 0).then(|| conn.decrypt_into(&mut ciphertext[..kept + n], buf)))
+            tls.conn.read(buf, Some(&mut ciphertext[..room]), self.tcp)
         });
-        let Some(result) = result? else {
-            return Ok(None);
-        };
         // The handshake's next flight (or an alert) goes out now; if the
         // socket is full, the flush after the reads resumes it.
-        let sent = conn.send_waiting(self.tcp);
-        let plain = result.map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+        let sent = tls.conn.send_waiting(self.tcp);
+        let received = received?;
+        tls.busy = matches!(received, Received::Plaintext(_)) && !tls.conn.drained();
+        let n = match received {
+            Received::Plaintext(n) => n,
+            Received::WouldBlock => return Err(io::ErrorKind::WouldBlock.into()),
+            Received::End => return Ok(0),
+            Received::Failed(err) => return Err(io::Error::new(io::ErrorKind::InvalidData, err)),
+        };
         sent?;
-        Ok(Some(plain))
-    }
-}
-
-/// One socket read, retried if a signal interrupted it.
-fn read_or_interrupted(tcp: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match tcp.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
-    }
-}
-
-impl<S: Read + Write> Read for Plaintext<'_, S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let conn = &mut self.tls.conn;
-            if conn.has_plaintext() {
-                return Ok(conn.take_plaintext(buf));
-            }
-            if conn.peer_closed() {
-                return Ok(0);
-            }
-            if self.tls.drained {
-                // All the socket had is processed and made no plaintext (an
-                // incomplete record, a handshake message): reading again
-                // would only block.
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            match self.read_records(buf)? {
-                None => return Ok(0),
-                Some(0) => {}
-                Some(n) => return Ok(n),
-            }
-        }
+        Ok(n)
     }
 }
