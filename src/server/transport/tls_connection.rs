@@ -820,7 +820,9 @@ pub(crate) mod tests {
             if self.wire.is_empty() {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            let n = (*self.cuts.next().unwrap()).min(buf.len()).min(self.wire.len());
+            let n = (*self.cuts.next().unwrap())
+                .min(buf.len())
+                .min(self.wire.len());
             buf[..n].copy_from_slice(&self.wire[..n]);
             self.wire = &self.wire[n..];
             Ok(n)
